@@ -1,0 +1,233 @@
+//! Decoding and encoding of whole packets.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use mqtt_proto::codec::{self, Limits};
+//! use mqtt_proto::packet::{Packet, Publish, Version};
+//!
+//! let mut wire = BytesMut::new();
+//! codec::encode(&Packet::Publish(Publish::new("a/b", "hello")), Version::V5, &mut wire)?;
+//! codec::encode(&Packet::PingReq, Version::V5, &mut wire)?;
+//!
+//! // Two packets in one buffer: each call takes one; `Ok(None)` asks for more bytes.
+//! let limits = Limits::default();
+//! assert!(matches!(codec::decode(&mut wire, Version::V5, &limits)?, Some(Packet::Publish(_))));
+//! assert_eq!(codec::decode(&mut wire, Version::V5, &limits)?, Some(Packet::PingReq));
+//! assert_eq!(codec::decode(&mut wire, Version::V5, &limits)?, None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+pub(crate) mod wire;
+
+use bytes::{Buf, BufMut, BytesMut};
+
+pub use error::{DecodeError, EncodeError};
+use wire::{MAX_VARIABLE_BYTE_INTEGER, Reader, put_varint, read_varint, varint_len};
+
+use crate::packet::{
+    Auth, ConnAck, Connect, Disconnect, Packet, PacketType, PubAck, PubComp, PubRec, PubRel,
+    Publish, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+};
+
+/// Limits the decoder enforces on what the peer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest packet accepted, in bytes, fixed header included (the MQTT 5.0 Maximum Packet
+    /// Size). A packet announcing more is rejected from its fixed header, before it is buffered.
+    pub max_packet_size: u32,
+}
+
+impl Limits {
+    /// The protocol's own ceiling: a fixed header of 5 bytes and the largest remaining length.
+    pub const PROTOCOL_MAX_PACKET_SIZE: u32 = MAX_VARIABLE_BYTE_INTEGER + 5;
+
+    /// Limits with this maximum packet size.
+    pub const fn new(max_packet_size: u32) -> Self {
+        Self { max_packet_size }
+    }
+}
+
+impl Default for Limits {
+    /// A maximum packet size of 1 MiB: enough for ordinary messages, small enough that a peer
+    /// cannot make a connection hold hundreds of megabytes.
+    fn default() -> Self {
+        Self::new(1024 * 1024)
+    }
+}
+
+/// The fixed header of a packet (section 2.1.1).
+#[derive(Debug, Clone, Copy)]
+struct FixedHeader {
+    packet: PacketType,
+    flags: u8,
+    /// Bytes of the fixed header itself.
+    header_len: usize,
+    remaining_len: usize,
+}
+
+fn read_fixed_header(
+    buf: &[u8],
+    version: Version,
+    limits: &Limits,
+) -> Result<Option<FixedHeader>, DecodeError> {
+    let Some((&first, rest)) = buf.split_first() else {
+        return Ok(None);
+    };
+    let kind = first >> 4;
+    let flags = first & 0x0F;
+    let packet = match PacketType::from_u8(kind) {
+        Some(PacketType::Auth) if version == Version::V3_1_1 => None,
+        other => other,
+    }
+    .ok_or(DecodeError::ReservedPacketType(kind))?;
+    let expected = match packet {
+        // PUBLISH flags are DUP, QoS and RETAIN, checked by its decoder.
+        PacketType::Publish => flags,
+        PacketType::PubRel => PubRel::FLAGS,
+        PacketType::Subscribe => Subscribe::FLAGS,
+        PacketType::Unsubscribe => Unsubscribe::FLAGS,
+        _ => 0,
+    };
+    if flags != expected {
+        return Err(DecodeError::InvalidFixedHeaderFlags { packet, flags });
+    }
+    let Some((remaining, used)) = read_varint(rest)? else {
+        return Ok(None);
+    };
+    let header_len = 1 + used;
+    let size = header_len as u64 + u64::from(remaining);
+    if size > u64::from(limits.max_packet_size) {
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: limits.max_packet_size,
+        });
+    }
+    Ok(Some(FixedHeader {
+        packet,
+        flags,
+        header_len,
+        remaining_len: remaining as usize,
+    }))
+}
+
+/// Decodes one packet from the front of `buf`.
+///
+/// - `Ok(Some(packet))`: the packet's bytes were removed from `buf`; whatever follows stays.
+/// - `Ok(None)`: `buf` holds only part of a packet; nothing was consumed. Read more and call again.
+/// - `Err(_)`: the peer sent an invalid packet. The error is fatal for the connection.
+///
+/// `version` is the connection's protocol version; a CONNECT, which carries its own, is decoded
+/// by that instead, and its [`Connect::protocol_version`] tells the server which to use from
+/// then on. Strings, binary fields and the payload of the result share `buf`'s memory.
+///
+/// A packet larger than `limits.max_packet_size` is rejected as soon as its fixed header is
+/// complete, so `buf` never needs to grow past the limit. Every length inside the packet is
+/// checked against the bytes actually present before anything is read.
+pub fn decode(
+    buf: &mut BytesMut,
+    version: Version,
+    limits: &Limits,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(header) = read_fixed_header(buf, version, limits)? else {
+        return Ok(None);
+    };
+    let total = header.header_len + header.remaining_len;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total);
+    frame.advance(header.header_len);
+    let mut r = Reader::new(frame.freeze(), header.packet);
+    let packet = match header.packet {
+        PacketType::Connect => Packet::Connect(Box::new(Connect::read(&mut r)?)),
+        PacketType::ConnAck => Packet::ConnAck(Box::new(ConnAck::read(&mut r, version)?)),
+        PacketType::Publish => Packet::Publish(Publish::read(header.flags, &mut r, version)?),
+        PacketType::PubAck => Packet::PubAck(PubAck::read(&mut r, version)?),
+        PacketType::PubRec => Packet::PubRec(PubRec::read(&mut r, version)?),
+        PacketType::PubRel => Packet::PubRel(PubRel::read(&mut r, version)?),
+        PacketType::PubComp => Packet::PubComp(PubComp::read(&mut r, version)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::read(&mut r, version)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::read(&mut r, version)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::read(&mut r, version)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::read(&mut r, version)?),
+        PacketType::PingReq => Packet::PingReq,
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => Packet::Disconnect(Disconnect::read(&mut r, version)?),
+        PacketType::Auth => Packet::Auth(Auth::read(&mut r)?),
+    };
+    r.finish()?;
+    Ok(Some(packet))
+}
+
+impl Packet {
+    /// The remaining length and fixed header flags of this packet for `version`, validating it.
+    fn remaining_len(&self, version: Version) -> Result<(usize, u8), EncodeError> {
+        Ok(match self {
+            Packet::Connect(p) => (p.body_len(version)?, 0),
+            Packet::ConnAck(p) => (p.body_len(version)?, 0),
+            Packet::Publish(p) => (p.body_len(version)?, p.flags()),
+            Packet::PubAck(p) => (p.body_len(version)?, PubAck::FLAGS),
+            Packet::PubRec(p) => (p.body_len(version)?, PubRec::FLAGS),
+            Packet::PubRel(p) => (p.body_len(version)?, PubRel::FLAGS),
+            Packet::PubComp(p) => (p.body_len(version)?, PubComp::FLAGS),
+            Packet::Subscribe(p) => (p.body_len(version)?, Subscribe::FLAGS),
+            Packet::SubAck(p) => (p.body_len(version)?, 0),
+            Packet::Unsubscribe(p) => (p.body_len(version)?, Unsubscribe::FLAGS),
+            Packet::UnsubAck(p) => (p.body_len(version)?, 0),
+            Packet::PingReq | Packet::PingResp => (0, 0),
+            Packet::Disconnect(p) => (p.body_len(version)?, 0),
+            Packet::Auth(p) => (p.body_len(version)?, 0),
+        })
+    }
+
+    /// The size of this packet on the wire for `version`, fixed header included: what a peer's
+    /// Maximum Packet Size is compared with.
+    pub fn encoded_len(&self, version: Version) -> Result<usize, EncodeError> {
+        let (remaining, _) = self.remaining_len(version)?;
+        if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
+            return Err(EncodeError::PacketTooLarge(remaining));
+        }
+        Ok(1 + varint_len(remaining) + remaining)
+    }
+}
+
+/// Appends `packet`, encoded for `version`, to `buf`.
+///
+/// On error nothing is written. Encoding a PUBLISH for 3.1.1 drops its 5.0 properties (what a
+/// broker forwarding a 5.0 message to a 3.1.1 subscriber must do); anything else that 3.1.1
+/// cannot carry is an [`EncodeError::NotInV311`].
+pub fn encode(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    let (remaining, flags) = packet.remaining_len(version)?;
+    if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
+        return Err(EncodeError::PacketTooLarge(remaining));
+    }
+    let start = buf.len();
+    buf.reserve(1 + varint_len(remaining) + remaining);
+    buf.put_u8((packet.packet_type() as u8) << 4 | flags);
+    put_varint(buf, remaining);
+    let body_start = buf.len();
+    let written = match packet {
+        Packet::Connect(p) => p.write(version, buf),
+        Packet::ConnAck(p) => p.write(version, buf),
+        Packet::Publish(p) => p.write(version, buf),
+        Packet::PubAck(p) => p.write(version, buf),
+        Packet::PubRec(p) => p.write(version, buf),
+        Packet::PubRel(p) => p.write(version, buf),
+        Packet::PubComp(p) => p.write(version, buf),
+        Packet::Subscribe(p) => p.write(version, buf),
+        Packet::SubAck(p) => p.write(version, buf),
+        Packet::Unsubscribe(p) => p.write(version, buf),
+        Packet::UnsubAck(p) => p.write(version, buf),
+        Packet::PingReq | Packet::PingResp => Ok(()),
+        Packet::Disconnect(p) => p.write(version, buf),
+        Packet::Auth(p) => p.write(buf),
+    };
+    if let Err(error) = written {
+        buf.truncate(start);
+        return Err(error);
+    }
+    debug_assert_eq!(buf.len() - body_start, remaining, "{packet:?}");
+    Ok(())
+}

@@ -46,6 +46,7 @@
 )]
 
 pub mod codec;
+pub mod connection;
 pub mod packet;
 mod reason;
 pub mod topic;

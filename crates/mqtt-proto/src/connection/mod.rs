@@ -1,0 +1,120 @@
+//! Connection state machines: [`ClientConnection`] (and, later, the server side) as thin role
+//! wrappers over one private core that holds the codec buffers, the transmit queue, the timer
+//! table, inbound publish state and outbound topic aliases.
+//!
+//! Every state machine here is driven the same way. Feed it what happened (`handle_bytes`,
+//! `handle_eof`, `handle_timeout`) or what the application wants (commands such as `publish`),
+//! then drain its three outputs until each is empty: `poll_transmit` (bytes to write),
+//! `poll_event` (what the application should learn) and `poll_timeout` (when to call
+//! `handle_timeout` next). Time is always an argument; nothing here reads a clock.
+
+mod alias;
+mod client;
+mod error;
+mod inbound;
+mod outbound;
+mod session;
+mod timer;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+pub use client::{ClientConfig, ClientConnection, ClientEvent, ClientState, Message};
+pub use error::{DisconnectReason, ProtocolError, UsageError};
+pub use inbound::AckToken;
+pub use outbound::PublishOutcome;
+pub use session::{ActiveSubscription, Session};
+
+use crate::codec::{self, Limits};
+use crate::packet::{Packet, Version};
+use alias::OutboundAliases;
+use inbound::Inbound;
+use timer::TimerTable;
+
+/// What both roles share: buffers, the transmit queue, timers, inbound state, aliases.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) version: Version,
+    pub(crate) limits: Limits,
+    read_buf: BytesMut,
+    transmit: VecDeque<Packet>,
+    pub(crate) timers: TimerTable,
+    pub(crate) inbound: Inbound,
+    pub(crate) aliases: OutboundAliases,
+    /// The peer's Maximum Packet Size, once known.
+    pub(crate) peer_max_packet_size: Option<u32>,
+    /// No more input is processed once set.
+    pub(crate) closed: bool,
+}
+
+impl Core {
+    pub(crate) fn new(version: Version, limits: Limits) -> Self {
+        Self {
+            version,
+            limits,
+            read_buf: BytesMut::new(),
+            transmit: VecDeque::new(),
+            timers: TimerTable::default(),
+            inbound: Inbound::default(),
+            aliases: OutboundAliases::default(),
+            peer_max_packet_size: None,
+            closed: false,
+        }
+    }
+
+    pub(crate) fn send(&mut self, packet: Packet) {
+        self.transmit.push_back(packet);
+    }
+
+    pub(crate) fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
+    pub(crate) fn clear_transmit(&mut self) {
+        self.transmit.clear();
+    }
+
+    /// Appends received bytes to the read buffer.
+    pub(crate) fn buffer(&mut self, bytes: &[u8]) {
+        self.read_buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete packet in the read buffer.
+    pub(crate) fn next_packet(&mut self) -> Result<Option<Packet>, codec::DecodeError> {
+        codec::decode(&mut self.read_buf, self.version, &self.limits)
+    }
+
+    /// Encodes every queued packet into `buf`; returns whether anything was written.
+    pub(crate) fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+        let mut wrote = false;
+        while let Some(mut packet) = self.transmit.pop_front() {
+            if let Packet::Publish(publish) = &mut packet
+                && self.version == Version::V5
+            {
+                self.aliases.apply(publish);
+            }
+            // Commands validate what they queue, so encoding cannot fail here; a packet that
+            // somehow could not be encoded is dropped rather than corrupting the stream.
+            if codec::encode(&packet, self.version, buf).is_ok() {
+                wrote = true;
+            }
+        }
+        wrote
+    }
+
+    /// Checks an outbound packet against the peer's Maximum Packet Size.
+    pub(crate) fn check_size(&self, packet: &Packet) -> Result<(), UsageError> {
+        let size = packet.encoded_len(self.version)?;
+        match self.peer_max_packet_size {
+            Some(max) if size > max as usize => Err(UsageError::PacketTooLarge { size, max }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The earliest armed timer.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}

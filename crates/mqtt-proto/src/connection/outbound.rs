@@ -1,0 +1,314 @@
+//! Publishes this side sends at QoS 1 and 2: packet identifiers, the in-flight window bounded by
+//! the peer's Receive Maximum, the bounded queue behind it, and the acknowledgement exchanges.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::ReasonCode;
+use crate::packet::{
+    AckProperties, Packet, PacketId, PubComp, PubRel, Publish, QoS,
+};
+
+use super::ProtocolError;
+use super::UsageError;
+
+/// A publish whose exchange is not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Inflight {
+    /// PUBLISH sent, PUBACK (QoS 1) or PUBREC (QoS 2) awaited. Kept whole for resending.
+    Publish(Publish),
+    /// PUBREL sent, PUBCOMP awaited; the message itself is no longer needed.
+    PubRel(PacketId),
+}
+
+impl Inflight {
+    fn packet_id(&self) -> Option<PacketId> {
+        match self {
+            Inflight::Publish(publish) => publish.packet_id,
+            Inflight::PubRel(packet_id) => Some(*packet_id),
+        }
+    }
+}
+
+/// How a QoS 1 or 2 publish ended: the PUBACK, the refusing PUBREC, or the PUBCOMP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// The packet identifier `publish` returned.
+    pub packet_id: PacketId,
+    /// The peer's reason code: success below 0x80, a refusal at 0x80 and above.
+    pub reason_code: ReasonCode,
+    /// The acknowledgement's properties (reason string, user properties).
+    pub properties: AckProperties,
+}
+
+/// Outbound QoS 1/2 state. Lives in the session, so it survives reconnection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Outbound {
+    /// The identifier to try next.
+    next_id: u16,
+    /// Identifiers held by in-flight and queued publishes and by pending requests.
+    in_use: BTreeSet<u16>,
+    /// Sent and unacknowledged, in the order sent.
+    pub(crate) inflight: VecDeque<Inflight>,
+    /// Waiting for room in the window, in the order published.
+    pub(crate) queued: VecDeque<Publish>,
+}
+
+impl Outbound {
+    /// A free packet identifier, now marked in use.
+    pub(crate) fn allocate_id(&mut self) -> Result<PacketId, UsageError> {
+        if self.in_use.len() >= usize::from(u16::MAX) {
+            return Err(UsageError::PacketIdsExhausted);
+        }
+        loop {
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = PacketId::new(self.next_id)
+                && self.in_use.insert(id.get())
+            {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Returns an identifier to the pool.
+    pub(crate) fn release_id(&mut self, packet_id: PacketId) {
+        self.in_use.remove(&packet_id.get());
+    }
+
+    /// Queues a QoS 1/2 publish that already holds its identifier.
+    pub(crate) fn enqueue(&mut self, publish: Publish) {
+        self.queued.push_back(publish);
+    }
+
+    /// Moves queued publishes into the window while it has room; each goes out via `send`.
+    pub(crate) fn fill_window(&mut self, window: usize, mut send: impl FnMut(Packet)) {
+        while self.inflight.len() < window {
+            let Some(publish) = self.queued.pop_front() else {
+                break;
+            };
+            send(Packet::Publish(publish.clone()));
+            self.inflight.push_back(Inflight::Publish(publish));
+        }
+    }
+
+    fn position(&self, packet_id: PacketId) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|entry| entry.packet_id() == Some(packet_id))
+    }
+
+    /// PUBACK: completes a QoS 1 publish.
+    pub(crate) fn on_puback(
+        &mut self,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+        properties: AckProperties,
+    ) -> Result<PublishOutcome, ProtocolError> {
+        match self.position(packet_id) {
+            Some(index)
+                if matches!(
+                    self.inflight.get(index),
+                    Some(Inflight::Publish(p)) if p.qos == QoS::AtLeastOnce
+                ) =>
+            {
+                self.inflight.remove(index);
+                self.release_id(packet_id);
+                Ok(PublishOutcome {
+                    packet_id,
+                    reason_code,
+                    properties,
+                })
+            }
+            _ => Err(ProtocolError::UnknownPacketId(packet_id.get())),
+        }
+    }
+
+    /// PUBREC: a refusal completes the publish; acceptance moves it to the PUBREL stage and
+    /// returns the PUBREL to send.
+    pub(crate) fn on_pubrec(
+        &mut self,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+        properties: AckProperties,
+    ) -> Result<Result<PubRel, PublishOutcome>, ProtocolError> {
+        let index = self
+            .position(packet_id)
+            .ok_or(ProtocolError::UnknownPacketId(packet_id.get()))?;
+        match self.inflight.get_mut(index) {
+            Some(entry @ Inflight::Publish(_)) => {
+                if let Inflight::Publish(publish) = entry
+                    && publish.qos != QoS::ExactlyOnce
+                {
+                    return Err(ProtocolError::UnknownPacketId(packet_id.get()));
+                }
+                if reason_code.is_error() {
+                    // A refusing PUBREC ends the exchange; no PUBREL follows (section 4.3.3).
+                    self.inflight.remove(index);
+                    self.release_id(packet_id);
+                    return Ok(Err(PublishOutcome {
+                        packet_id,
+                        reason_code,
+                        properties,
+                    }));
+                }
+                *entry = Inflight::PubRel(packet_id);
+                Ok(Ok(PubRel::new(packet_id)))
+            }
+            // A repeated PUBREC: answer it again.
+            Some(Inflight::PubRel(_)) => Ok(Ok(PubRel::new(packet_id))),
+            None => Err(ProtocolError::UnknownPacketId(packet_id.get())),
+        }
+    }
+
+    /// PUBCOMP: completes a QoS 2 publish.
+    pub(crate) fn on_pubcomp(&mut self, comp: PubComp) -> Result<PublishOutcome, ProtocolError> {
+        let packet_id = comp.packet_id;
+        match self.position(packet_id) {
+            Some(index) if matches!(self.inflight.get(index), Some(Inflight::PubRel(_))) => {
+                self.inflight.remove(index);
+                self.release_id(packet_id);
+                Ok(PublishOutcome {
+                    packet_id,
+                    reason_code: comp.reason_code,
+                    properties: comp.properties,
+                })
+            }
+            _ => Err(ProtocolError::UnknownPacketId(packet_id.get())),
+        }
+    }
+
+    /// Prepares the state for a new connection.
+    ///
+    /// With the session resumed, unacknowledged PUBLISHes go back to the head of the queue with
+    /// DUP set, in their original order, and PUBRELs are re-sent in theirs (MQTT-4.4.0-1,
+    /// MQTT-4.6.0-1, MQTT-4.6.0-3). Without it, the peer forgot every exchange: PUBLISHes are
+    /// sent again as new messages, and QoS 2 messages already at the PUBREL stage (the peer had
+    /// accepted them) are reported complete rather than risk a duplicate.
+    pub(crate) fn reconnect(
+        &mut self,
+        resumed: bool,
+        mut send: impl FnMut(Packet),
+        mut completed: impl FnMut(PublishOutcome),
+    ) {
+        let mut requeue = Vec::new();
+        let mut pubrels = VecDeque::new();
+        for entry in self.inflight.drain(..) {
+            match entry {
+                Inflight::Publish(mut publish) => {
+                    publish.dup = resumed;
+                    requeue.push(publish);
+                }
+                Inflight::PubRel(packet_id) if resumed => {
+                    pubrels.push_back(Inflight::PubRel(packet_id))
+                }
+                Inflight::PubRel(packet_id) => {
+                    self.in_use.remove(&packet_id.get());
+                    completed(PublishOutcome {
+                        packet_id,
+                        reason_code: ReasonCode::Success,
+                        properties: AckProperties::default(),
+                    });
+                }
+            }
+        }
+        for entry in &pubrels {
+            if let Inflight::PubRel(packet_id) = entry {
+                send(Packet::PubRel(PubRel::new(*packet_id)));
+            }
+        }
+        self.inflight = pubrels;
+        for publish in requeue.into_iter().rev() {
+            self.queued.push_front(publish);
+        }
+    }
+
+    /// Removes queued publishes that `keep` rejects, returning them.
+    pub(crate) fn drain_queued_where(
+        &mut self,
+        mut reject: impl FnMut(&Publish) -> bool,
+    ) -> Vec<Publish> {
+        let mut rejected = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queued.len());
+        for publish in self.queued.drain(..) {
+            if reject(&publish) {
+                rejected.push(publish);
+            } else {
+                kept.push_back(publish);
+            }
+        }
+        self.queued = kept;
+        for publish in &rejected {
+            if let Some(id) = publish.packet_id {
+                self.in_use.remove(&id.get());
+            }
+        }
+        rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qos1(id: u16) -> Publish {
+        let mut p = Publish::new("t", "x");
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(id);
+        p
+    }
+
+    #[test]
+    fn ids_are_unique_and_reused_after_release() {
+        let mut out = Outbound::default();
+        let a = out.allocate_id().unwrap();
+        let b = out.allocate_id().unwrap();
+        assert_ne!(a, b);
+        out.release_id(a);
+        assert_eq!(out.in_use.len(), 1);
+    }
+
+    #[test]
+    fn ids_wrap_and_skip_those_in_use() {
+        let mut out = Outbound {
+            next_id: u16::MAX - 1,
+            ..Outbound::default()
+        };
+        let last = out.allocate_id().unwrap();
+        assert_eq!(last.get(), u16::MAX);
+        out.in_use.insert(1);
+        assert_eq!(out.allocate_id().unwrap().get(), 2);
+    }
+
+    #[test]
+    fn ids_run_out_at_65535() {
+        let mut out = Outbound::default();
+        for _ in 0..u16::MAX {
+            out.allocate_id().unwrap();
+        }
+        assert_eq!(out.allocate_id(), Err(UsageError::PacketIdsExhausted));
+    }
+
+    #[test]
+    fn window_limits_inflight_and_queue_keeps_order() {
+        let mut out = Outbound::default();
+        for id in 1..=5 {
+            out.enqueue(qos1(id));
+        }
+        let mut sent = Vec::new();
+        out.fill_window(2, |p| sent.push(p));
+        assert_eq!(sent.len(), 2);
+        assert_eq!(out.inflight.len(), 2);
+        let done = out
+            .on_puback(PacketId::new(1).unwrap(), ReasonCode::Success, AckProperties::default())
+            .unwrap();
+        assert_eq!(done.packet_id.get(), 1);
+        out.fill_window(2, |p| sent.push(p));
+        let ids: Vec<_> = sent
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => p.packet_id.unwrap().get(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+}

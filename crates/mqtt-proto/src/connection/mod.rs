@@ -118,3 +118,6 @@ impl Core {
         self.timers.next()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1053 @@
+//! Client core scenarios, named after the normative statements they check where there is one.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::util::{Feed, Sim};
+use crate::ReasonCode;
+use crate::codec::DecodeError;
+use crate::connection::{
+    ClientConfig, ClientEvent, ClientState, DisconnectReason, ProtocolError, UsageError,
+};
+use crate::packet::{
+    Auth, AuthProperties, ConnAck, Disconnect, Packet, PacketId, PubAck, PubComp, PubRec, PubRel,
+    Publish, QoS, SubAck, Subscription, SubscribeProperties, UnsubAck, UnsubscribeProperties,
+    Version,
+};
+
+fn config(version: Version) -> ClientConfig {
+    let mut config = ClientConfig::new(version, "client-1");
+    config.max_inflight = 100;
+    config
+}
+
+fn pid(id: u16) -> PacketId {
+    PacketId::new(id).unwrap()
+}
+
+fn publish(topic: &str, payload: &'static str, qos: QoS) -> Publish {
+    let mut p = Publish::new(topic, Bytes::from_static(payload.as_bytes()));
+    p.qos = qos;
+    p
+}
+
+fn connected(version: Version) -> Sim {
+    let mut sim = Sim::new(config(version));
+    sim.accept(ConnAck::default());
+    sim.take_events();
+    sim
+}
+
+fn both_feeds(test: impl Fn(Sim)) {
+    for version in [Version::V3_1_1, Version::V5] {
+        for feed in [Feed::Whole, Feed::ByteByByte] {
+            let mut sim = connected(version);
+            sim.feed = feed;
+            test(sim);
+        }
+    }
+}
+
+fn published_ids(events: &[ClientEvent]) -> Vec<(u16, ReasonCode)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Published(o) => Some((o.packet_id.get(), o.reason_code)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn disconnect_reason(events: &[ClientEvent]) -> Option<&DisconnectReason> {
+    events.iter().find_map(|e| match e {
+        ClientEvent::Disconnected(reason) => Some(reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn connect_carries_the_configuration() {
+    let mut cfg = config(Version::V5);
+    cfg.keep_alive = 30;
+    cfg.username = Some("user".into());
+    cfg.password = Some(Bytes::from_static(b"pw"));
+    cfg.properties.session_expiry_interval = Some(3600);
+    cfg.properties.receive_maximum = NonZeroU16::new(5);
+    let mut sim = Sim::new(cfg);
+    let sent = sim.sent();
+    let Some(Packet::Connect(connect)) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(connect.client_id, "client-1");
+    assert_eq!(connect.keep_alive, 30);
+    assert!(connect.clean_start);
+    assert_eq!(connect.username.as_deref(), Some("user"));
+    assert_eq!(connect.properties.session_expiry_interval, Some(3600));
+    assert_eq!(connect.properties.receive_maximum, NonZeroU16::new(5));
+    // Our maximum packet size is announced, so the server knows what we enforce.
+    assert_eq!(
+        connect.properties.maximum_packet_size,
+        NonZeroU32::new(1024 * 1024)
+    );
+    assert_eq!(sim.client.state(), ClientState::Connecting);
+}
+
+#[test]
+fn connack_connects_and_reports_properties() {
+    for version in [Version::V3_1_1, Version::V5] {
+        let mut sim = Sim::new(config(version));
+        let mut connack = ConnAck::default();
+        if version == Version::V5 {
+            connack.properties.assigned_client_identifier = Some("assigned".into());
+        }
+        sim.accept(connack);
+        let events = sim.take_events();
+        assert!(matches!(
+            events.as_slice(),
+            [ClientEvent::Connected { session_present: false, .. }]
+        ));
+        assert_eq!(sim.client.state(), ClientState::Connected);
+        if version == Version::V5 {
+            assert_eq!(sim.client.session().assigned_client_id(), Some("assigned"));
+        }
+    }
+}
+
+#[test]
+fn refused_connack_closes_with_its_reason() {
+    for version in [Version::V3_1_1, Version::V5] {
+        let mut sim = Sim::new(config(version));
+        sim.accept(ConnAck {
+            reason_code: ReasonCode::NotAuthorized,
+            ..ConnAck::default()
+        });
+        let events = sim.take_events();
+        assert!(matches!(
+            disconnect_reason(&events),
+            Some(DisconnectReason::Refused {
+                reason_code: ReasonCode::NotAuthorized,
+                ..
+            })
+        ));
+        assert!(sim.client.is_closed());
+    }
+}
+
+#[test]
+fn connect_timeout_closes_the_connection() {
+    let mut sim = Sim::new(config(Version::V5));
+    sim.sent();
+    sim.advance(Duration::from_secs(29));
+    assert_eq!(sim.client.state(), ClientState::Connecting);
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::ConnectTimeout)
+    );
+}
+
+#[test]
+fn packets_before_connack_are_a_protocol_error() {
+    let mut sim = Sim::new(config(Version::V5));
+    sim.sent();
+    sim.deliver([Packet::PingResp]);
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(
+            crate::packet::PacketType::PingResp
+        )))
+    );
+}
+
+#[test]
+fn mqtt_3_2_2_4_session_present_for_clean_start_is_rejected() {
+    let mut sim = Sim::new(config(Version::V5));
+    sim.accept(ConnAck {
+        session_present: true,
+        ..ConnAck::default()
+    });
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::Protocol(
+            ProtocolError::UnexpectedSessionPresent
+        ))
+    );
+}
+
+#[test]
+fn mqtt_3_1_2_20_pingreq_when_idle_and_pingresp_keeps_alive() {
+    let mut cfg = config(Version::V5);
+    cfg.keep_alive = 10;
+    cfg.ping_timeout = Duration::from_secs(5);
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    sim.sent();
+    assert_eq!(
+        sim.client.poll_timeout(),
+        Some(sim.now + Duration::from_secs(10))
+    );
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.sent(), [Packet::PingReq]);
+    sim.deliver([Packet::PingResp]);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(sim.client.state(), ClientState::Connected);
+    // The next PINGREQ comes keep-alive seconds after the last send.
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(sim.sent(), [Packet::PingReq]);
+}
+
+#[test]
+fn sending_anything_postpones_the_pingreq() {
+    let mut cfg = config(Version::V3_1_1);
+    cfg.keep_alive = 10;
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    sim.sent();
+    sim.advance(Duration::from_secs(8));
+    sim.client
+        .publish(sim.now, publish("a", "x", QoS::AtMostOnce))
+        .unwrap();
+    sim.sent();
+    sim.advance(Duration::from_secs(8));
+    assert_eq!(sim.sent(), []);
+    sim.advance(Duration::from_secs(2));
+    assert_eq!(sim.sent(), [Packet::PingReq]);
+}
+
+#[test]
+fn missing_pingresp_declares_the_connection_dead() {
+    let mut cfg = config(Version::V5);
+    cfg.keep_alive = 10;
+    cfg.ping_timeout = Duration::from_secs(5);
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    sim.sent();
+    sim.advance(Duration::from_secs(10));
+    assert_eq!(sim.sent(), [Packet::PingReq]);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::KeepAliveTimeout)
+    );
+}
+
+#[test]
+fn mqtt_3_2_2_21_server_keep_alive_replaces_ours() {
+    let mut cfg = config(Version::V5);
+    cfg.keep_alive = 60;
+    let mut sim = Sim::new(cfg);
+    let mut connack = ConnAck::default();
+    connack.properties.server_keep_alive = Some(5);
+    sim.accept(connack);
+    sim.sent();
+    assert_eq!(sim.client.keep_alive(), 5);
+    sim.advance(Duration::from_secs(5));
+    assert_eq!(sim.sent(), [Packet::PingReq]);
+}
+
+#[test]
+fn repeated_and_early_timeouts_are_harmless() {
+    let mut sim = connected(Version::V5);
+    sim.sent();
+    let deadline = sim.client.poll_timeout().unwrap();
+    sim.client.handle_timeout(sim.now);
+    sim.client.handle_timeout(sim.now);
+    assert_eq!(sim.sent(), []);
+    assert_eq!(sim.client.poll_timeout(), Some(deadline));
+}
+
+#[test]
+fn qos1_publish_completes_on_puback() {
+    both_feeds(|mut sim| {
+        let id = sim
+            .client
+            .publish(sim.now, publish("a/b", "hello", QoS::AtLeastOnce))
+            .unwrap()
+            .unwrap();
+        let sent = sim.sent();
+        let [Packet::Publish(p)] = sent.as_slice() else {
+            panic!("{sent:?}")
+        };
+        assert_eq!((p.packet_id, p.qos, p.dup), (Some(id), QoS::AtLeastOnce, false));
+        sim.deliver([Packet::PubAck(PubAck::new(id))]);
+        assert_eq!(
+            published_ids(&sim.take_events()),
+            [(id.get(), ReasonCode::Success)]
+        );
+        assert_eq!(sim.client.inflight(), 0);
+    });
+}
+
+#[test]
+fn qos2_publish_runs_pubrec_pubrel_pubcomp() {
+    both_feeds(|mut sim| {
+        let id = sim
+            .client
+            .publish(sim.now, publish("a/b", "once", QoS::ExactlyOnce))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(sim.sent().as_slice(), [Packet::Publish(_)]));
+        sim.deliver([Packet::PubRec(PubRec::new(id))]);
+        assert_eq!(sim.sent(), [Packet::PubRel(PubRel::new(id))]);
+        assert!(published_ids(&sim.take_events()).is_empty());
+        sim.deliver([Packet::PubComp(PubComp::new(id))]);
+        assert_eq!(
+            published_ids(&sim.take_events()),
+            [(id.get(), ReasonCode::Success)]
+        );
+    });
+}
+
+#[test]
+fn refusing_pubrec_completes_without_pubrel() {
+    let mut sim = connected(Version::V5);
+    let id = sim
+        .client
+        .publish(sim.now, publish("a", "x", QoS::ExactlyOnce))
+        .unwrap()
+        .unwrap();
+    sim.sent();
+    let mut rec = PubRec::new(id);
+    rec.reason_code = ReasonCode::NotAuthorized;
+    sim.deliver([Packet::PubRec(rec)]);
+    assert_eq!(sim.sent(), []);
+    assert_eq!(
+        published_ids(&sim.take_events()),
+        [(id.get(), ReasonCode::NotAuthorized)]
+    );
+}
+
+#[test]
+fn mqtt_3_3_4_7_never_more_in_flight_than_receive_maximum() {
+    let mut sim = Sim::new(config(Version::V5));
+    let mut connack = ConnAck::default();
+    connack.properties.receive_maximum = NonZeroU16::new(2);
+    sim.accept(connack);
+    let ids: Vec<_> = (0..5)
+        .map(|_| {
+            sim.client
+                .publish(sim.now, publish("a", "x", QoS::AtLeastOnce))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sim.sent().len(), 2);
+    assert_eq!(sim.client.inflight(), 2);
+    sim.deliver([Packet::PubAck(PubAck::new(ids[1]))]);
+    let sent = sim.sent();
+    let [Packet::Publish(next)] = sent.as_slice() else {
+        panic!("{sent:?}")
+    };
+    // The queue keeps publication order.
+    assert_eq!(next.packet_id, Some(ids[2]));
+}
+
+#[test]
+fn v311_window_is_the_configured_max_inflight() {
+    let mut cfg = config(Version::V3_1_1);
+    cfg.max_inflight = 3;
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    for _ in 0..10 {
+        sim.client
+            .publish(sim.now, publish("a", "x", QoS::AtLeastOnce))
+            .unwrap();
+    }
+    assert_eq!(sim.sent().len(), 3);
+}
+
+#[test]
+fn queue_is_bounded() {
+    let mut cfg = config(Version::V5);
+    cfg.max_queued = 2;
+    let mut sim = Sim::new(cfg);
+    sim.client
+        .publish(sim.now, publish("a", "x", QoS::AtLeastOnce))
+        .unwrap();
+    sim.client
+        .publish(sim.now, publish("a", "x", QoS::AtLeastOnce))
+        .unwrap();
+    assert_eq!(
+        sim.client
+            .publish(sim.now, publish("a", "x", QoS::AtLeastOnce)),
+        Err(UsageError::QueueFull)
+    );
+}
+
+#[test]
+fn publishes_made_while_connecting_go_out_after_connack() {
+    let mut sim = Sim::new(config(Version::V5));
+    let id = sim
+        .client
+        .publish(sim.now, publish("a", "early", QoS::AtLeastOnce))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sim.client
+            .publish(sim.now, publish("a", "early", QoS::AtMostOnce)),
+        Err(UsageError::NotConnected)
+    );
+    let sent = sim.accept(ConnAck::default());
+    assert_eq!(sent.len(), 1, "only CONNECT before CONNACK");
+    let sent = sim.sent();
+    assert!(matches!(sent.as_slice(), [Packet::Publish(p)] if p.packet_id == Some(id)));
+}
+
+#[test]
+fn server_limits_are_usage_errors_never_disconnects() {
+    let mut sim = Sim::new(config(Version::V5));
+    let mut connack = ConnAck::default();
+    connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+    connack.properties.retain_available = Some(false);
+    connack.properties.maximum_packet_size = NonZeroU32::new(64);
+    sim.accept(connack);
+    assert_eq!(
+        sim.client
+            .publish(sim.now, publish("a", "x", QoS::ExactlyOnce)),
+        Err(UsageError::QoSNotSupported {
+            requested: QoS::ExactlyOnce,
+            max: QoS::AtLeastOnce
+        })
+    );
+    let mut retained = publish("a", "x", QoS::AtMostOnce);
+    retained.retain = true;
+    assert_eq!(
+        sim.client.publish(sim.now, retained),
+        Err(UsageError::RetainNotSupported)
+    );
+    let big = Publish::new("a", vec![0u8; 100]);
+    assert!(matches!(
+        sim.client.publish(sim.now, big),
+        Err(UsageError::PacketTooLarge { max: 64, .. })
+    ));
+    assert_eq!(sim.client.state(), ClientState::Connected);
+    assert_eq!(sim.sent(), []);
+}
+
+#[test]
+fn queued_publishes_beyond_server_limits_are_dropped_with_an_event() {
+    let mut sim = Sim::new(config(Version::V5));
+    let id = sim
+        .client
+        .publish(sim.now, publish("a", "x", QoS::ExactlyOnce))
+        .unwrap()
+        .unwrap();
+    let mut connack = ConnAck::default();
+    connack.properties.maximum_qos = Some(QoS::AtMostOnce);
+    sim.accept(connack);
+    let events = sim.take_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        ClientEvent::PublishDropped { packet_id, error: UsageError::QoSNotSupported { .. } }
+            if *packet_id == id
+    )));
+    assert_eq!(sim.sent(), []);
+}
+
+#[test]
+fn invalid_topics_are_usage_errors() {
+    let mut sim = connected(Version::V5);
+    assert!(matches!(
+        sim.client.publish(sim.now, publish("a/+", "x", QoS::AtMostOnce)),
+        Err(UsageError::InvalidTopic(_))
+    ));
+    assert!(matches!(
+        sim.client.subscribe(
+            sim.now,
+            vec![Subscription::new("a/#/b", QoS::AtMostOnce)],
+            SubscribeProperties::default()
+        ),
+        Err(UsageError::InvalidTopic(_))
+    ));
+}
+
+#[test]
+fn outbound_topic_aliases_within_the_server_maximum() {
+    let mut sim = Sim::new(config(Version::V5));
+    let mut connack = ConnAck::default();
+    connack.properties.topic_alias_maximum = Some(1);
+    sim.accept(connack);
+    for _ in 0..2 {
+        sim.client
+            .publish(sim.now, publish("long/topic/name", "x", QoS::AtMostOnce))
+            .unwrap();
+    }
+    sim.client
+        .publish(sim.now, publish("other", "x", QoS::AtMostOnce))
+        .unwrap();
+    let topics: Vec<_> = sim
+        .sent()
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => (p.topic.to_string(), p.properties.topic_alias.map(|a| a.get())),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            ("long/topic/name".to_string(), Some(1)),
+            (String::new(), Some(1)),
+            ("other".to_string(), None)
+        ]
+    );
+}
+
+#[test]
+fn inbound_qos0_and_qos1_are_delivered_and_acked() {
+    both_feeds(|mut sim| {
+        let mut one = publish("t", "one", QoS::AtLeastOnce);
+        one.packet_id = Some(pid(9));
+        sim.deliver([
+            Packet::Publish(publish("t", "zero", QoS::AtMostOnce)),
+            Packet::Publish(one),
+        ]);
+        let payloads: Vec<_> = sim
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message(m) => Some(m.publish.payload),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(payloads, ["zero", "one"]);
+        assert_eq!(sim.sent(), [Packet::PubAck(PubAck::new(pid(9)))]);
+    });
+}
+
+#[test]
+fn mqtt_4_3_3_qos2_message_is_delivered_exactly_once() {
+    both_feeds(|mut sim| {
+        let mut two = publish("t", "two", QoS::ExactlyOnce);
+        two.packet_id = Some(pid(4));
+        sim.deliver([Packet::Publish(two.clone())]);
+        assert_eq!(sim.sent(), [Packet::PubRec(PubRec::new(pid(4)))]);
+        two.dup = true;
+        sim.deliver([Packet::Publish(two)]);
+        assert_eq!(sim.sent(), [Packet::PubRec(PubRec::new(pid(4)))]);
+        sim.deliver([Packet::PubRel(PubRel::new(pid(4)))]);
+        assert_eq!(sim.sent(), [Packet::PubComp(PubComp::new(pid(4)))]);
+        let messages = sim
+            .take_events()
+            .into_iter()
+            .filter(|e| matches!(e, ClientEvent::Message(_)))
+            .count();
+        assert_eq!(messages, 1);
+    });
+}
+
+#[test]
+fn mqtt_4_6_0_2_manual_acks_reach_the_wire_in_arrival_order() {
+    for version in [Version::V3_1_1, Version::V5] {
+        let mut cfg = config(version);
+        cfg.manual_ack = true;
+        let mut sim = Sim::new(cfg);
+        sim.accept(ConnAck::default());
+        sim.take_events();
+        let packets = (1..=3).map(|id| {
+            let mut p = publish("t", "m", if id == 2 { QoS::ExactlyOnce } else { QoS::AtLeastOnce });
+            p.packet_id = Some(pid(id));
+            Packet::Publish(p)
+        });
+        sim.deliver(packets);
+        let tokens: Vec<_> = sim
+            .take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message(m) => m.ack,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tokens.len(), 3);
+        assert_eq!(sim.sent(), []);
+        sim.client.ack(sim.now, tokens[2]).unwrap();
+        sim.client.ack(sim.now, tokens[1]).unwrap();
+        assert_eq!(sim.sent(), []);
+        sim.client.ack(sim.now, tokens[0]).unwrap();
+        assert_eq!(
+            sim.sent(),
+            [
+                Packet::PubAck(PubAck::new(pid(1))),
+                Packet::PubRec(PubRec::new(pid(2))),
+                Packet::PubAck(PubAck::new(pid(3))),
+            ]
+        );
+        assert_eq!(
+            sim.client.ack(sim.now, tokens[0]),
+            Err(UsageError::UnknownAck)
+        );
+    }
+}
+
+#[test]
+fn mqtt_3_3_4_9_server_exceeding_our_receive_maximum_is_disconnected() {
+    let mut cfg = config(Version::V5);
+    cfg.manual_ack = true;
+    cfg.properties.receive_maximum = NonZeroU16::new(1);
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    sim.take_events();
+    let packets = (1..=2).map(|id| {
+        let mut p = publish("t", "m", QoS::AtLeastOnce);
+        p.packet_id = Some(pid(id));
+        Packet::Publish(p)
+    });
+    sim.deliver(packets);
+    assert_eq!(
+        sim.sent(),
+        [Packet::Disconnect(Disconnect::new(
+            ReasonCode::ReceiveMaximumExceeded
+        ))]
+    );
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::Protocol(
+            ProtocolError::ReceiveMaximumExceeded
+        ))
+    );
+}
+
+#[test]
+fn packet_larger_than_our_maximum_is_disconnected_with_0x95() {
+    let mut cfg = config(Version::V5);
+    cfg.max_packet_size = 128;
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    sim.take_events();
+    sim.deliver([Packet::Publish(Publish::new("t", vec![0u8; 200]))]);
+    assert_eq!(
+        sim.sent(),
+        [Packet::Disconnect(Disconnect::new(ReasonCode::PacketTooLarge))]
+    );
+}
+
+#[test]
+fn protocol_errors_are_sticky_and_disconnect_first() {
+    let mut sim = connected(Version::V5);
+    // A PUBLISH with QoS 3.
+    sim.deliver_bytes(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
+    assert_eq!(
+        sim.sent(),
+        [Packet::Disconnect(Disconnect::new(ReasonCode::MalformedPacket))]
+    );
+    let events = sim.take_events();
+    assert_eq!(
+        disconnect_reason(&events),
+        Some(&DisconnectReason::Protocol(ProtocolError::Decode(
+            DecodeError::InvalidQoS
+        )))
+    );
+    // Nothing more is processed or sent.
+    sim.deliver([Packet::Publish(publish("t", "late", QoS::AtMostOnce))]);
+    assert!(sim.take_events().is_empty());
+    assert_eq!(sim.sent(), []);
+    assert!(sim.client.is_closed());
+    assert_eq!(
+        sim.client
+            .publish(sim.now, publish("t", "x", QoS::AtLeastOnce)),
+        Err(UsageError::Closed)
+    );
+}
+
+#[test]
+fn v311_protocol_errors_close_without_disconnect() {
+    let mut sim = connected(Version::V3_1_1);
+    sim.deliver([Packet::Disconnect(Disconnect::default())]);
+    assert_eq!(sim.sent(), []);
+    assert!(matches!(
+        disconnect_reason(&sim.take_events()),
+        Some(DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(_)))
+    ));
+}
+
+#[test]
+fn server_disconnect_is_reported() {
+    let mut sim = connected(Version::V5);
+    let disconnect = Disconnect::new(ReasonCode::ServerShuttingDown);
+    sim.deliver([Packet::Disconnect(disconnect.clone())]);
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::Remote(disconnect))
+    );
+}
+
+#[test]
+fn local_disconnect_sends_disconnect_and_closes() {
+    let mut sim = connected(Version::V5);
+    let disconnect = Disconnect::new(ReasonCode::DisconnectWithWillMessage);
+    sim.client.disconnect(sim.now, disconnect.clone()).unwrap();
+    assert!(!sim.client.is_closed(), "the DISCONNECT is still to be written");
+    assert_eq!(sim.sent(), [Packet::Disconnect(disconnect.clone())]);
+    assert!(sim.client.is_closed());
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::Local(disconnect))
+    );
+}
+
+#[test]
+fn eof_is_connection_lost() {
+    let mut sim = connected(Version::V5);
+    sim.client.handle_eof(sim.now);
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::ConnectionLost)
+    );
+}
+
+#[test]
+fn subscribe_and_unsubscribe_are_matched_to_their_acks() {
+    for version in [Version::V3_1_1, Version::V5] {
+        let mut sim = connected(version);
+        let sub_id = sim
+            .client
+            .subscribe(
+                sim.now,
+                vec![
+                    Subscription::new("a/+", QoS::AtLeastOnce),
+                    Subscription::new("b/#", QoS::ExactlyOnce),
+                ],
+                SubscribeProperties::default(),
+            )
+            .unwrap();
+        assert!(matches!(sim.sent().as_slice(), [Packet::Subscribe(s)] if s.packet_id == sub_id));
+        let suback = SubAck {
+            packet_id: sub_id,
+            properties: Default::default(),
+            reason_codes: vec![ReasonCode::GrantedQoS1, ReasonCode::UnspecifiedError],
+        };
+        sim.deliver([Packet::SubAck(suback.clone())]);
+        assert_eq!(sim.take_events(), [ClientEvent::Subscribed(suback)]);
+        // Only the granted filter is remembered.
+        let active: Vec<_> = sim
+            .client
+            .session()
+            .subscriptions()
+            .iter()
+            .map(|s| s.subscription.filter.to_string())
+            .collect();
+        assert_eq!(active, ["a/+"]);
+
+        let unsub_id = sim
+            .client
+            .unsubscribe(sim.now, vec!["a/+".into()], UnsubscribeProperties::default())
+            .unwrap();
+        sim.sent();
+        let unsuback = UnsubAck {
+            packet_id: unsub_id,
+            properties: Default::default(),
+            reason_codes: match version {
+                Version::V5 => vec![ReasonCode::Success],
+                Version::V3_1_1 => vec![],
+            },
+        };
+        sim.deliver([Packet::UnsubAck(unsuback.clone())]);
+        assert_eq!(sim.take_events(), [ClientEvent::Unsubscribed(unsuback)]);
+        assert!(sim.client.session().subscriptions().is_empty());
+    }
+}
+
+#[test]
+fn unknown_acks_are_protocol_errors() {
+    let mut sim = connected(Version::V5);
+    sim.deliver([Packet::PubAck(PubAck::new(pid(77)))]);
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::Protocol(ProtocolError::UnknownPacketId(77)))
+    );
+}
+
+#[test]
+fn mqtt_4_4_0_1_session_resume_resends_publish_with_dup_and_pubrel_in_order() {
+    for version in [Version::V3_1_1, Version::V5] {
+        let mut cfg = config(version);
+        cfg.clean_start = false;
+        let mut sim = Sim::new(cfg.clone());
+        sim.accept(ConnAck::default());
+        let a = sim
+            .client
+            .publish(sim.now, publish("t", "a", QoS::AtLeastOnce))
+            .unwrap()
+            .unwrap();
+        let b = sim
+            .client
+            .publish(sim.now, publish("t", "b", QoS::ExactlyOnce))
+            .unwrap()
+            .unwrap();
+        let c = sim
+            .client
+            .publish(sim.now, publish("t", "c", QoS::ExactlyOnce))
+            .unwrap()
+            .unwrap();
+        sim.sent();
+        sim.deliver([Packet::PubRec(PubRec::new(b))]);
+        assert_eq!(sim.sent(), [Packet::PubRel(PubRel::new(b))]);
+        sim.client.handle_eof(sim.now);
+
+        let mut sim = sim.reconnect(cfg.clone());
+        sim.accept(ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        });
+        let resent = sim.sent();
+        let summary: Vec<_> = resent
+            .iter()
+            .map(|p| match p {
+                Packet::PubRel(r) => ("PUBREL", r.packet_id, false),
+                Packet::Publish(p) => ("PUBLISH", p.packet_id.unwrap(), p.dup),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [("PUBREL", b, false), ("PUBLISH", a, true), ("PUBLISH", c, true)]
+        );
+    }
+}
+
+#[test]
+fn mqtt_3_2_2_5_without_session_publishes_are_sent_anew_and_subscriptions_restored() {
+    let mut cfg = config(Version::V5);
+    cfg.clean_start = false;
+    let mut sim = Sim::new(cfg.clone());
+    sim.accept(ConnAck::default());
+    let sub = sim
+        .client
+        .subscribe(
+            sim.now,
+            vec![Subscription::new("s/#", QoS::AtLeastOnce)],
+            SubscribeProperties::default(),
+        )
+        .unwrap();
+    sim.sent();
+    sim.deliver([Packet::SubAck(SubAck {
+        packet_id: sub,
+        properties: Default::default(),
+        reason_codes: vec![ReasonCode::GrantedQoS1],
+    })]);
+    let a = sim
+        .client
+        .publish(sim.now, publish("t", "a", QoS::AtLeastOnce))
+        .unwrap()
+        .unwrap();
+    let b = sim
+        .client
+        .publish(sim.now, publish("t", "b", QoS::ExactlyOnce))
+        .unwrap()
+        .unwrap();
+    sim.sent();
+    sim.deliver([Packet::PubRec(PubRec::new(b))]);
+    sim.sent();
+    sim.take_events();
+    sim.client.handle_eof(sim.now);
+
+    let mut sim = sim.reconnect(cfg);
+    sim.accept(ConnAck::default());
+    let events = sim.take_events();
+    // The QoS 2 message the server had accepted (PUBREC) is complete, not resent.
+    assert_eq!(published_ids(&events), [(b.get(), ReasonCode::Success)]);
+    let sent = sim.sent();
+    assert!(sent.iter().any(|p| matches!(p, Packet::Publish(p) if p.packet_id == Some(a) && !p.dup)));
+    assert!(sent.iter().any(|p| matches!(p, Packet::Subscribe(s) if s.filters[0].filter == "s/#")));
+    assert!(!sent.iter().any(|p| matches!(p, Packet::PubRel(_))));
+}
+
+#[test]
+fn qos2_receive_set_survives_reconnect() {
+    let mut cfg = config(Version::V5);
+    cfg.clean_start = false;
+    let mut sim = Sim::new(cfg.clone());
+    sim.accept(ConnAck::default());
+    let mut two = publish("t", "two", QoS::ExactlyOnce);
+    two.packet_id = Some(pid(3));
+    sim.deliver([Packet::Publish(two.clone())]);
+    sim.sent();
+    sim.take_events();
+    sim.client.handle_eof(sim.now);
+    let mut sim = sim.reconnect(cfg);
+    sim.accept(ConnAck {
+        session_present: true,
+        ..ConnAck::default()
+    });
+    sim.take_events();
+    two.dup = true;
+    sim.deliver([Packet::Publish(two)]);
+    assert!(!sim.take_events().iter().any(|e| matches!(e, ClientEvent::Message(_))));
+    assert_eq!(sim.sent(), [Packet::PubRec(PubRec::new(pid(3)))]);
+}
+
+#[test]
+fn unacked_manual_message_is_delivered_again_after_reconnect() {
+    let mut cfg = config(Version::V5);
+    cfg.clean_start = false;
+    cfg.manual_ack = true;
+    let mut sim = Sim::new(cfg.clone());
+    sim.accept(ConnAck::default());
+    let mut two = publish("t", "two", QoS::ExactlyOnce);
+    two.packet_id = Some(pid(3));
+    sim.deliver([Packet::Publish(two.clone())]);
+    assert!(sim.take_events().iter().any(|e| matches!(e, ClientEvent::Message(_))));
+    sim.client.handle_eof(sim.now);
+    let mut sim = sim.reconnect(cfg);
+    sim.accept(ConnAck {
+        session_present: true,
+        ..ConnAck::default()
+    });
+    sim.take_events();
+    two.dup = true;
+    sim.deliver([Packet::Publish(two)]);
+    assert!(sim.take_events().iter().any(|e| matches!(e, ClientEvent::Message(_))));
+}
+
+#[test]
+fn enhanced_authentication_and_reauthentication() {
+    let mut cfg = config(Version::V5);
+    cfg.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    cfg.properties.authentication_data = Some(Bytes::from_static(b"client-first"));
+    let mut sim = Sim::new(cfg);
+    assert!(matches!(sim.sent().as_slice(), [Packet::Connect(_)]));
+    let step = |reason, data: &'static [u8]| Auth {
+        reason_code: reason,
+        properties: AuthProperties {
+            authentication_method: Some("SCRAM-SHA-1".into()),
+            authentication_data: Some(Bytes::from_static(data)),
+            ..AuthProperties::default()
+        },
+    };
+    sim.deliver([Packet::Auth(step(ReasonCode::ContinueAuthentication, b"server-first"))]);
+    assert_eq!(
+        sim.take_events(),
+        [ClientEvent::Auth(step(ReasonCode::ContinueAuthentication, b"server-first"))]
+    );
+    sim.client
+        .auth(sim.now, step(ReasonCode::ContinueAuthentication, b"client-final"))
+        .unwrap();
+    assert_eq!(
+        sim.sent(),
+        [Packet::Auth(step(ReasonCode::ContinueAuthentication, b"client-final"))]
+    );
+    sim.deliver([Packet::ConnAck(Box::default())]);
+    assert!(matches!(sim.take_events().as_slice(), [ClientEvent::Connected { .. }]));
+    sim.client
+        .auth(sim.now, step(ReasonCode::ReAuthenticate, b"again"))
+        .unwrap();
+    assert_eq!(sim.sent(), [Packet::Auth(step(ReasonCode::ReAuthenticate, b"again"))]);
+    sim.deliver([Packet::Auth(step(ReasonCode::Success, b"ok"))]);
+    assert_eq!(sim.take_events(), [ClientEvent::Auth(step(ReasonCode::Success, b"ok"))]);
+    // The wrong method is refused locally.
+    let mut wrong = step(ReasonCode::ReAuthenticate, b"x");
+    wrong.properties.authentication_method = Some("PLAIN".into());
+    assert_eq!(sim.client.auth(sim.now, wrong), Err(UsageError::AuthNotAllowed));
+}
+
+#[test]
+fn auth_without_a_method_is_a_protocol_error() {
+    let mut sim = connected(Version::V5);
+    sim.deliver([Packet::Auth(Auth::default())]);
+    assert!(matches!(
+        disconnect_reason(&sim.take_events()),
+        Some(DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(_)))
+    ));
+}
+
+/// The connection is cut after every possible number of server bytes; each time, the client
+/// reconnects with its session, the server replays what it has not seen answered, and the
+/// exchange completes with nothing lost or duplicated.
+#[test]
+fn cut_at_every_byte_then_resume_loses_nothing() {
+    let inbound = {
+        let mut p = publish("in", "q2", QoS::ExactlyOnce);
+        p.packet_id = Some(pid(500));
+        p
+    };
+    let mut cut = 0;
+    loop {
+        let mut cfg = config(Version::V5);
+        cfg.clean_start = false;
+        let mut sim = Sim::new(cfg.clone());
+        sim.accept(ConnAck::default());
+        let a = sim
+            .client
+            .publish(sim.now, publish("t", "a", QoS::AtLeastOnce))
+            .unwrap()
+            .unwrap();
+        let b = sim
+            .client
+            .publish(sim.now, publish("t", "b", QoS::ExactlyOnce))
+            .unwrap()
+            .unwrap();
+        sim.sent();
+        let mut wire = bytes::BytesMut::new();
+        for packet in [
+            Packet::PubAck(PubAck::new(a)),
+            Packet::PubRec(PubRec::new(b)),
+            Packet::Publish(inbound.clone()),
+            Packet::PubRel(PubRel::new(pid(500))),
+            Packet::PubComp(PubComp::new(b)),
+        ] {
+            crate::codec::encode(&packet, Version::V5, &mut wire).unwrap();
+        }
+        if cut > wire.len() {
+            break;
+        }
+        sim.deliver_bytes(&wire[..cut]);
+        // What the client answered reaches the server before the cut.
+        let answered = sim.sent();
+        let saw = |want: fn(&Packet) -> bool| answered.iter().any(want);
+        let got_pubrec = saw(|p| matches!(p, Packet::PubRec(r) if r.packet_id.get() == 500));
+        let got_pubcomp = saw(|p| matches!(p, Packet::PubComp(c) if c.packet_id.get() == 500));
+        let mut events = sim.take_events();
+        sim.client.handle_eof(sim.now);
+
+        let mut sim = sim.reconnect(cfg);
+        sim.accept(ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        });
+        // The server resumes its own side of the inbound QoS 2 exchange.
+        let mut replay = Vec::new();
+        if !got_pubrec {
+            let mut again = inbound.clone();
+            again.dup = true;
+            replay.push(Packet::Publish(again));
+        } else if !got_pubcomp {
+            replay.push(Packet::PubRel(PubRel::new(pid(500))));
+        }
+        sim.deliver(replay);
+        for _ in 0..4 {
+            let mut answers = Vec::new();
+            for packet in sim.sent() {
+                match packet {
+                    Packet::Publish(p) if p.qos == QoS::AtLeastOnce => {
+                        assert!(p.dup, "cut at {cut}");
+                        answers.push(Packet::PubAck(PubAck::new(p.packet_id.unwrap())));
+                    }
+                    Packet::Publish(p) => {
+                        answers.push(Packet::PubRec(PubRec::new(p.packet_id.unwrap())))
+                    }
+                    Packet::PubRel(r) => answers.push(Packet::PubComp(PubComp::new(r.packet_id))),
+                    Packet::PubRec(r) => answers.push(Packet::PubRel(PubRel::new(r.packet_id))),
+                    Packet::PubComp(_) | Packet::PubAck(_) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            sim.deliver(answers);
+        }
+        events.extend(sim.take_events());
+        let mut completed: Vec<_> = published_ids(&events).into_iter().map(|(id, _)| id).collect();
+        completed.sort_unstable();
+        let mut expected = vec![a.get(), b.get()];
+        expected.sort_unstable();
+        assert_eq!(completed, expected, "cut at {cut}");
+        assert_eq!(sim.client.session().inflight(), 0, "cut at {cut}");
+        assert!(sim.client.session().pending_packet_ids().is_empty(), "cut at {cut}");
+        let delivered = events
+            .iter()
+            .filter(|e| matches!(e, ClientEvent::Message(_)))
+            .count();
+        assert_eq!(delivered, 1, "QoS 2 message delivered {delivered} times, cut at {cut}");
+        cut += 1;
+    }
+}

@@ -1,0 +1,5 @@
+//! Deterministic simulations of the client core against a scripted server on a virtual clock.
+
+mod client;
+mod property;
+mod util;

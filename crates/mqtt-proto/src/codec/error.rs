@@ -12,8 +12,9 @@ use crate::packet::PacketType;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// A Variable Byte Integer used more than four bytes (MQTT-1.5.5-1). Close the connection.
-    #[error("variable byte integer longer than four bytes")]
+    /// A Variable Byte Integer used more than four bytes, or more bytes than its value needs
+    /// (MQTT-1.5.5-1). Close the connection.
+    #[error("variable byte integer longer than four bytes or not in its shortest form")]
     MalformedVariableByteInteger,
     /// The packet is larger than the maximum packet size the caller allows. Its remaining length
     /// was rejected as soon as the fixed header was read, before any buffer grew. Close the
@@ -86,7 +87,8 @@ pub enum DecodeError {
     #[error("invalid value for property {0:#04x}")]
     InvalidPropertyValue(u8),
     /// Reserved bits of the subscription options were set (MQTT-3.8.3-5), or its QoS was 3.
-    /// Close the connection.
+    /// Close the connection (DISCONNECT 0x81 Malformed Packet for reserved bits, 0x82 Protocol
+    /// Error for a QoS of 3, section 3.8.3.1).
     #[error("reserved bits set in subscription options {0:#04x}")]
     InvalidSubscriptionOptions(u8),
     /// Retain Handling had the value 3 (section 3.8.3.1). Close the connection
@@ -155,6 +157,10 @@ impl DecodeError {
             InvalidTopicName => ReasonCode::TopicNameInvalid,
             InvalidProtocolName | UnsupportedProtocolVersion(_) => {
                 ReasonCode::UnsupportedProtocolVersion
+            }
+            // A Maximum QoS of 3 is a Protocol Error (section 3.8.3.1); reserved bits are not.
+            InvalidSubscriptionOptions(options) if options & 0xC3 == 0x03 => {
+                ReasonCode::ProtocolError
             }
             EmptyTopicWithoutAlias
             | DuplicateProperty(_)

@@ -127,6 +127,11 @@ pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeErro
     for (i, &byte) in buf.iter().take(4).enumerate() {
         value |= u32::from(byte & 0x7F) << (7 * i);
         if byte & 0x80 == 0 {
+            // A last byte of 0 after a continuation adds nothing: the value had a shorter form,
+            // and the encoding MUST use the fewest bytes (MQTT-1.5.5-1).
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::MalformedVariableByteInteger);
+            }
             return Ok(Some((value, i + 1)));
         }
     }
@@ -213,6 +218,19 @@ mod tests {
             Err(DecodeError::MalformedVariableByteInteger)
         );
         assert_eq!(read_varint(&[0xFF, 0xFF, 0xFF]), Ok(None));
+    }
+
+    #[test]
+    fn mqtt_1_5_5_1_overlong_varint_is_malformed() {
+        assert_eq!(
+            read_varint(&[0x80, 0x00]),
+            Err(DecodeError::MalformedVariableByteInteger)
+        );
+        assert_eq!(
+            read_varint(&[0xFF, 0x80, 0x00]),
+            Err(DecodeError::MalformedVariableByteInteger)
+        );
+        assert_eq!(read_varint(&[0x80, 0x01]), Ok(Some((128, 2))));
     }
 
     #[test]

@@ -37,7 +37,10 @@ impl OutboundAliases {
             return;
         }
         let next = u16::try_from(self.assigned.len() + 1).ok();
-        if let Some(alias) = next.filter(|n| *n <= self.maximum).and_then(NonZeroU16::new) {
+        if let Some(alias) = next
+            .filter(|n| *n <= self.maximum)
+            .and_then(NonZeroU16::new)
+        {
             self.assigned.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
         }
@@ -53,13 +56,28 @@ mod tests {
         let mut aliases = OutboundAliases::new(1);
         let mut first = Publish::new("a/b", "1");
         aliases.apply(&mut first);
-        assert_eq!((first.topic.as_ref(), first.properties.topic_alias.map(|a| a.get())), ("a/b", Some(1)));
+        assert_eq!(
+            (
+                first.topic.as_ref(),
+                first.properties.topic_alias.map(|a| a.get())
+            ),
+            ("a/b", Some(1))
+        );
         let mut second = Publish::new("a/b", "2");
         aliases.apply(&mut second);
-        assert_eq!((second.topic.as_ref(), second.properties.topic_alias.map(|a| a.get())), ("", Some(1)));
+        assert_eq!(
+            (
+                second.topic.as_ref(),
+                second.properties.topic_alias.map(|a| a.get())
+            ),
+            ("", Some(1))
+        );
         let mut other = Publish::new("c", "3");
         aliases.apply(&mut other);
-        assert_eq!((other.topic.as_ref(), other.properties.topic_alias), ("c", None));
+        assert_eq!(
+            (other.topic.as_ref(), other.properties.topic_alias),
+            ("c", None)
+        );
     }
 
     #[test]

@@ -209,7 +209,8 @@ impl ClientConnection {
             }
         }
         core.send(Packet::Connect(Box::new(connect)));
-        core.timers.set(Timer::Connect, now + config.connect_timeout);
+        core.timers
+            .set(Timer::Connect, now + config.connect_timeout);
         Self {
             keep_alive: config.keep_alive,
             config,
@@ -533,20 +534,21 @@ impl ClientConnection {
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
             Packet::PubAck(ack) => {
-                let outcome =
-                    self.session
-                        .outbound
-                        .on_puback(ack.packet_id, ack.reason_code, ack.properties)?;
+                let outcome = self.session.outbound.on_puback(
+                    ack.packet_id,
+                    ack.reason_code,
+                    ack.properties,
+                )?;
                 self.events.push_back(ClientEvent::Published(outcome));
                 self.fill_window();
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                match self
-                    .session
-                    .outbound
-                    .on_pubrec(rec.packet_id, rec.reason_code, rec.properties)?
-                {
+                match self.session.outbound.on_pubrec(
+                    rec.packet_id,
+                    rec.reason_code,
+                    rec.properties,
+                )? {
                     Ok(pubrel) => self.core.send(Packet::PubRel(pubrel)),
                     Err(refused) => {
                         self.events.push_back(ClientEvent::Published(refused));
@@ -628,7 +630,9 @@ impl ClientConnection {
         self.retain_available = properties.retain_available.unwrap_or(true);
         self.wildcards = properties.wildcard_subscription_available.unwrap_or(true);
         self.shared = properties.shared_subscription_available.unwrap_or(true);
-        self.subscription_ids = properties.subscription_identifiers_available.unwrap_or(true);
+        self.subscription_ids = properties
+            .subscription_identifiers_available
+            .unwrap_or(true);
         self.core.peer_max_packet_size = properties.maximum_packet_size.map(|m| m.get());
         self.core.aliases = OutboundAliases::new(properties.topic_alias_maximum.unwrap_or(0));
         if let Some(keep_alive) = properties.server_keep_alive {
@@ -799,11 +803,11 @@ impl ClientConnection {
     }
 
     fn on_auth(&mut self, auth: Auth) -> Result<(), ProtocolError> {
-        if auth.properties.authentication_method != self.config.properties.authentication_method
-        {
+        if auth.properties.authentication_method != self.config.properties.authentication_method {
             return Err(ProtocolError::UnexpectedPacket(PacketType::Auth));
         }
-        if self.state == ClientState::Connecting && auth.reason_code != ReasonCode::ContinueAuthentication
+        if self.state == ClientState::Connecting
+            && auth.reason_code != ReasonCode::ContinueAuthentication
         {
             return Err(ProtocolError::UnexpectedPacket(PacketType::Auth));
         }

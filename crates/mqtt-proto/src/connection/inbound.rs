@@ -27,6 +27,8 @@ struct Pending {
 
 /// What became of a received PUBLISH.
 #[derive(Debug)]
+// Short-lived return value, moved once: boxing the PUBLISH would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Received {
     /// Deliver it; `Some` token when its acknowledgement waits for the application.
     Deliver(Publish, Option<AckToken>),
@@ -45,15 +47,25 @@ pub(crate) struct Inbound {
     pub(crate) next_token: u64,
     /// Received QoS 1/2 messages not yet acknowledged on the wire, in arrival order.
     pending: VecDeque<Pending>,
-    /// QoS 2 identifiers whose PUBREC was sent and whose PUBREL has not arrived.
+    /// QoS 2 identifiers of messages the application has taken (delivered with automatic
+    /// acknowledgement, or acked) whose PUBREL has not arrived. A PUBLISH with one of these
+    /// identifiers is a duplicate, on this connection or a later one, whether or not its PUBREC
+    /// has gone out yet.
     pub(crate) awaiting_pubrel: BTreeSet<u16>,
     aliases: Vec<Option<ByteString>>,
 }
 
 impl Inbound {
-    /// Messages counting against our Receive Maximum.
+    /// Messages counting against our Receive Maximum: those without PUBACK or PUBCOMP sent.
     pub(crate) fn unacknowledged(&self) -> usize {
-        self.pending.len() + self.awaiting_pubrel.len()
+        let both = self
+            .pending
+            .iter()
+            .filter(|p| {
+                p.qos == QoS::ExactlyOnce && self.awaiting_pubrel.contains(&p.packet_id.get())
+            })
+            .count();
+        self.pending.len() + self.awaiting_pubrel.len() - both
     }
 
     /// Handles a PUBLISH: resolves its topic alias, enforces limits, and decides delivery.
@@ -62,7 +74,7 @@ impl Inbound {
         &mut self,
         mut publish: Publish,
         version: Version,
-        mut send: impl FnMut(Packet),
+        send: impl FnMut(Packet),
     ) -> Result<Received, ProtocolError> {
         if let Some(alias) = publish.properties.topic_alias.take() {
             self.resolve_alias(alias, &mut publish.topic)?;
@@ -75,8 +87,15 @@ impl Inbound {
             return Ok(Received::Duplicate);
         }
         if publish.qos == QoS::ExactlyOnce && self.awaiting_pubrel.contains(&packet_id.get()) {
-            // Already delivered: acknowledge again, never deliver twice (section 4.3.3).
-            send(Packet::PubRec(PubRec::new(packet_id)));
+            // Already taken by the application: acknowledge again, in turn, but never deliver
+            // twice (section 4.3.3).
+            self.pending.push_back(Pending {
+                token: u64::MAX,
+                packet_id,
+                qos: QoS::ExactlyOnce,
+                acked: true,
+            });
+            self.release(send);
             return Ok(Received::Duplicate);
         }
         if version == Version::V5 && self.unacknowledged() >= usize::from(self.receive_maximum) {
@@ -90,6 +109,9 @@ impl Inbound {
             qos: publish.qos,
             acked: !self.manual_ack,
         });
+        if !self.manual_ack && publish.qos == QoS::ExactlyOnce {
+            self.awaiting_pubrel.insert(packet_id.get());
+        }
         if self.manual_ack {
             Ok(Received::Deliver(publish, Some(AckToken(token))))
         } else {
@@ -98,7 +120,11 @@ impl Inbound {
         }
     }
 
-    fn resolve_alias(&mut self, alias: NonZeroU16, topic: &mut ByteString) -> Result<(), ProtocolError> {
+    fn resolve_alias(
+        &mut self,
+        alias: NonZeroU16,
+        topic: &mut ByteString,
+    ) -> Result<(), ProtocolError> {
         let invalid = ProtocolError::TopicAliasInvalid(alias.get());
         if alias.get() > self.topic_alias_maximum {
             return Err(invalid);
@@ -119,10 +145,17 @@ impl Inbound {
 
     /// The application acknowledges a message. Returns false for an unknown token.
     pub(crate) fn ack(&mut self, token: AckToken, send: impl FnMut(Packet)) -> bool {
-        let Some(entry) = self.pending.iter_mut().find(|p| p.token == token.0) else {
+        let Some(entry) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.token == token.0 && !p.acked)
+        else {
             return false;
         };
         entry.acked = true;
+        if entry.qos == QoS::ExactlyOnce {
+            self.awaiting_pubrel.insert(entry.packet_id.get());
+        }
         self.release(send);
         true
     }
@@ -135,10 +168,7 @@ impl Inbound {
                 break;
             };
             match done.qos {
-                QoS::ExactlyOnce => {
-                    self.awaiting_pubrel.insert(done.packet_id.get());
-                    send(Packet::PubRec(PubRec::new(done.packet_id)));
-                }
+                QoS::ExactlyOnce => send(Packet::PubRec(PubRec::new(done.packet_id))),
                 _ => send(Packet::PubAck(PubAck::new(done.packet_id))),
             }
         }
@@ -203,7 +233,10 @@ mod tests {
         }
         assert!(inbound.ack(tokens[2], |p| sent.push(p)));
         assert!(inbound.ack(tokens[1], |p| sent.push(p)));
-        assert!(sent.is_empty(), "nothing may pass the unacknowledged first message");
+        assert!(
+            sent.is_empty(),
+            "nothing may pass the unacknowledged first message"
+        );
         assert!(inbound.ack(tokens[0], |p| sent.push(p)));
         assert_eq!(acked_ids(&sent), [1, 2, 3]);
         assert!(!inbound.ack(tokens[0], |p| sent.push(p)));
@@ -222,7 +255,9 @@ mod tests {
         assert!(matches!(first, Received::Deliver(_, None)));
         let mut again = publish(7, QoS::ExactlyOnce);
         again.dup = true;
-        let second = inbound.on_publish(again, Version::V5, |p| sent.push(p)).unwrap();
+        let second = inbound
+            .on_publish(again, Version::V5, |p| sent.push(p))
+            .unwrap();
         assert!(matches!(second, Received::Duplicate));
         assert_eq!(acked_ids(&sent), [7, 7]);
         let comp = inbound.on_pubrel(&PubRel::new(PacketId::new(7).unwrap()), Version::V5);

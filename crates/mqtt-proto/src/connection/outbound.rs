@@ -4,15 +4,15 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::ReasonCode;
-use crate::packet::{
-    AckProperties, Packet, PacketId, PubComp, PubRel, Publish, QoS,
-};
+use crate::packet::{AckProperties, Packet, PacketId, PubComp, PubRel, Publish, QoS};
 
 use super::ProtocolError;
 use super::UsageError;
 
 /// A publish whose exchange is not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Almost every entry is a `Publish`; boxing it would add an allocation per message in flight.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Inflight {
     /// PUBLISH sent, PUBACK (QoS 1) or PUBREC (QoS 2) awaited. Kept whole for resending.
     Publish(Publish),
@@ -298,7 +298,11 @@ mod tests {
         assert_eq!(sent.len(), 2);
         assert_eq!(out.inflight.len(), 2);
         let done = out
-            .on_puback(PacketId::new(1).unwrap(), ReasonCode::Success, AckProperties::default())
+            .on_puback(
+                PacketId::new(1).unwrap(),
+                ReasonCode::Success,
+                AckProperties::default(),
+            )
             .unwrap();
         assert_eq!(done.packet_id.get(), 1);
         out.fill_window(2, |p| sent.push(p));

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use bytestring::ByteString;
 
 use super::outbound::{Inflight, Outbound};
-use crate::packet::{PacketId, Subscribe, SubscriptionId, Subscription, Unsubscribe};
+use crate::packet::{PacketId, Subscribe, Subscription, SubscriptionId, Unsubscribe};
 
 /// A subscription the server granted, remembered so it can be restored when the server reports
 /// that it kept no session.
@@ -70,10 +70,14 @@ impl Session {
 
     /// Packet identifiers of unfinished outbound exchanges, in the order they will be resent.
     pub fn pending_packet_ids(&self) -> Vec<PacketId> {
-        let inflight = self.outbound.inflight.iter().filter_map(|entry| match entry {
-            Inflight::Publish(p) => p.packet_id,
-            Inflight::PubRel(id) => Some(*id),
-        });
+        let inflight = self
+            .outbound
+            .inflight
+            .iter()
+            .filter_map(|entry| match entry {
+                Inflight::Publish(p) => p.packet_id,
+                Inflight::PubRel(id) => Some(*id),
+            });
         let queued = self.outbound.queued.iter().filter_map(|p| p.packet_id);
         inflight.chain(queued).collect()
     }

@@ -13,7 +13,7 @@ use crate::connection::{
 };
 use crate::packet::{
     Auth, AuthProperties, ConnAck, Disconnect, Packet, PacketId, PubAck, PubComp, PubRec, PubRel,
-    Publish, QoS, SubAck, Subscription, SubscribeProperties, UnsubAck, UnsubscribeProperties,
+    Publish, QoS, SubAck, SubscribeProperties, Subscription, UnsubAck, UnsubscribeProperties,
     Version,
 };
 
@@ -106,7 +106,10 @@ fn connack_connects_and_reports_properties() {
         let events = sim.take_events();
         assert!(matches!(
             events.as_slice(),
-            [ClientEvent::Connected { session_present: false, .. }]
+            [ClientEvent::Connected {
+                session_present: false,
+                ..
+            }]
         ));
         assert_eq!(sim.client.state(), ClientState::Connected);
         if version == Version::V5 {
@@ -155,9 +158,9 @@ fn packets_before_connack_are_a_protocol_error() {
     sim.deliver([Packet::PingResp]);
     assert_eq!(
         disconnect_reason(&sim.take_events()),
-        Some(&DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(
-            crate::packet::PacketType::PingResp
-        )))
+        Some(&DisconnectReason::Protocol(
+            ProtocolError::UnexpectedPacket(crate::packet::PacketType::PingResp)
+        ))
     );
 }
 
@@ -270,7 +273,10 @@ fn qos1_publish_completes_on_puback() {
         let [Packet::Publish(p)] = sent.as_slice() else {
             panic!("{sent:?}")
         };
-        assert_eq!((p.packet_id, p.qos, p.dup), (Some(id), QoS::AtLeastOnce, false));
+        assert_eq!(
+            (p.packet_id, p.qos, p.dup),
+            (Some(id), QoS::AtLeastOnce, false)
+        );
         sim.deliver([Packet::PubAck(PubAck::new(id))]);
         assert_eq!(
             published_ids(&sim.take_events()),
@@ -450,7 +456,8 @@ fn queued_publishes_beyond_server_limits_are_dropped_with_an_event() {
 fn invalid_topics_are_usage_errors() {
     let mut sim = connected(Version::V5);
     assert!(matches!(
-        sim.client.publish(sim.now, publish("a/+", "x", QoS::AtMostOnce)),
+        sim.client
+            .publish(sim.now, publish("a/+", "x", QoS::AtMostOnce)),
         Err(UsageError::InvalidTopic(_))
     ));
     assert!(matches!(
@@ -481,7 +488,10 @@ fn outbound_topic_aliases_within_the_server_maximum() {
         .sent()
         .into_iter()
         .map(|p| match p {
-            Packet::Publish(p) => (p.topic.to_string(), p.properties.topic_alias.map(|a| a.get())),
+            Packet::Publish(p) => (
+                p.topic.to_string(),
+                p.properties.topic_alias.map(|a| a.get()),
+            ),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -547,7 +557,15 @@ fn mqtt_4_6_0_2_manual_acks_reach_the_wire_in_arrival_order() {
         sim.accept(ConnAck::default());
         sim.take_events();
         let packets = (1..=3).map(|id| {
-            let mut p = publish("t", "m", if id == 2 { QoS::ExactlyOnce } else { QoS::AtLeastOnce });
+            let mut p = publish(
+                "t",
+                "m",
+                if id == 2 {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                },
+            );
             p.packet_id = Some(pid(id));
             Packet::Publish(p)
         });
@@ -619,7 +637,9 @@ fn packet_larger_than_our_maximum_is_disconnected_with_0x95() {
     sim.deliver([Packet::Publish(Publish::new("t", vec![0u8; 200]))]);
     assert_eq!(
         sim.sent(),
-        [Packet::Disconnect(Disconnect::new(ReasonCode::PacketTooLarge))]
+        [Packet::Disconnect(Disconnect::new(
+            ReasonCode::PacketTooLarge
+        ))]
     );
 }
 
@@ -630,7 +650,9 @@ fn protocol_errors_are_sticky_and_disconnect_first() {
     sim.deliver_bytes(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]);
     assert_eq!(
         sim.sent(),
-        [Packet::Disconnect(Disconnect::new(ReasonCode::MalformedPacket))]
+        [Packet::Disconnect(Disconnect::new(
+            ReasonCode::MalformedPacket
+        ))]
     );
     let events = sim.take_events();
     assert_eq!(
@@ -658,7 +680,9 @@ fn v311_protocol_errors_close_without_disconnect() {
     assert_eq!(sim.sent(), []);
     assert!(matches!(
         disconnect_reason(&sim.take_events()),
-        Some(DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(_)))
+        Some(DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(
+            _
+        )))
     ));
 }
 
@@ -678,7 +702,10 @@ fn local_disconnect_sends_disconnect_and_closes() {
     let mut sim = connected(Version::V5);
     let disconnect = Disconnect::new(ReasonCode::DisconnectWithWillMessage);
     sim.client.disconnect(sim.now, disconnect.clone()).unwrap();
-    assert!(!sim.client.is_closed(), "the DISCONNECT is still to be written");
+    assert!(
+        !sim.client.is_closed(),
+        "the DISCONNECT is still to be written"
+    );
     assert_eq!(sim.sent(), [Packet::Disconnect(disconnect.clone())]);
     assert!(sim.client.is_closed());
     assert_eq!(
@@ -732,7 +759,11 @@ fn subscribe_and_unsubscribe_are_matched_to_their_acks() {
 
         let unsub_id = sim
             .client
-            .unsubscribe(sim.now, vec!["a/+".into()], UnsubscribeProperties::default())
+            .unsubscribe(
+                sim.now,
+                vec!["a/+".into()],
+                UnsubscribeProperties::default(),
+            )
             .unwrap();
         sim.sent();
         let unsuback = UnsubAck {
@@ -755,7 +786,9 @@ fn unknown_acks_are_protocol_errors() {
     sim.deliver([Packet::PubAck(PubAck::new(pid(77)))]);
     assert_eq!(
         disconnect_reason(&sim.take_events()),
-        Some(&DisconnectReason::Protocol(ProtocolError::UnknownPacketId(77)))
+        Some(&DisconnectReason::Protocol(ProtocolError::UnknownPacketId(
+            77
+        )))
     );
 }
 
@@ -802,7 +835,11 @@ fn mqtt_4_4_0_1_session_resume_resends_publish_with_dup_and_pubrel_in_order() {
             .collect();
         assert_eq!(
             summary,
-            [("PUBREL", b, false), ("PUBLISH", a, true), ("PUBLISH", c, true)]
+            [
+                ("PUBREL", b, false),
+                ("PUBLISH", a, true),
+                ("PUBLISH", c, true)
+            ]
         );
     }
 }
@@ -849,8 +886,14 @@ fn mqtt_3_2_2_5_without_session_publishes_are_sent_anew_and_subscriptions_restor
     // The QoS 2 message the server had accepted (PUBREC) is complete, not resent.
     assert_eq!(published_ids(&events), [(b.get(), ReasonCode::Success)]);
     let sent = sim.sent();
-    assert!(sent.iter().any(|p| matches!(p, Packet::Publish(p) if p.packet_id == Some(a) && !p.dup)));
-    assert!(sent.iter().any(|p| matches!(p, Packet::Subscribe(s) if s.filters[0].filter == "s/#")));
+    assert!(
+        sent.iter()
+            .any(|p| matches!(p, Packet::Publish(p) if p.packet_id == Some(a) && !p.dup))
+    );
+    assert!(
+        sent.iter()
+            .any(|p| matches!(p, Packet::Subscribe(s) if s.filters[0].filter == "s/#"))
+    );
     assert!(!sent.iter().any(|p| matches!(p, Packet::PubRel(_))));
 }
 
@@ -874,7 +917,11 @@ fn qos2_receive_set_survives_reconnect() {
     sim.take_events();
     two.dup = true;
     sim.deliver([Packet::Publish(two)]);
-    assert!(!sim.take_events().iter().any(|e| matches!(e, ClientEvent::Message(_))));
+    assert!(
+        !sim.take_events()
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Message(_)))
+    );
     assert_eq!(sim.sent(), [Packet::PubRec(PubRec::new(pid(3)))]);
 }
 
@@ -888,7 +935,11 @@ fn unacked_manual_message_is_delivered_again_after_reconnect() {
     let mut two = publish("t", "two", QoS::ExactlyOnce);
     two.packet_id = Some(pid(3));
     sim.deliver([Packet::Publish(two.clone())]);
-    assert!(sim.take_events().iter().any(|e| matches!(e, ClientEvent::Message(_))));
+    assert!(
+        sim.take_events()
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Message(_)))
+    );
     sim.client.handle_eof(sim.now);
     let mut sim = sim.reconnect(cfg);
     sim.accept(ConnAck {
@@ -898,7 +949,11 @@ fn unacked_manual_message_is_delivered_again_after_reconnect() {
     sim.take_events();
     two.dup = true;
     sim.deliver([Packet::Publish(two)]);
-    assert!(sim.take_events().iter().any(|e| matches!(e, ClientEvent::Message(_))));
+    assert!(
+        sim.take_events()
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Message(_)))
+    );
 }
 
 #[test]
@@ -916,30 +971,54 @@ fn enhanced_authentication_and_reauthentication() {
             ..AuthProperties::default()
         },
     };
-    sim.deliver([Packet::Auth(step(ReasonCode::ContinueAuthentication, b"server-first"))]);
+    sim.deliver([Packet::Auth(step(
+        ReasonCode::ContinueAuthentication,
+        b"server-first",
+    ))]);
     assert_eq!(
         sim.take_events(),
-        [ClientEvent::Auth(step(ReasonCode::ContinueAuthentication, b"server-first"))]
+        [ClientEvent::Auth(step(
+            ReasonCode::ContinueAuthentication,
+            b"server-first"
+        ))]
     );
     sim.client
-        .auth(sim.now, step(ReasonCode::ContinueAuthentication, b"client-final"))
+        .auth(
+            sim.now,
+            step(ReasonCode::ContinueAuthentication, b"client-final"),
+        )
         .unwrap();
     assert_eq!(
         sim.sent(),
-        [Packet::Auth(step(ReasonCode::ContinueAuthentication, b"client-final"))]
+        [Packet::Auth(step(
+            ReasonCode::ContinueAuthentication,
+            b"client-final"
+        ))]
     );
     sim.deliver([Packet::ConnAck(Box::default())]);
-    assert!(matches!(sim.take_events().as_slice(), [ClientEvent::Connected { .. }]));
+    assert!(matches!(
+        sim.take_events().as_slice(),
+        [ClientEvent::Connected { .. }]
+    ));
     sim.client
         .auth(sim.now, step(ReasonCode::ReAuthenticate, b"again"))
         .unwrap();
-    assert_eq!(sim.sent(), [Packet::Auth(step(ReasonCode::ReAuthenticate, b"again"))]);
+    assert_eq!(
+        sim.sent(),
+        [Packet::Auth(step(ReasonCode::ReAuthenticate, b"again"))]
+    );
     sim.deliver([Packet::Auth(step(ReasonCode::Success, b"ok"))]);
-    assert_eq!(sim.take_events(), [ClientEvent::Auth(step(ReasonCode::Success, b"ok"))]);
+    assert_eq!(
+        sim.take_events(),
+        [ClientEvent::Auth(step(ReasonCode::Success, b"ok"))]
+    );
     // The wrong method is refused locally.
     let mut wrong = step(ReasonCode::ReAuthenticate, b"x");
     wrong.properties.authentication_method = Some("PLAIN".into());
-    assert_eq!(sim.client.auth(sim.now, wrong), Err(UsageError::AuthNotAllowed));
+    assert_eq!(
+        sim.client.auth(sim.now, wrong),
+        Err(UsageError::AuthNotAllowed)
+    );
 }
 
 #[test]
@@ -948,7 +1027,9 @@ fn auth_without_a_method_is_a_protocol_error() {
     sim.deliver([Packet::Auth(Auth::default())]);
     assert!(matches!(
         disconnect_reason(&sim.take_events()),
-        Some(DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(_)))
+        Some(DisconnectReason::Protocol(ProtocolError::UnexpectedPacket(
+            _
+        )))
     ));
 }
 
@@ -1036,18 +1117,27 @@ fn cut_at_every_byte_then_resume_loses_nothing() {
             sim.deliver(answers);
         }
         events.extend(sim.take_events());
-        let mut completed: Vec<_> = published_ids(&events).into_iter().map(|(id, _)| id).collect();
+        let mut completed: Vec<_> = published_ids(&events)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         completed.sort_unstable();
         let mut expected = vec![a.get(), b.get()];
         expected.sort_unstable();
         assert_eq!(completed, expected, "cut at {cut}");
         assert_eq!(sim.client.session().inflight(), 0, "cut at {cut}");
-        assert!(sim.client.session().pending_packet_ids().is_empty(), "cut at {cut}");
+        assert!(
+            sim.client.session().pending_packet_ids().is_empty(),
+            "cut at {cut}"
+        );
         let delivered = events
             .iter()
             .filter(|e| matches!(e, ClientEvent::Message(_)))
             .count();
-        assert_eq!(delivered, 1, "QoS 2 message delivered {delivered} times, cut at {cut}");
+        assert_eq!(
+            delivered, 1,
+            "QoS 2 message delivered {delivered} times, cut at {cut}"
+        );
         cut += 1;
     }
 }

@@ -65,19 +65,6 @@ impl Sim {
         self.drain_events();
     }
 
-    /// Moves the clock to the client's next deadline and fires it.
-    pub(crate) fn advance_to_timeout(&mut self) -> bool {
-        match self.client.poll_timeout() {
-            Some(deadline) => {
-                self.now = self.now.max(deadline);
-                self.client.handle_timeout(self.now);
-                self.drain_events();
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Everything the client has to send, decoded as the server would.
     pub(crate) fn sent(&mut self) -> Vec<Packet> {
         let mut raw = BytesMut::new();
@@ -93,8 +80,6 @@ impl Sim {
         packets
     }
 
-    /// Raw bytes the client has to send.
-
     /// The server sends packets.
     pub(crate) fn deliver(&mut self, packets: impl IntoIterator<Item = Packet>) {
         let mut wire = BytesMut::new();
@@ -109,7 +94,8 @@ impl Sim {
             Feed::Whole => self.client.handle_bytes(self.now, wire),
             Feed::ByteByByte => {
                 for byte in wire {
-                    self.client.handle_bytes(self.now, std::slice::from_ref(byte));
+                    self.client
+                        .handle_bytes(self.now, std::slice::from_ref(byte));
                 }
             }
         }

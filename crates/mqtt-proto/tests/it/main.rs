@@ -1,0 +1,6 @@
+//! Integration tests of the codec, linked as one test binary.
+
+mod differential;
+mod malformed;
+mod roundtrip;
+mod vectors;

@@ -255,6 +255,7 @@ impl ReasonCode {
                     | TopicFilterInvalid
                     | PacketIdentifierInUse
             ),
+            // 0x9F Connection rate exceeded is a DISCONNECT code too (section 3.14.2.1).
             C::Disconnect => !matches!(
                 self,
                 GrantedQoS1
@@ -271,7 +272,6 @@ impl ReasonCode {
                     | PacketIdentifierInUse
                     | PacketIdentifierNotFound
                     | UnsupportedProtocolVersion
-                    | ConnectionRateExceeded
             ),
             C::Auth => matches!(self, Success | ContinueAuthentication | ReAuthenticate),
         }

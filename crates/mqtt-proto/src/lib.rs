@@ -45,6 +45,7 @@
     )
 )]
 
+pub mod backoff;
 pub mod codec;
 pub mod connection;
 pub mod packet;

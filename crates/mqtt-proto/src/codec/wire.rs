@@ -200,7 +200,14 @@ mod tests {
     fn varint_boundaries_round_trip() {
         // The boundary values of table 1-1.
         for value in [
-            0usize, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455,
+            0usize,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            268_435_455,
         ] {
             let mut buf = BytesMut::new();
             put_varint(&mut buf, value);

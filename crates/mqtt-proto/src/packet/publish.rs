@@ -46,7 +46,8 @@ impl Publish {
     }
 
     pub(crate) fn read(flags: u8, r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
-        let qos = QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).ok_or(DecodeError::InvalidQoS)?;
+        let qos =
+            QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).ok_or(DecodeError::InvalidQoS)?;
         let dup = flags & flag::DUP != 0;
         if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);

@@ -74,7 +74,9 @@ impl SubscriptionOptions {
                 RetainHandling::DoNotSend => 2,
             } << 4;
         if version == Version::V3_1_1 && extended != 0 {
-            return Err(EncodeError::NotInV311("subscription options other than QoS"));
+            return Err(EncodeError::NotInV311(
+                "subscription options other than QoS",
+            ));
         }
         Ok(self.qos.as_u8() | extended)
     }

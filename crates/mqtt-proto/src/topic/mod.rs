@@ -215,7 +215,10 @@ mod tests {
     fn multi_level_wildcard_matches_parent_and_children() {
         // The examples of section 4.7.1.2.
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches(
             "sport/tennis/player1/#",
             "sport/tennis/player1/score/wimbledon"

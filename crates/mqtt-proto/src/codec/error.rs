@@ -130,6 +130,10 @@ pub enum DecodeError {
     /// connection.
     #[error("session present with an error reason code")]
     SessionPresentOnError,
+    /// CONNECT or CONNACK carried Authentication Data without an Authentication Method
+    /// (section 3.1.2.11.10). Close the connection (0x82 Protocol Error).
+    #[error("authentication data without an authentication method")]
+    AuthenticationDataWithoutMethod,
     /// A reason code (or 3.1.1 return code) that this packet may not carry. Close the connection.
     #[error("reason code {code:#04x} is not valid in {packet:?}")]
     InvalidReasonCode {
@@ -168,7 +172,8 @@ impl DecodeError {
             | InvalidRetainHandling
             | NoLocalOnSharedSubscription
             | EmptyPayload(_)
-            | SessionPresentOnError => ReasonCode::ProtocolError,
+            | SessionPresentOnError
+            | AuthenticationDataWithoutMethod => ReasonCode::ProtocolError,
             MalformedVariableByteInteger
             | ReservedPacketType(_)
             | InvalidFixedHeaderFlags { .. }
@@ -236,4 +241,20 @@ pub enum EncodeError {
     /// A v5 PUBLISH had an empty topic and no Topic Alias, or a 3.1.1 PUBLISH an empty topic.
     #[error("empty topic name without a topic alias")]
     EmptyTopic,
+    /// A topic name (PUBLISH, will) or topic filter (SUBSCRIBE, UNSUBSCRIBE) is not valid. Check
+    /// it with [`crate::topic::check_topic_name`] or [`crate::topic::check_topic_filter`].
+    #[error("invalid topic: {0}")]
+    InvalidTopic(crate::topic::TopicError),
+    /// A string contained U+0000 (MQTT-1.5.4-2). Remove it.
+    #[error("string contains the null character U+0000")]
+    NullCharacter,
+    /// A shared subscription asked for No Local (MQTT-3.8.3-4). Clear it.
+    #[error("no local set on a shared subscription")]
+    NoLocalOnSharedSubscription,
+    /// A CONNACK with an error reason code claimed a session (MQTT-3.2.2-6). Clear it.
+    #[error("session present with an error reason code")]
+    SessionPresentOnError,
+    /// Authentication Data without an Authentication Method (section 3.1.2.11.10). Set both.
+    #[error("authentication data without an authentication method")]
+    AuthenticationDataWithoutMethod,
 }

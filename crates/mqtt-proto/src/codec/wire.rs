@@ -192,6 +192,26 @@ pub(crate) fn field_len(data: &[u8]) -> Result<usize, EncodeError> {
     Ok(2 + data.len())
 }
 
+/// Converts a topic check into an encoding error; an over-long topic is an over-long field.
+pub(crate) fn check_topic(
+    check: Result<(), crate::topic::TopicError>,
+    topic: &str,
+) -> Result<(), EncodeError> {
+    match check {
+        Ok(()) => Ok(()),
+        Err(crate::topic::TopicError::TooLong) => Err(EncodeError::FieldTooLong(topic.len())),
+        Err(error) => Err(EncodeError::InvalidTopic(error)),
+    }
+}
+
+/// The length of a UTF-8 string field, which also may not contain U+0000 (MQTT-1.5.4-2).
+pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
+    if s.as_bytes().contains(&0) {
+        return Err(EncodeError::NullCharacter);
+    }
+    field_len(s.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::{ConnAckProperties, ConnectProperties, QoS, Version, WillProperties};
-use crate::codec::wire::{Reader, field_len, put_binary};
+use crate::codec::wire::{Reader, check_topic, field_len, put_binary, string_len};
 use crate::codec::{DecodeError, EncodeError};
 use crate::reason::ReasonContext;
 use crate::{ReasonCode, topic};
@@ -113,6 +113,9 @@ impl Connect {
             Version::V5 => ConnectProperties::read(r)?,
             Version::V3_1_1 => ConnectProperties::default(),
         };
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthenticationDataWithoutMethod);
+        }
         let client_id = r.string()?;
         let will = if has_will {
             let properties = match protocol_version {
@@ -165,17 +168,23 @@ impl Connect {
         if v5 {
             len += self.properties.block_len()?;
         }
-        len += field_len(self.client_id.as_bytes())?;
+        if self.properties.authentication_data.is_some()
+            && self.properties.authentication_method.is_none()
+        {
+            return Err(EncodeError::AuthenticationDataWithoutMethod);
+        }
+        len += string_len(&self.client_id)?;
         if let Some(will) = &self.will {
             if v5 {
                 len += will.properties.block_len()?;
             } else if !will.properties.is_empty() {
                 return Err(EncodeError::NotInV311("will properties"));
             }
-            len += field_len(will.topic.as_bytes())? + field_len(&will.payload)?;
+            check_topic(topic::check_topic_name(&will.topic), &will.topic)?;
+            len += string_len(&will.topic)? + field_len(&will.payload)?;
         }
         if let Some(username) = &self.username {
-            len += field_len(username.as_bytes())?;
+            len += string_len(username)?;
         }
         if let Some(password) = &self.password {
             len += field_len(password)?;
@@ -287,6 +296,9 @@ impl ConnAck {
     }
 
     pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
+        if self.session_present && self.reason_code.is_error() {
+            return Err(EncodeError::SessionPresentOnError);
+        }
         self.code(version)?;
         match version {
             Version::V3_1_1 if !self.properties.is_empty() => {

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::codec::wire::{
-    MAX_VARIABLE_BYTE_INTEGER, Reader, field_len, put_binary, put_varint, varint_len,
+    MAX_VARIABLE_BYTE_INTEGER, Reader, field_len, put_binary, put_varint, string_len, varint_len,
 };
 use crate::codec::{DecodeError, EncodeError};
 use crate::packet::QoS;
@@ -253,7 +253,7 @@ impl PropertyValue for ByteString {
         r.string()
     }
     fn encoded_len(&self) -> Result<usize, EncodeError> {
-        field_len(self.as_bytes())
+        string_len(self)
     }
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self.as_bytes());
@@ -280,7 +280,7 @@ impl PropertyValue for UserProperty {
         })
     }
     fn encoded_len(&self) -> Result<usize, EncodeError> {
-        Ok(field_len(self.name.as_bytes())? + field_len(self.value.as_bytes())?)
+        Ok(string_len(&self.name)? + string_len(&self.value)?)
     }
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self.name.as_bytes());

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::{PacketId, PacketType, PublishProperties, QoS, Version};
-use crate::codec::wire::{Reader, field_len, put_binary};
+use crate::codec::wire::{Reader, check_topic, field_len, put_binary};
 use crate::codec::{DecodeError, EncodeError};
 use crate::topic;
 
@@ -107,6 +107,9 @@ impl Publish {
             && (version == Version::V3_1_1 || self.properties.topic_alias.is_none())
         {
             return Err(EncodeError::EmptyTopic);
+        }
+        if !self.topic.is_empty() {
+            check_topic(topic::check_topic_name(&self.topic), &self.topic)?;
         }
         let mut len = field_len(self.topic.as_bytes())? + self.payload.len();
         if self.packet_id.is_some() {

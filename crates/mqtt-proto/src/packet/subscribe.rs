@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 use bytestring::ByteString;
 
 use super::{PacketId, PacketType, QoS, SubscribeProperties, UnsubscribeProperties, Version};
-use crate::codec::wire::{Reader, field_len, put_binary};
+use crate::codec::wire::{Reader, check_topic, field_len, put_binary};
 use crate::codec::{DecodeError, EncodeError};
 use crate::topic;
 
@@ -167,6 +167,12 @@ impl Subscribe {
         }
         for subscription in &self.filters {
             subscription.options.to_byte(version)?;
+            let filter = &subscription.filter;
+            check_topic(topic::check_topic_filter(filter), filter)?;
+            if subscription.options.no_local && topic::parse_shared(&subscription.filter).is_some()
+            {
+                return Err(EncodeError::NoLocalOnSharedSubscription);
+            }
             len += field_len(subscription.filter.as_bytes())? + 1;
         }
         Ok(len)
@@ -232,6 +238,7 @@ impl Unsubscribe {
             Version::V3_1_1 => {}
         }
         for filter in &self.filters {
+            check_topic(topic::check_topic_filter(filter), filter)?;
             len += field_len(filter.as_bytes())?;
         }
         Ok(len)

@@ -801,9 +801,36 @@ fn every_allowed_property_decodes_once_in_every_place() {
     for place in Place::ALL {
         accepts(V5, place.packet_with(&[]));
         for &id in place.allowed() {
-            accepts(V5, place.packet_with(&sample(id)));
+            let mut properties = sample(id);
+            if place == Place::Connect && id == 0x16 {
+                // CONNECT Authentication Data needs its method (section 3.1.2.11.10).
+                properties = [sample(0x15), properties].concat();
+            }
+            accepts(V5, place.packet_with(&properties));
         }
     }
+}
+
+/// "It is a Protocol Error to include Authentication Data if there is no Authentication
+/// Method" (section 3.1.2.11.10).
+#[test]
+fn connect_authentication_data_without_method_is_a_protocol_error() {
+    rejects(
+        V5,
+        Place::Connect.packet_with(&sample(0x16)),
+        E::AuthenticationDataWithoutMethod,
+        PROTOCOL,
+    );
+    let mut connect = Connect::new(Version::V5, "c");
+    connect.properties.authentication_data = Some(Bytes::from_static(b"x"));
+    assert_eq!(
+        codec::encode(
+            &Packet::Connect(Box::new(connect)),
+            Version::V5,
+            &mut BytesMut::new()
+        ),
+        Err(EncodeError::AuthenticationDataWithoutMethod)
+    );
 }
 
 /// "It is a Protocol Error to include the {property} more than once" (section 3, for every
@@ -1828,4 +1855,56 @@ fn encode_v5_publish_for_v311_drops_its_properties() {
         ..Connect::new(V3_1_1, "c")
     };
     not_in_v311(connect);
+}
+
+/// What the decoder rejects, the encoder refuses to produce.
+#[test]
+fn encoder_refuses_what_the_decoder_rejects() {
+    use mqtt_proto::topic::TopicError;
+    let encode = |packet: Packet| codec::encode(&packet, V5, &mut BytesMut::new());
+    // MQTT-3.3.2-2: no wildcards in a topic name.
+    assert_eq!(
+        encode(Packet::Publish(Publish::new("a/+", "x"))),
+        Err(EncodeError::InvalidTopic(TopicError::WildcardInName))
+    );
+    let mut connect = Connect::new(V5, "c");
+    connect.will = Some(Will::new("w/#", "x", QoS::AtMostOnce));
+    assert_eq!(
+        encode(Packet::Connect(Box::new(connect))),
+        Err(EncodeError::InvalidTopic(TopicError::WildcardInName))
+    );
+    // MQTT-4.7.1-1: malformed filters.
+    let subscribe = |filter: &str, no_local: bool| {
+        let mut subscription = Subscription::new(filter.to_owned(), QoS::AtMostOnce);
+        subscription.options.no_local = no_local;
+        Packet::Subscribe(Subscribe {
+            packet_id: mqtt_proto::packet::PacketId::new(1).unwrap(),
+            properties: Default::default(),
+            filters: vec![subscription],
+        })
+    };
+    assert_eq!(
+        encode(subscribe("a/#/b", false)),
+        Err(EncodeError::InvalidTopic(TopicError::MisplacedWildcard))
+    );
+    // MQTT-3.8.3-4: no No Local on a shared subscription.
+    assert_eq!(
+        encode(subscribe("$share/g/a", true)),
+        Err(EncodeError::NoLocalOnSharedSubscription)
+    );
+    // MQTT-1.5.4-2: no U+0000 in any string.
+    assert_eq!(
+        encode(Packet::Connect(Box::new(Connect::new(V5, "a\0b")))),
+        Err(EncodeError::NullCharacter)
+    );
+    // MQTT-3.2.2-6: no session with an error code.
+    let connack = ConnAck {
+        session_present: true,
+        reason_code: ReasonCode::NotAuthorized,
+        properties: ConnAckProperties::default(),
+    };
+    assert_eq!(
+        encode(Packet::ConnAck(Box::new(connack))),
+        Err(EncodeError::SessionPresentOnError)
+    );
 }

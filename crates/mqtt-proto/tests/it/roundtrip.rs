@@ -218,8 +218,9 @@ pub(crate) mod strategies {
                 request_response_information: p.4,
                 request_problem_information: p.5,
                 user_properties: p.6,
+                // Authentication Data only comes with a method (section 3.1.2.11.10).
+                authentication_data: p.8.filter(|_| p.7.is_some()),
                 authentication_method: p.7,
-                authentication_data: p.8,
             })
     }
 

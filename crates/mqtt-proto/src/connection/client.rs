@@ -271,6 +271,13 @@ impl ClientConnection {
         self.window
     }
 
+    /// Received QoS 1 and 2 messages whose exchange is not finished: acknowledgement not yet
+    /// sent, or (QoS 2) PUBREL not yet received. Zero means a disconnect now leaves the server
+    /// nothing to redeliver.
+    pub fn inbound_pending(&self) -> usize {
+        self.core.inbound.unacknowledged()
+    }
+
     /// Whether the connection has ended and its transmit queue is drained: close the transport.
     pub fn is_closed(&self) -> bool {
         self.state == ClientState::Closed && !self.core.has_transmit()

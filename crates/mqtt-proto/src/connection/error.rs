@@ -137,3 +137,41 @@ pub enum DisconnectReason {
     /// The transport reached end of file without a DISCONNECT.
     ConnectionLost,
 }
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with_reason_string =
+            |f: &mut std::fmt::Formatter<'_>, what, disconnect: &Disconnect| {
+                write!(f, "{what}: {}", disconnect.reason_code)?;
+                match &disconnect.properties.reason_string {
+                    Some(reason) => write!(f, " ({reason})"),
+                    None => Ok(()),
+                }
+            };
+        match self {
+            DisconnectReason::Local(d) => with_reason_string(f, "disconnected locally", d),
+            DisconnectReason::Remote(d) => with_reason_string(f, "disconnected by the peer", d),
+            DisconnectReason::Refused {
+                reason_code,
+                properties,
+            } => {
+                write!(f, "connection refused: {reason_code}")?;
+                if let Some(reason) = &properties.reason_string {
+                    write!(f, " ({reason})")?;
+                }
+                if let Some(server) = &properties.server_reference {
+                    write!(f, ", use server {server}")?;
+                }
+                Ok(())
+            }
+            DisconnectReason::Protocol(error) => {
+                write!(f, "protocol error: {error} ({})", error.reason_code())
+            }
+            DisconnectReason::ConnectTimeout => {
+                f.write_str("no CONNACK within the connect timeout")
+            }
+            DisconnectReason::KeepAliveTimeout => f.write_str("keep-alive timeout"),
+            DisconnectReason::ConnectionLost => f.write_str("connection lost"),
+        }
+    }
+}

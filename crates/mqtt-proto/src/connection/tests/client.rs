@@ -1141,3 +1141,30 @@ fn cut_at_every_byte_then_resume_loses_nothing() {
         cut += 1;
     }
 }
+
+#[test]
+fn inbound_pending_counts_until_pubcomp() {
+    let mut sim = connected(Version::V5);
+    let mut two = publish("t", "two", QoS::ExactlyOnce);
+    two.packet_id = Some(pid(8));
+    sim.deliver([Packet::Publish(two)]);
+    assert_eq!(sim.client.inbound_pending(), 1);
+    sim.deliver([Packet::PubRel(PubRel::new(pid(8)))]);
+    assert_eq!(sim.client.inbound_pending(), 0);
+}
+
+#[test]
+fn disconnect_reasons_read_as_one_line() {
+    let refused = DisconnectReason::Refused {
+        reason_code: ReasonCode::NotAuthorized,
+        properties: Box::default(),
+    };
+    assert_eq!(
+        refused.to_string(),
+        "connection refused: NotAuthorized (0x87)"
+    );
+    assert_eq!(
+        DisconnectReason::Protocol(ProtocolError::ReceiveMaximumExceeded).to_string(),
+        "protocol error: receive maximum exceeded (ReceiveMaximumExceeded (0x93))"
+    );
+}

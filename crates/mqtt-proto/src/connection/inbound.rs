@@ -23,6 +23,8 @@ struct Pending {
     packet_id: PacketId,
     qos: QoS,
     acked: bool,
+    /// The reason code the acknowledgement carries (5.0).
+    reason: ReasonCode,
 }
 
 /// What became of a received PUBLISH.
@@ -94,6 +96,7 @@ impl Inbound {
                 packet_id,
                 qos: QoS::ExactlyOnce,
                 acked: true,
+                reason: ReasonCode::Success,
             });
             self.release(send);
             return Ok(Received::Duplicate);
@@ -108,6 +111,7 @@ impl Inbound {
             packet_id,
             qos: publish.qos,
             acked: !self.manual_ack,
+            reason: ReasonCode::Success,
         });
         if !self.manual_ack && publish.qos == QoS::ExactlyOnce {
             self.awaiting_pubrel.insert(packet_id.get());
@@ -145,6 +149,17 @@ impl Inbound {
 
     /// The application acknowledges a message. Returns false for an unknown token.
     pub(crate) fn ack(&mut self, token: AckToken, send: impl FnMut(Packet)) -> bool {
+        self.ack_with(token, ReasonCode::Success, send)
+    }
+
+    /// Acknowledges with a reason code (5.0; 3.1.1 acknowledgements carry none). A refusal
+    /// (0x80 or above) of a QoS 2 message ends its exchange at the PUBREC.
+    pub(crate) fn ack_with(
+        &mut self,
+        token: AckToken,
+        reason: ReasonCode,
+        send: impl FnMut(Packet),
+    ) -> bool {
         let Some(entry) = self
             .pending
             .iter_mut()
@@ -153,7 +168,8 @@ impl Inbound {
             return false;
         };
         entry.acked = true;
-        if entry.qos == QoS::ExactlyOnce {
+        entry.reason = reason;
+        if entry.qos == QoS::ExactlyOnce && reason.is_success() {
             self.awaiting_pubrel.insert(entry.packet_id.get());
         }
         self.release(send);
@@ -168,8 +184,16 @@ impl Inbound {
                 break;
             };
             match done.qos {
-                QoS::ExactlyOnce => send(Packet::PubRec(PubRec::new(done.packet_id))),
-                _ => send(Packet::PubAck(PubAck::new(done.packet_id))),
+                QoS::ExactlyOnce => {
+                    let mut rec = PubRec::new(done.packet_id);
+                    rec.reason_code = done.reason;
+                    send(Packet::PubRec(rec));
+                }
+                _ => {
+                    let mut ack = PubAck::new(done.packet_id);
+                    ack.reason_code = done.reason;
+                    send(Packet::PubAck(ack));
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ mod client;
 mod error;
 mod inbound;
 mod outbound;
+mod server;
 mod session;
 mod timer;
 
@@ -25,6 +26,7 @@ pub use client::{ClientConfig, ClientConnection, ClientEvent, ClientState, Messa
 pub use error::{DisconnectReason, ProtocolError, UsageError};
 pub use inbound::AckToken;
 pub use outbound::PublishOutcome;
+pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState};
 pub use session::{ActiveSubscription, Session};
 
 use crate::codec::{self, Limits};
@@ -79,6 +81,11 @@ impl Core {
     /// Appends received bytes to the read buffer.
     pub(crate) fn buffer(&mut self, bytes: &[u8]) {
         self.read_buf.extend_from_slice(bytes);
+    }
+
+    /// The type nibble of the next packet in the read buffer, if any byte is there.
+    pub(crate) fn peek_type(&self) -> Option<u8> {
+        self.read_buf.first().map(|b| b >> 4)
     }
 
     /// The next complete packet in the read buffer.

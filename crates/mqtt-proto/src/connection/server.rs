@@ -1,0 +1,701 @@
+//! The server side of one connection: [`ServerConnection`].
+
+use std::collections::{BTreeSet, VecDeque};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::inbound::Received;
+use super::outbound::Outbound;
+use super::timer::Timer;
+use super::{
+    AckToken, Core, DisconnectReason, Message, OutboundAliases, ProtocolError, PublishOutcome,
+    UsageError,
+};
+use crate::ReasonCode;
+use crate::codec::{DecodeError, Limits};
+use crate::packet::{
+    Auth, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, PacketId, PacketType, Publish,
+    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+};
+
+/// Limits a [`ServerConnection`] enforces and announces.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The largest packet accepted from the client (default 1 MiB), announced in 5.0.
+    pub max_packet_size: u32,
+    /// How many unacknowledged QoS 1/2 publishes the client may have in flight (default 100).
+    pub receive_maximum: u16,
+    /// How many topic aliases the client may use (default 16).
+    pub topic_alias_maximum: u16,
+    /// The longest keep alive allowed, in seconds; a longer or zero one is replaced by this
+    /// through Server Keep Alive (5.0). `None` accepts the client's.
+    pub max_keep_alive: Option<u16>,
+    /// How long the client has to send CONNECT (default 10 s).
+    pub connect_timeout: Duration,
+    /// The in-flight window towards 3.1.1 clients, which announce no Receive Maximum (default 20).
+    pub max_inflight_v311: u16,
+    /// The most publishes waiting for room in the client's window (default 1,000).
+    pub max_queued: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 100,
+            topic_alias_maximum: 16,
+            max_keep_alive: None,
+            connect_timeout: Duration::from_secs(10),
+            max_inflight_v311: 20,
+            max_queued: 1000,
+        }
+    }
+}
+
+/// Where a [`ServerConnection`] is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Waiting for CONNECT.
+    AwaitingConnect,
+    /// CONNECT received; the application decides with `accept` or `refuse` (possibly after an
+    /// AUTH exchange).
+    Authenticating,
+    /// CONNACK accepted the client.
+    Connected,
+    /// The connection ended; `ServerEvent::Disconnected` said why.
+    Closed,
+}
+
+/// The delivery state of a session that a broker keeps between connections: outbound QoS 1/2
+/// messages (with their packet identifiers) and inbound QoS 2 identifiers awaiting PUBREL.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSession {
+    pub(crate) outbound: Outbound,
+    pub(crate) awaiting_pubrel: BTreeSet<u16>,
+}
+
+impl ServerSession {
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub fn inflight(&self) -> usize {
+        self.outbound.inflight.len()
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.outbound.queued.len()
+    }
+}
+
+/// What a [`ServerConnection`] tells the application (the broker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// The client sent CONNECT: answer with [`ServerConnection::accept`] or
+    /// [`ServerConnection::refuse`] (or continue an AUTH exchange first).
+    Connect(Box<Connect>),
+    /// The client sent AUTH: the next step of an exchange, or re-authentication.
+    Auth(Auth),
+    /// A message from the client; QoS 1/2 carry a token to [`ServerConnection::ack`] once the
+    /// message is safely routed.
+    Message(Message),
+    /// A SUBSCRIBE: answer with [`ServerConnection::suback`].
+    Subscribe(Subscribe),
+    /// An UNSUBSCRIBE: answer with [`ServerConnection::unsuback`].
+    Unsubscribe(Unsubscribe),
+    /// A QoS 1/2 message sent to the client completed.
+    Delivered(PublishOutcome),
+    /// The connection ended. Always the last event.
+    Disconnected(DisconnectReason),
+}
+
+/// The server side of one MQTT connection, with no I/O.
+///
+/// Methods are sorted as on [`super::ClientConnection`]: getters, input (`handle_bytes`,
+/// `handle_eof`, `handle_timeout`), commands (`accept`, `refuse`, `auth`, `publish`, `ack`,
+/// `suback`, `unsuback`, `disconnect`), output (`poll_transmit`, `poll_event`, `poll_timeout`).
+#[derive(Debug)]
+pub struct ServerConnection {
+    config: ServerConfig,
+    core: Core,
+    state: ServerState,
+    events: VecDeque<ServerEvent>,
+    outbound: Outbound,
+    connect: Option<Box<Connect>>,
+    keep_alive: u16,
+    window: usize,
+}
+
+impl ServerConnection {
+    /// A new connection, waiting for CONNECT within the connect timeout.
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        let mut core = Core::new(Version::V5, Limits::new(config.max_packet_size));
+        core.timers
+            .set(Timer::Connect, now + config.connect_timeout);
+        core.inbound.manual_ack = true;
+        core.inbound.receive_maximum = config.receive_maximum.max(1);
+        core.inbound.topic_alias_maximum = config.topic_alias_maximum;
+        Self {
+            config,
+            core,
+            state: ServerState::AwaitingConnect,
+            events: VecDeque::new(),
+            outbound: Outbound::default(),
+            connect: None,
+            keep_alive: 0,
+            window: 0,
+        }
+    }
+
+    // ---- getters ----
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> ServerState {
+        self.state
+    }
+
+    /// The client's protocol version (5.0 until CONNECT says otherwise).
+    pub fn version(&self) -> Version {
+        self.core.version
+    }
+
+    /// The CONNECT, once received.
+    pub fn connect_packet(&self) -> Option<&Connect> {
+        self.connect.as_deref()
+    }
+
+    /// The keep alive in force, in seconds.
+    pub fn keep_alive(&self) -> u16 {
+        self.keep_alive
+    }
+
+    /// QoS 1/2 messages to the client in flight.
+    pub fn inflight(&self) -> usize {
+        self.outbound.inflight.len()
+    }
+
+    /// Messages to the client waiting for room in its window.
+    pub fn queued(&self) -> usize {
+        self.outbound.queued.len()
+    }
+
+    /// Whether the connection has ended and its transmit queue is drained: close the transport.
+    pub fn is_closed(&self) -> bool {
+        self.state == ServerState::Closed && !self.core.has_transmit()
+    }
+
+    /// Whether there is something to transmit.
+    pub fn has_transmit(&self) -> bool {
+        self.core.has_transmit()
+    }
+
+    // ---- input ----
+
+    /// Feeds bytes read from the transport.
+    pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if self.core.closed {
+            return;
+        }
+        self.core.buffer(bytes);
+        if self.keep_alive > 0 {
+            // MQTT-3.1.2-24: one and a half keep-alive intervals since the last packet.
+            let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+            self.core.timers.set(Timer::KeepAliveExpiry, now + grace);
+        }
+        while !self.core.closed {
+            // Until CONNACK, only AUTH is processed after CONNECT (MQTT-3.1.4-6); the rest
+            // waits in the buffer.
+            if self.state == ServerState::Authenticating
+                && self.core.peek_type() != Some(PacketType::Auth as u8)
+            {
+                return;
+            }
+            match self.core.next_packet() {
+                Ok(Some(packet)) => {
+                    if let Err(error) = self.handle_packet(now, packet) {
+                        self.fail(error);
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => return self.fail_decode(error),
+            }
+        }
+    }
+
+    /// The transport reached end of file.
+    pub fn handle_eof(&mut self, _now: Instant) {
+        if !self.core.closed {
+            self.close(DisconnectReason::ConnectionLost);
+        }
+    }
+
+    /// Time passed: fires the timers that are due. Early or repeated calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.core.closed {
+            return;
+        }
+        if self.core.timers.expired(Timer::Connect, now) {
+            return self.close(DisconnectReason::ConnectTimeout);
+        }
+        if self.core.timers.expired(Timer::KeepAliveExpiry, now) {
+            if self.core.version == Version::V5 {
+                self.core.send(Packet::Disconnect(Disconnect::new(
+                    ReasonCode::KeepAliveTimeout,
+                )));
+            }
+            self.close(DisconnectReason::KeepAliveTimeout);
+        }
+    }
+
+    // ---- commands ----
+
+    /// Accepts the client: sends CONNACK with `properties` (the limits this connection
+    /// enforces are added), resumes `session` (resending its unacknowledged messages, DUP set,
+    /// in order), and starts processing what the client sent after CONNECT.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        session_present: bool,
+        session: ServerSession,
+        mut properties: ConnAckProperties,
+    ) -> Result<(), UsageError> {
+        let Some(connect) = self
+            .connect
+            .as_deref()
+            .filter(|_| self.state == ServerState::Authenticating)
+        else {
+            return Err(UsageError::Closed);
+        };
+        let version = connect.protocol_version;
+        self.keep_alive = connect.keep_alive;
+        if let Some(max) = self.config.max_keep_alive
+            && (self.keep_alive == 0 || self.keep_alive > max)
+            && version == Version::V5
+        {
+            self.keep_alive = max;
+            properties.server_keep_alive = Some(max);
+        }
+        let client_receive_max = connect
+            .properties
+            .receive_maximum
+            .map_or(u16::MAX, |m| m.get());
+        self.window = usize::from(match version {
+            Version::V5 => client_receive_max,
+            Version::V3_1_1 => self.config.max_inflight_v311.max(1),
+        });
+        self.core.peer_max_packet_size = connect.properties.maximum_packet_size.map(|m| m.get());
+        self.core.aliases =
+            OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0));
+        if version == Version::V5 {
+            properties.receive_maximum =
+                NonZeroU16::new(self.config.receive_maximum.max(1)).filter(|m| m.get() != u16::MAX);
+            if self.config.max_packet_size < Limits::PROTOCOL_MAX_PACKET_SIZE {
+                properties.maximum_packet_size = NonZeroU32::new(self.config.max_packet_size);
+            }
+            properties.topic_alias_maximum =
+                Some(self.config.topic_alias_maximum).filter(|m| *m > 0);
+        } else {
+            properties = ConnAckProperties::default();
+        }
+        self.core.send(Packet::ConnAck(Box::new(ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties,
+        })));
+        self.core.timers.stop(Timer::Connect);
+        if self.keep_alive > 0 {
+            let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+            self.core.timers.set(Timer::KeepAliveExpiry, now + grace);
+        }
+        self.state = ServerState::Connected;
+        self.outbound = session.outbound;
+        self.core.inbound.awaiting_pubrel = session.awaiting_pubrel;
+        let core = &mut self.core;
+        let events = &mut self.events;
+        self.outbound.reconnect(
+            session_present,
+            |packet| core.send(packet),
+            |outcome| events.push_back(ServerEvent::Delivered(outcome)),
+        );
+        self.fill_window();
+        // Packets the client pipelined behind its CONNECT.
+        self.handle_bytes(now, &[]);
+        Ok(())
+    }
+
+    /// Refuses the client with a CONNACK carrying `reason_code` (3.1.1 return codes are
+    /// mapped; a code 3.1.1 lacks becomes "not authorized"), then closes.
+    pub fn refuse(
+        &mut self,
+        _now: Instant,
+        reason_code: ReasonCode,
+        properties: ConnAckProperties,
+    ) -> Result<(), UsageError> {
+        if self.state != ServerState::Authenticating {
+            return Err(UsageError::Closed);
+        }
+        let (reason_code, properties) = match self.core.version {
+            Version::V5 => (reason_code, properties),
+            Version::V3_1_1 => (
+                reason_code
+                    .to_v311_connack()
+                    .map_or(ReasonCode::NotAuthorized, |_| reason_code),
+                ConnAckProperties::default(),
+            ),
+        };
+        self.core.send(Packet::ConnAck(Box::new(ConnAck {
+            session_present: false,
+            reason_code,
+            properties: properties.clone(),
+        })));
+        self.close(DisconnectReason::Refused {
+            reason_code,
+            properties: Box::new(properties),
+        });
+        Ok(())
+    }
+
+    /// Sends AUTH to the client (5.0): continue an authentication exchange, or confirm a
+    /// re-authentication with Success.
+    pub fn auth(&mut self, _now: Instant, auth: Auth) -> Result<(), UsageError> {
+        if self.core.version != Version::V5
+            || matches!(
+                self.state,
+                ServerState::Closed | ServerState::AwaitingConnect
+            )
+        {
+            return Err(UsageError::AuthNotAllowed);
+        }
+        self.core.check_size(&Packet::Auth(auth.clone()))?;
+        self.core.send(Packet::Auth(auth));
+        Ok(())
+    }
+
+    /// Sends a message to the client at the QoS given. QoS 1/2 get a packet identifier and wait
+    /// in the queue while the client's window is full; [`ServerEvent::Delivered`] reports the
+    /// acknowledgement. A message larger than the client's Maximum Packet Size is refused
+    /// (MQTT-3.1.2-25): the broker drops it for this client.
+    pub fn publish(
+        &mut self,
+        _now: Instant,
+        mut publish: Publish,
+    ) -> Result<Option<PacketId>, UsageError> {
+        if self.state == ServerState::Closed {
+            return Err(UsageError::Closed);
+        }
+        publish.dup = false;
+        publish.packet_id = None;
+        publish.properties.topic_alias = None;
+        if publish.qos != QoS::AtMostOnce {
+            publish.packet_id = PacketId::new(1);
+        }
+        self.core.check_size(&Packet::Publish(publish.clone()))?;
+        if publish.qos == QoS::AtMostOnce {
+            if self.state != ServerState::Connected {
+                return Err(UsageError::NotConnected);
+            }
+            self.core.send(Packet::Publish(publish));
+            return Ok(None);
+        }
+        if self.outbound.queued.len() >= self.config.max_queued {
+            return Err(UsageError::QueueFull);
+        }
+        let packet_id = self.outbound.allocate_id()?;
+        publish.packet_id = Some(packet_id);
+        self.outbound.enqueue(publish);
+        self.fill_window();
+        Ok(Some(packet_id))
+    }
+
+    /// Acknowledges a message from the client with this reason code (5.0; 3.1.1 always gets a
+    /// plain acknowledgement). Acknowledgements go out in arrival order (MQTT-4.6.0-2).
+    pub fn ack(
+        &mut self,
+        _now: Instant,
+        token: AckToken,
+        reason_code: ReasonCode,
+    ) -> Result<(), UsageError> {
+        if self.core.closed {
+            return Err(UsageError::Closed);
+        }
+        let reason = match self.core.version {
+            Version::V5 => reason_code,
+            Version::V3_1_1 => ReasonCode::Success,
+        };
+        let core = &mut self.core;
+        let mut acks = Vec::new();
+        if !core.inbound.ack_with(token, reason, |p| acks.push(p)) {
+            return Err(UsageError::UnknownAck);
+        }
+        for packet in acks {
+            core.send(packet);
+        }
+        Ok(())
+    }
+
+    /// Answers a SUBSCRIBE.
+    pub fn suback(&mut self, _now: Instant, mut suback: SubAck) -> Result<(), UsageError> {
+        if self.state != ServerState::Connected {
+            return Err(UsageError::Closed);
+        }
+        if self.core.version == Version::V3_1_1 {
+            suback.properties = Default::default();
+        }
+        self.send_response(Packet::SubAck(suback))
+    }
+
+    /// Answers an UNSUBSCRIBE.
+    pub fn unsuback(&mut self, _now: Instant, mut unsuback: UnsubAck) -> Result<(), UsageError> {
+        if self.state != ServerState::Connected {
+            return Err(UsageError::Closed);
+        }
+        if self.core.version == Version::V3_1_1 {
+            unsuback.properties = Default::default();
+        }
+        self.send_response(Packet::UnsubAck(unsuback))
+    }
+
+    /// Closes the connection; 5.0 clients get a DISCONNECT with this reason first (3.1.1 has no
+    /// server DISCONNECT: the connection just closes).
+    pub fn disconnect(&mut self, _now: Instant, disconnect: Disconnect) -> Result<(), UsageError> {
+        if self.state == ServerState::Closed {
+            return Err(UsageError::Closed);
+        }
+        if self.core.version == Version::V5 && self.state == ServerState::Connected {
+            let packet = Packet::Disconnect(disconnect.clone());
+            packet.encoded_len(Version::V5)?;
+            self.core.send(packet);
+        }
+        self.close(DisconnectReason::Local(disconnect));
+        Ok(())
+    }
+
+    // ---- output ----
+
+    /// Appends every packet ready to send to `buf`. Returns whether anything was written.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut BytesMut) -> bool {
+        self.core.poll_transmit(buf)
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`ServerConnection::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    /// The session's delivery state, for the next connection of this client. Messages received
+    /// but not yet acknowledged are forgotten: the client sends them again.
+    pub fn into_session(mut self) -> ServerSession {
+        self.core.inbound.end_connection();
+        ServerSession {
+            outbound: self.outbound,
+            awaiting_pubrel: std::mem::take(&mut self.core.inbound.awaiting_pubrel),
+        }
+    }
+
+    // ---- internals ----
+
+    fn send_response(&mut self, packet: Packet) -> Result<(), UsageError> {
+        packet.encoded_len(self.core.version)?;
+        // A response too large for the client loses its properties rather than the response
+        // (MQTT-3.1.2-25 lets the server drop reason strings and user properties).
+        let packet = match (self.core.check_size(&packet), packet) {
+            (Ok(()), packet) => packet,
+            (Err(_), Packet::SubAck(mut s)) => {
+                s.properties = Default::default();
+                Packet::SubAck(s)
+            }
+            (Err(_), Packet::UnsubAck(mut u)) => {
+                u.properties = Default::default();
+                Packet::UnsubAck(u)
+            }
+            (Err(error), _) => return Err(error),
+        };
+        self.core.send(packet);
+        Ok(())
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
+        match self.state {
+            ServerState::AwaitingConnect => match packet {
+                Packet::Connect(connect) => {
+                    self.core.version = connect.protocol_version;
+                    self.state = ServerState::Authenticating;
+                    self.connect = Some(connect.clone());
+                    self.events.push_back(ServerEvent::Connect(connect));
+                    Ok(())
+                }
+                // MQTT-3.1.0-1: the first packet must be CONNECT.
+                other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
+            },
+            ServerState::Authenticating => match packet {
+                Packet::Auth(auth) if self.has_auth_method() => {
+                    self.events.push_back(ServerEvent::Auth(auth));
+                    Ok(())
+                }
+                other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
+            },
+            ServerState::Connected => self.handle_connected(now, packet),
+            ServerState::Closed => Ok(()),
+        }
+    }
+
+    fn has_auth_method(&self) -> bool {
+        self.connect
+            .as_ref()
+            .is_some_and(|c| c.properties.authentication_method.is_some())
+    }
+
+    fn handle_connected(&mut self, _now: Instant, packet: Packet) -> Result<(), ProtocolError> {
+        match packet {
+            Packet::Publish(publish) => {
+                // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
+                if !publish.properties.subscription_identifiers.is_empty() {
+                    return Err(ProtocolError::InvalidPublish);
+                }
+                let core = &mut self.core;
+                let mut acks = Vec::new();
+                let received = core
+                    .inbound
+                    .on_publish(publish, core.version, |p| acks.push(p))?;
+                for packet in acks {
+                    core.send(packet);
+                }
+                if let Received::Deliver(publish, ack) = received {
+                    self.events
+                        .push_back(ServerEvent::Message(Message { publish, ack }));
+                }
+                Ok(())
+            }
+            Packet::PubAck(ack) => {
+                let outcome =
+                    self.outbound
+                        .on_puback(ack.packet_id, ack.reason_code, ack.properties)?;
+                self.events.push_back(ServerEvent::Delivered(outcome));
+                self.fill_window();
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                match self
+                    .outbound
+                    .on_pubrec(rec.packet_id, rec.reason_code, rec.properties)?
+                {
+                    Ok(pubrel) => self.core.send(Packet::PubRel(pubrel)),
+                    Err(refused) => {
+                        self.events.push_back(ServerEvent::Delivered(refused));
+                        self.fill_window();
+                    }
+                }
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                let outcome = self.outbound.on_pubcomp(comp)?;
+                self.events.push_back(ServerEvent::Delivered(outcome));
+                self.fill_window();
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let comp = self.core.inbound.on_pubrel(&rel, self.core.version);
+                self.core.send(Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => {
+                self.events.push_back(ServerEvent::Subscribe(subscribe));
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                self.events.push_back(ServerEvent::Unsubscribe(unsubscribe));
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.core.send(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                // A session expiry of 0 at CONNECT cannot be raised at DISCONNECT (3.14.2.2.2).
+                let at_connect = self
+                    .connect
+                    .as_ref()
+                    .and_then(|c| c.properties.session_expiry_interval)
+                    .unwrap_or(0);
+                if at_connect == 0
+                    && disconnect
+                        .properties
+                        .session_expiry_interval
+                        .is_some_and(|s| s > 0)
+                {
+                    return Err(ProtocolError::UnexpectedPacket(PacketType::Disconnect));
+                }
+                self.close(DisconnectReason::Remote(disconnect));
+                Ok(())
+            }
+            Packet::Auth(auth) if self.has_auth_method() => {
+                self.events.push_back(ServerEvent::Auth(auth));
+                Ok(())
+            }
+            other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
+        }
+    }
+
+    fn fill_window(&mut self) {
+        if self.state != ServerState::Connected {
+            return;
+        }
+        let core = &mut self.core;
+        self.outbound
+            .fill_window(self.window, |packet| core.send(packet));
+    }
+
+    /// A CONNECT that cannot be decoded: an unsupported protocol gets its CONNACK (MQTT-3.1.2-2),
+    /// anything else just closes.
+    fn fail_decode(&mut self, error: DecodeError) {
+        if self.state == ServerState::AwaitingConnect {
+            if let DecodeError::UnsupportedProtocolVersion(level) = error {
+                let version = if level < 5 {
+                    Version::V3_1_1
+                } else {
+                    Version::V5
+                };
+                self.core.version = version;
+                self.core.send(Packet::ConnAck(Box::new(ConnAck {
+                    reason_code: ReasonCode::UnsupportedProtocolVersion,
+                    ..ConnAck::default()
+                })));
+            }
+            if matches!(error, DecodeError::InvalidProtocolName) {
+                self.core.version = Version::V3_1_1;
+                self.core.send(Packet::ConnAck(Box::new(ConnAck {
+                    reason_code: ReasonCode::UnsupportedProtocolVersion,
+                    ..ConnAck::default()
+                })));
+            }
+            return self.close(DisconnectReason::Protocol(ProtocolError::Decode(error)));
+        }
+        self.fail(ProtocolError::Decode(error));
+    }
+
+    /// A protocol violation by the client: DISCONNECT with its reason code first (5.0, once
+    /// connected), then the event.
+    fn fail(&mut self, error: ProtocolError) {
+        self.core.clear_transmit();
+        if self.core.version == Version::V5 && self.state == ServerState::Connected {
+            self.core
+                .send(Packet::Disconnect(Disconnect::new(error.reason_code())));
+        }
+        self.close(DisconnectReason::Protocol(error));
+    }
+
+    fn close(&mut self, reason: DisconnectReason) {
+        self.core.closed = true;
+        self.core.timers.stop_all();
+        self.state = ServerState::Closed;
+        self.window = 0;
+        self.events.push_back(ServerEvent::Disconnected(reason));
+    }
+}

@@ -343,7 +343,7 @@ impl ClientConnection {
     /// once connected ([`UsageError::NotConnected`] before).
     pub fn publish(
         &mut self,
-        _now: Instant,
+        now: Instant,
         mut publish: Publish,
     ) -> Result<Option<PacketId>, UsageError> {
         if self.state == ClientState::Closed {
@@ -377,8 +377,8 @@ impl ClientConnection {
         }
         let packet_id = self.session.outbound.allocate_id()?;
         publish.packet_id = Some(packet_id);
-        self.session.outbound.enqueue(publish);
-        self.fill_window();
+        self.session.outbound.enqueue(publish, None);
+        self.fill_window(now);
         Ok(Some(packet_id))
     }
 
@@ -547,7 +547,7 @@ impl ClientConnection {
                     ack.properties,
                 )?;
                 self.events.push_back(ClientEvent::Published(outcome));
-                self.fill_window();
+                self.fill_window(now);
                 Ok(())
             }
             Packet::PubRec(rec) => {
@@ -559,7 +559,7 @@ impl ClientConnection {
                     Ok(pubrel) => self.core.send(Packet::PubRel(pubrel)),
                     Err(refused) => {
                         self.events.push_back(ClientEvent::Published(refused));
-                        self.fill_window();
+                        self.fill_window(now);
                     }
                 }
                 Ok(())
@@ -567,7 +567,7 @@ impl ClientConnection {
             Packet::PubComp(comp) => {
                 let outcome = self.session.outbound.on_pubcomp(comp)?;
                 self.events.push_back(ClientEvent::Published(outcome));
-                self.fill_window();
+                self.fill_window(now);
                 Ok(())
             }
             Packet::PubRel(rel) => {
@@ -682,7 +682,7 @@ impl ClientConnection {
         });
         self.connack = Some(Box::new(properties));
         self.drop_unsendable();
-        self.fill_window();
+        self.fill_window(now);
         Ok(())
     }
 
@@ -822,14 +822,14 @@ impl ClientConnection {
         Ok(())
     }
 
-    fn fill_window(&mut self) {
+    fn fill_window(&mut self, now: Instant) {
         if self.state != ClientState::Connected {
             return;
         }
         let core = &mut self.core;
         self.session
             .outbound
-            .fill_window(self.window, |packet| core.send(packet));
+            .fill_window(self.window, now, |packet| core.send(packet), |_| {});
     }
 
     /// A protocol violation by the server: DISCONNECT with its reason code first (5.0), then

@@ -2,6 +2,7 @@
 //! the peer's Receive Maximum, the bounded queue behind it, and the acknowledgement exchanges.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::time::Instant;
 
 use crate::ReasonCode;
 use crate::packet::{AckProperties, Packet, PacketId, PubComp, PubRel, Publish, QoS};
@@ -40,6 +41,14 @@ pub struct PublishOutcome {
     pub properties: AckProperties,
 }
 
+/// A publish waiting for room in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Queued {
+    pub(crate) publish: Publish,
+    /// When its Message Expiry Interval runs out (a broker's queue; clients leave it `None`).
+    pub(crate) expires_at: Option<Instant>,
+}
+
 /// Outbound QoS 1/2 state. Lives in the session, so it survives reconnection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Outbound {
@@ -50,7 +59,7 @@ pub(crate) struct Outbound {
     /// Sent and unacknowledged, in the order sent.
     pub(crate) inflight: VecDeque<Inflight>,
     /// Waiting for room in the window, in the order published.
-    pub(crate) queued: VecDeque<Publish>,
+    pub(crate) queued: VecDeque<Queued>,
 }
 
 impl Outbound {
@@ -74,19 +83,57 @@ impl Outbound {
         self.in_use.remove(&packet_id.get());
     }
 
-    /// Queues a QoS 1/2 publish that already holds its identifier.
-    pub(crate) fn enqueue(&mut self, publish: Publish) {
-        self.queued.push_back(publish);
+    /// Queues a publish; QoS 1/2 ones already hold their identifier.
+    pub(crate) fn enqueue(&mut self, publish: Publish, expires_at: Option<Instant>) {
+        self.queued.push_back(Queued {
+            publish,
+            expires_at,
+        });
     }
 
-    /// Moves queued publishes into the window while it has room; each goes out via `send`.
-    pub(crate) fn fill_window(&mut self, window: usize, mut send: impl FnMut(Packet)) {
-        while self.inflight.len() < window {
-            let Some(publish) = self.queued.pop_front() else {
+    /// Moves queued publishes into the window while it has room; each goes out via `send`
+    /// (QoS 0 ones without taking room). A message whose expiry has passed is handed to
+    /// `expired` instead; the others carry the expiry interval that remains (MQTT-3.3.2-6).
+    pub(crate) fn fill_window(
+        &mut self,
+        window: usize,
+        now: Instant,
+        mut send: impl FnMut(Packet),
+        mut expired: impl FnMut(Publish),
+    ) {
+        while self.inflight.len() < window
+            || self
+                .queued
+                .front()
+                .is_some_and(|q| q.publish.qos == QoS::AtMostOnce)
+        {
+            let Some(Queued {
+                mut publish,
+                expires_at,
+            }) = self.queued.pop_front()
+            else {
                 break;
             };
+            if let Some(deadline) = expires_at {
+                let Some(left) = deadline
+                    .checked_duration_since(now)
+                    .filter(|d| !d.is_zero())
+                else {
+                    if let Some(id) = publish.packet_id {
+                        self.release_id(id);
+                    }
+                    expired(publish);
+                    continue;
+                };
+                // Round up: a message with time left must not arrive saying it has none.
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                publish.properties.message_expiry_interval =
+                    Some(u32::try_from(secs).unwrap_or(u32::MAX));
+            }
             send(Packet::Publish(publish.clone()));
-            self.inflight.push_back(Inflight::Publish(publish));
+            if publish.qos != QoS::AtMostOnce {
+                self.inflight.push_back(Inflight::Publish(publish));
+            }
         }
     }
 
@@ -217,7 +264,10 @@ impl Outbound {
         }
         self.inflight = pubrels;
         for publish in requeue.into_iter().rev() {
-            self.queued.push_front(publish);
+            self.queued.push_front(Queued {
+                publish,
+                expires_at: None,
+            });
         }
     }
 
@@ -228,11 +278,11 @@ impl Outbound {
     ) -> Vec<Publish> {
         let mut rejected = Vec::new();
         let mut kept = VecDeque::with_capacity(self.queued.len());
-        for publish in self.queued.drain(..) {
-            if reject(&publish) {
-                rejected.push(publish);
+        for queued in self.queued.drain(..) {
+            if reject(&queued.publish) {
+                rejected.push(queued.publish);
             } else {
-                kept.push_back(publish);
+                kept.push_back(queued);
             }
         }
         self.queued = kept;
@@ -291,10 +341,11 @@ mod tests {
     fn window_limits_inflight_and_queue_keeps_order() {
         let mut out = Outbound::default();
         for id in 1..=5 {
-            out.enqueue(qos1(id));
+            out.enqueue(qos1(id), None);
         }
+        let now = Instant::now();
         let mut sent = Vec::new();
-        out.fill_window(2, |p| sent.push(p));
+        out.fill_window(2, now, |p| sent.push(p), |_| panic!("expired"));
         assert_eq!(sent.len(), 2);
         assert_eq!(out.inflight.len(), 2);
         let done = out
@@ -305,7 +356,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(done.packet_id.get(), 1);
-        out.fill_window(2, |p| sent.push(p));
+        out.fill_window(2, now, |p| sent.push(p), |_| panic!("expired"));
         let ids: Vec<_> = sent
             .iter()
             .map(|p| match p {

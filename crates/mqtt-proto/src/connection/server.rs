@@ -87,6 +87,41 @@ impl ServerSession {
     pub fn queued(&self) -> usize {
         self.outbound.queued.len()
     }
+
+    /// Queues a message for the client while it is offline; it is sent when the client resumes
+    /// the session. With `max_queued` reached, the oldest queued QoS 0 message makes room and is
+    /// returned; with none, the new message is refused with [`UsageError::QueueFull`].
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        mut publish: Publish,
+        max_queued: usize,
+    ) -> Result<Option<Publish>, UsageError> {
+        let mut dropped = None;
+        if self.outbound.queued.len() >= max_queued {
+            let oldest_qos0 = self
+                .outbound
+                .queued
+                .iter()
+                .position(|q| q.publish.qos == QoS::AtMostOnce);
+            match oldest_qos0.and_then(|index| self.outbound.queued.remove(index)) {
+                Some(queued) => dropped = Some(queued.publish),
+                None => return Err(UsageError::QueueFull),
+            }
+        }
+        publish.dup = false;
+        publish.properties.topic_alias = None;
+        publish.packet_id = None;
+        if publish.qos != QoS::AtMostOnce {
+            publish.packet_id = Some(self.outbound.allocate_id()?);
+        }
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        self.outbound.enqueue(publish, expires_at);
+        Ok(dropped)
+    }
 }
 
 /// What a [`ServerConnection`] tells the application (the broker).
@@ -107,6 +142,8 @@ pub enum ServerEvent {
     Unsubscribe(Unsubscribe),
     /// A QoS 1/2 message sent to the client completed.
     Delivered(PublishOutcome),
+    /// A queued message to the client expired before it could be sent (MQTT-3.3.2-5).
+    Expired(Publish),
     /// The connection ended. Always the last event.
     Disconnected(DisconnectReason),
 }
@@ -319,7 +356,7 @@ impl ServerConnection {
             |packet| core.send(packet),
             |outcome| events.push_back(ServerEvent::Delivered(outcome)),
         );
-        self.fill_window();
+        self.fill_window(now);
         // Packets the client pipelined behind its CONNECT.
         self.handle_bytes(now, &[]);
         Ok(())
@@ -379,7 +416,7 @@ impl ServerConnection {
     /// (MQTT-3.1.2-25): the broker drops it for this client.
     pub fn publish(
         &mut self,
-        _now: Instant,
+        now: Instant,
         mut publish: Publish,
     ) -> Result<Option<PacketId>, UsageError> {
         if self.state == ServerState::Closed {
@@ -404,8 +441,12 @@ impl ServerConnection {
         }
         let packet_id = self.outbound.allocate_id()?;
         publish.packet_id = Some(packet_id);
-        self.outbound.enqueue(publish);
-        self.fill_window();
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        self.outbound.enqueue(publish, expires_at);
+        self.fill_window(now);
         Ok(Some(packet_id))
     }
 
@@ -552,7 +593,7 @@ impl ServerConnection {
             .is_some_and(|c| c.properties.authentication_method.is_some())
     }
 
-    fn handle_connected(&mut self, _now: Instant, packet: Packet) -> Result<(), ProtocolError> {
+    fn handle_connected(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
         match packet {
             Packet::Publish(publish) => {
                 // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
@@ -578,7 +619,7 @@ impl ServerConnection {
                     self.outbound
                         .on_puback(ack.packet_id, ack.reason_code, ack.properties)?;
                 self.events.push_back(ServerEvent::Delivered(outcome));
-                self.fill_window();
+                self.fill_window(now);
                 Ok(())
             }
             Packet::PubRec(rec) => {
@@ -589,7 +630,7 @@ impl ServerConnection {
                     Ok(pubrel) => self.core.send(Packet::PubRel(pubrel)),
                     Err(refused) => {
                         self.events.push_back(ServerEvent::Delivered(refused));
-                        self.fill_window();
+                        self.fill_window(now);
                     }
                 }
                 Ok(())
@@ -597,7 +638,7 @@ impl ServerConnection {
             Packet::PubComp(comp) => {
                 let outcome = self.outbound.on_pubcomp(comp)?;
                 self.events.push_back(ServerEvent::Delivered(outcome));
-                self.fill_window();
+                self.fill_window(now);
                 Ok(())
             }
             Packet::PubRel(rel) => {
@@ -643,13 +684,18 @@ impl ServerConnection {
         }
     }
 
-    fn fill_window(&mut self) {
+    fn fill_window(&mut self, now: Instant) {
         if self.state != ServerState::Connected {
             return;
         }
         let core = &mut self.core;
-        self.outbound
-            .fill_window(self.window, |packet| core.send(packet));
+        let events = &mut self.events;
+        self.outbound.fill_window(
+            self.window,
+            now,
+            |packet| core.send(packet),
+            |publish| events.push_back(ServerEvent::Expired(publish)),
+        );
     }
 
     /// A CONNECT that cannot be decoded: an unsupported protocol gets its CONNACK (MQTT-3.1.2-2),

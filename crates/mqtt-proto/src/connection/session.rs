@@ -78,7 +78,11 @@ impl Session {
                 Inflight::Publish(p) => p.packet_id,
                 Inflight::PubRel(id) => Some(*id),
             });
-        let queued = self.outbound.queued.iter().filter_map(|p| p.packet_id);
+        let queued = self
+            .outbound
+            .queued
+            .iter()
+            .filter_map(|q| q.publish.packet_id);
         inflight.chain(queued).collect()
     }
 

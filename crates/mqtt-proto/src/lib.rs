@@ -46,6 +46,7 @@
 )]
 
 pub mod backoff;
+pub mod broker;
 pub mod codec;
 pub mod connection;
 pub mod packet;

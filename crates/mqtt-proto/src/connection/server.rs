@@ -533,9 +533,15 @@ impl ServerConnection {
     /// The session's delivery state, for the next connection of this client. Messages received
     /// but not yet acknowledged are forgotten: the client sends them again.
     pub fn into_session(mut self) -> ServerSession {
+        self.take_session()
+    }
+
+    /// Like [`ServerConnection::into_session`], leaving the connection able to transmit what it
+    /// still has queued (a last DISCONNECT) but with no session state.
+    pub fn take_session(&mut self) -> ServerSession {
         self.core.inbound.end_connection();
         ServerSession {
-            outbound: self.outbound,
+            outbound: std::mem::take(&mut self.outbound),
             awaiting_pubrel: std::mem::take(&mut self.core.inbound.awaiting_pubrel),
         }
     }

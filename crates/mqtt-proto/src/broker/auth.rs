@@ -1,0 +1,68 @@
+//! Hooks the application plugs into the broker: who may connect, publish and subscribe.
+
+use crate::ReasonCode;
+use crate::packet::{Auth, AuthProperties, Connect};
+
+/// Who a connected client is, as the hooks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo<'a> {
+    /// The client identifier (assigned by the broker when the client sent none).
+    pub client_id: &'a str,
+    /// The user name the client authenticated with.
+    pub username: Option<&'a str>,
+}
+
+/// The outcome of one authentication step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Let the client in.
+    Accept,
+    /// Refuse it with this CONNACK reason code (for example 0x86 Bad User Name or Password,
+    /// 0x87 Not authorized, 0x8C Bad authentication method).
+    Refuse(ReasonCode),
+    /// Enhanced authentication (5.0): send an AUTH with Continue authentication and these
+    /// properties, and wait for the client's next step.
+    Continue(AuthProperties),
+}
+
+/// Decides whether a client may connect. Called synchronously from the broker's loop, so a
+/// lookup that must wait belongs in the driver, before the bytes reach the broker.
+pub trait Authenticator: Send {
+    /// A client sent CONNECT (user name, password, authentication method and data are in it).
+    fn connect(&mut self, connect: &Connect) -> AuthDecision;
+
+    /// The client sent AUTH: the next step of an exchange `connect` continued, or a
+    /// re-authentication. The default refuses enhanced authentication.
+    fn auth(&mut self, client: ClientInfo<'_>, auth: &Auth) -> AuthDecision {
+        let _ = (client, auth);
+        AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod)
+    }
+}
+
+/// Decides what a connected client may do with which topic.
+pub trait Authorizer: Send {
+    /// May `client` publish to `topic`? A refused QoS 1/2 publish is acknowledged with 0x87
+    /// Not authorized (5.0) and not delivered.
+    fn publish(&self, client: ClientInfo<'_>, topic: &str) -> bool;
+    /// May `client` subscribe to `filter`? A refused filter gets SUBACK 0x87 (3.1.1: 0x80).
+    fn subscribe(&self, client: ClientInfo<'_>, filter: &str) -> bool;
+}
+
+/// Lets every client in (anonymous access): the default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Authenticator for AllowAll {
+    fn connect(&mut self, _connect: &Connect) -> AuthDecision {
+        AuthDecision::Accept
+    }
+}
+
+impl Authorizer for AllowAll {
+    fn publish(&self, _client: ClientInfo<'_>, _topic: &str) -> bool {
+        true
+    }
+    fn subscribe(&self, _client: ClientInfo<'_>, _filter: &str) -> bool {
+        true
+    }
+}

@@ -1,0 +1,1013 @@
+//! The broker: a [`Broker`] router over one [`ServerConnection`] per network connection, with
+//! no I/O.
+//!
+//! The router keeps sessions by client identifier (with session expiry and 3.1.1 clean
+//! sessions), a subscription tree (wildcards, `$` topics, shared subscriptions, subscription
+//! identifiers, No Local, Retain As Published, Retain Handling), retained messages, wills with
+//! their delay, message expiry and bounded per-session queues whose drops are counted.
+//!
+//! Drive it like every state machine in this crate: feed it (`open`, `handle_bytes`,
+//! `handle_eof`, `handle_timeout`), then drain its outputs: `poll_ready` names connections with
+//! bytes to write (write what `poll_transmit` gives), `poll_event` says what happened (close the
+//! transport on [`BrokerEvent::Close`], then call `handle_eof`), and `poll_timeout` says when to
+//! call `handle_timeout`.
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::BytesMut;
+//! use mqtt_proto::broker::{Broker, BrokerConfig};
+//! use mqtt_proto::codec;
+//! use mqtt_proto::packet::{Connect, Packet, Version};
+//!
+//! let now = Instant::now();
+//! let mut broker = Broker::new(BrokerConfig::default());
+//! let conn = broker.open(now).expect("below the connection limit");
+//! let mut wire = BytesMut::new();
+//! codec::encode(&Packet::Connect(Box::new(Connect::new(Version::V5, "c1"))), Version::V5, &mut wire)?;
+//! broker.handle_bytes(conn, now, &wire);
+//! assert_eq!(broker.poll_ready(), Some(conn));
+//! let mut out = BytesMut::new();
+//! broker.poll_transmit(conn, now, &mut out);
+//! let connack = codec::decode(&mut out, Version::V5, &Default::default())?;
+//! assert!(matches!(connack, Some(Packet::ConnAck(_))));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod auth;
+mod session;
+mod stats;
+pub(crate) mod tree;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+
+pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo};
+pub use stats::{Dropped, Stats};
+
+use crate::ReasonCode;
+use crate::connection::{
+    DisconnectReason, Message, ServerConfig, ServerConnection, ServerEvent, UsageError,
+};
+use crate::packet::{
+    AckProperties, Auth, ConnAckProperties, Connect, Disconnect, Publish, PublishProperties, QoS,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+};
+use crate::topic;
+use session::{BrokerSession, SubValue};
+use tree::SubscriptionTree;
+
+/// Identifies one network connection of a [`Broker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(u64);
+
+/// The broker's limits and features. Every limit has a safe default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// Per-connection limits (packet size, receive maximum, topic aliases, keep alive, queue).
+    pub connection: ServerConfig,
+    /// The most simultaneous connections (default 10,000); `open` refuses more.
+    pub max_connections: usize,
+    /// The highest QoS accepted and granted (default 2).
+    pub max_qos: QoS,
+    /// Whether retained messages are supported (default true).
+    pub retain_available: bool,
+    /// Whether shared subscriptions are supported (default true).
+    pub shared_subscriptions: bool,
+    /// The most messages queued for a disconnected session (default 1,000). QoS 0 messages make
+    /// room first; beyond that new messages are dropped and counted in [`Dropped::queue_full`].
+    pub max_session_queue: usize,
+    /// The longest Session Expiry Interval granted, in seconds (default: one day). 3.1.1
+    /// sessions without Clean Session get this.
+    pub max_session_expiry: u32,
+    /// The most retained messages (default 100,000); new topics beyond it are not retained.
+    pub max_retained: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            connection: ServerConfig::default(),
+            max_connections: 10_000,
+            max_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            shared_subscriptions: true,
+            max_session_queue: 1000,
+            max_session_expiry: 24 * 60 * 60,
+            max_retained: 100_000,
+        }
+    }
+}
+
+/// What the broker tells its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerEvent {
+    /// A client was accepted.
+    ClientConnected {
+        /// Its connection.
+        connection: ConnectionId,
+        /// Its client identifier.
+        client_id: ByteString,
+        /// Whether it resumed a session.
+        session_present: bool,
+    },
+    /// A connection ended.
+    ClientDisconnected {
+        /// The connection.
+        connection: ConnectionId,
+        /// The client identifier, if the client got that far.
+        client_id: Option<ByteString>,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Close this connection's transport once `poll_transmit` has nothing more for it, then
+    /// call [`Broker::handle_eof`].
+    Close(ConnectionId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Connection(u64),
+    Will(u32),
+    SessionExpiry(u32),
+}
+
+#[derive(Debug)]
+struct Conn {
+    server: ServerConnection,
+    session: Option<u32>,
+    client_id: Option<ByteString>,
+    username: Option<ByteString>,
+    will: Option<Will>,
+    /// The deadline this connection has in the timer heap, if any.
+    timer: Option<Instant>,
+    ready: bool,
+    closed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Retained {
+    publish: Publish,
+    expires_at: Option<Instant>,
+}
+
+/// A complete small MQTT broker with no I/O: see the [module documentation](self).
+pub struct Broker {
+    config: BrokerConfig,
+    authenticator: Box<dyn Authenticator>,
+    authorizer: Box<dyn Authorizer>,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    sessions: Vec<Option<BrokerSession>>,
+    free_sessions: Vec<u32>,
+    by_client_id: HashMap<ByteString, u32>,
+    tree: SubscriptionTree<SubValue>,
+    retained: HashMap<ByteString, Retained>,
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    ready: VecDeque<u64>,
+    events: VecDeque<BrokerEvent>,
+    stats: Stats,
+    next_assigned_id: u64,
+    targets: Vec<(u32, SubValue)>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with this configuration, anonymous access and no topic restrictions.
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            config,
+            authenticator: Box::new(AllowAll),
+            authorizer: Box::new(AllowAll),
+            conns: HashMap::new(),
+            next_conn: 0,
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_client_id: HashMap::new(),
+            tree: SubscriptionTree::new(),
+            retained: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            next_assigned_id: 0,
+            targets: Vec::new(),
+        }
+    }
+
+    /// Uses `authenticator` to decide who may connect.
+    pub fn with_authenticator(mut self, authenticator: impl Authenticator + 'static) -> Self {
+        self.authenticator = Box::new(authenticator);
+        self
+    }
+
+    /// Uses `authorizer` to decide who may publish and subscribe where.
+    pub fn with_authorizer(mut self, authorizer: impl Authorizer + 'static) -> Self {
+        self.authorizer = Box::new(authorizer);
+        self
+    }
+
+    // ---- getters ----
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.values().filter(|c| c.session.is_some()).count(),
+            sessions: self.by_client_id.len(),
+            subscriptions: self.tree.len(),
+            retained: self.retained.len(),
+            ..self.stats
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    // ---- input ----
+
+    /// A transport connected. `None` when the connection limit is reached: close it.
+    pub fn open(&mut self, now: Instant) -> Option<ConnectionId> {
+        if self.conns.len() >= self.config.max_connections {
+            return None;
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                server: ServerConnection::new(self.config.connection.clone(), now),
+                session: None,
+                client_id: None,
+                username: None,
+                will: None,
+                timer: None,
+                ready: false,
+                closed: false,
+            },
+        );
+        self.after(id, now);
+        Some(ConnectionId(id))
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_bytes(&mut self, connection: ConnectionId, now: Instant, bytes: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(&connection.0) {
+            conn.server.handle_bytes(now, bytes);
+            self.after(connection.0, now);
+        }
+    }
+
+    /// The connection's transport is gone (end of file, error, or closed after
+    /// [`BrokerEvent::Close`]). The connection is forgotten; its session lives on as configured.
+    pub fn handle_eof(&mut self, connection: ConnectionId, now: Instant) {
+        if let Some(conn) = self.conns.get_mut(&connection.0) {
+            conn.server.handle_eof(now);
+            self.after(connection.0, now);
+        }
+        self.conns.remove(&connection.0);
+    }
+
+    /// Time passed: keep-alive and connect timeouts, delayed wills, session expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((deadline, key))) = self.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Connection(id) => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        if conn.timer == Some(deadline) {
+                            conn.timer = None;
+                        }
+                        conn.server.handle_timeout(now);
+                        self.after(id, now);
+                    }
+                }
+                TimerKey::Will(key) => {
+                    let due = self
+                        .session_mut(key)
+                        .and_then(|s| s.pending_will.take_if(|(_, at)| *at <= now));
+                    if let Some((will, _)) = due {
+                        self.route(now, None, will_publish(will));
+                    }
+                }
+                TimerKey::SessionExpiry(key) => {
+                    let expired = self.session_mut(key).is_some_and(|s| {
+                        s.connection.is_none() && s.expires_at.is_some_and(|at| at <= now)
+                    });
+                    if expired {
+                        self.end_session(now, key);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- commands ----
+
+    /// Publishes a message from the broker itself (for example under `$SYS/`), routed like a
+    /// client's. Returns how many sessions it reached.
+    pub fn publish(&mut self, now: Instant, publish: Publish) -> Result<usize, UsageError> {
+        topic::check_topic_name(&publish.topic)?;
+        Ok(self.route(now, None, publish))
+    }
+
+    /// Disconnects a client (5.0 clients get a DISCONNECT with `reason_code` first).
+    pub fn disconnect(&mut self, connection: ConnectionId, now: Instant, reason_code: ReasonCode) {
+        if let Some(conn) = self.conns.get_mut(&connection.0) {
+            let _ = conn.server.disconnect(now, Disconnect::new(reason_code));
+            self.after(connection.0, now);
+        }
+    }
+
+    // ---- output ----
+
+    /// A connection with bytes to write, if any.
+    pub fn poll_ready(&mut self) -> Option<ConnectionId> {
+        while let Some(id) = self.ready.pop_front() {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.ready = false;
+                if conn.server.has_transmit() {
+                    return Some(ConnectionId(id));
+                }
+            }
+        }
+        None
+    }
+
+    /// Appends the connection's pending packets to `buf`. Returns whether anything was written.
+    pub fn poll_transmit(
+        &mut self,
+        connection: ConnectionId,
+        now: Instant,
+        buf: &mut BytesMut,
+    ) -> bool {
+        self.conns
+            .get_mut(&connection.0)
+            .is_some_and(|conn| conn.server.poll_transmit(now, buf))
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<BrokerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Broker::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    // ---- internals ----
+
+    fn session_mut(&mut self, key: u32) -> Option<&mut BrokerSession> {
+        self.sessions.get_mut(key as usize).and_then(Option::as_mut)
+    }
+
+    fn session(&self, key: u32) -> Option<&BrokerSession> {
+        self.sessions.get(key as usize).and_then(Option::as_ref)
+    }
+
+    /// After anything touched connection `id`: handle its events, note pending output, keep its
+    /// timer registered.
+    fn after(&mut self, id: u64, now: Instant) {
+        loop {
+            let Some(event) = self.conns.get_mut(&id).and_then(|c| c.server.poll_event()) else {
+                break;
+            };
+            self.on_event(id, now, event);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.server.has_transmit() && !conn.ready {
+            conn.ready = true;
+            self.ready.push_back(id);
+        }
+        if let Some(deadline) = conn.server.poll_timeout()
+            && conn.timer.is_none_or(|registered| deadline < registered)
+        {
+            // Later deadlines need no new entry: the earlier one fires, does nothing, and
+            // registers the current deadline then.
+            conn.timer = Some(deadline);
+            self.timers
+                .push(Reverse((deadline, TimerKey::Connection(id))));
+        }
+    }
+
+    fn mark_ready(&mut self, id: u64) {
+        if let Some(conn) = self.conns.get_mut(&id)
+            && !conn.ready
+            && conn.server.has_transmit()
+        {
+            conn.ready = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    fn on_event(&mut self, id: u64, now: Instant, event: ServerEvent) {
+        match event {
+            ServerEvent::Connect(connect) => self.on_connect(id, now, *connect),
+            ServerEvent::Auth(auth) => self.on_auth(id, now, auth),
+            ServerEvent::Message(message) => self.on_message(id, now, message),
+            ServerEvent::Subscribe(subscribe) => self.on_subscribe(id, now, subscribe),
+            ServerEvent::Unsubscribe(unsubscribe) => self.on_unsubscribe(id, now, unsubscribe),
+            ServerEvent::Delivered(_) => {}
+            ServerEvent::Expired(_) => self.stats.dropped.expired += 1,
+            ServerEvent::Disconnected(reason) => self.on_closed(id, now, reason),
+        }
+    }
+
+    fn client_info(&self, id: u64) -> Option<(ByteString, Option<ByteString>)> {
+        let conn = self.conns.get(&id)?;
+        Some((conn.client_id.clone()?, conn.username.clone()))
+    }
+
+    fn on_connect(&mut self, id: u64, now: Instant, connect: Connect) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let client_id = if connect.client_id.is_empty() {
+            // 3.1.1 accepts an empty identifier only with Clean Session (MQTT-3.1.3-8).
+            if connect.protocol_version == Version::V3_1_1 && !connect.clean_start {
+                let _ = conn.server.refuse(
+                    now,
+                    ReasonCode::ClientIdentifierNotValid,
+                    ConnAckProperties::default(),
+                );
+                return;
+            }
+            self.next_assigned_id += 1;
+            ByteString::from(format!("auto-{:016x}", self.next_assigned_id))
+        } else {
+            connect.client_id.clone()
+        };
+        conn.client_id = Some(client_id);
+        conn.username = connect.username.clone();
+        match self.authenticator.connect(&connect) {
+            AuthDecision::Accept => self.complete_connect(id, now),
+            AuthDecision::Refuse(code) => {
+                let _ = conn.server.refuse(now, code, ConnAckProperties::default());
+            }
+            AuthDecision::Continue(properties) => {
+                let _ = conn.server.auth(
+                    now,
+                    Auth {
+                        reason_code: ReasonCode::ContinueAuthentication,
+                        properties,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_auth(&mut self, id: u64, now: Instant, auth: Auth) {
+        let Some((client_id, username)) = self.client_info(id) else {
+            return;
+        };
+        let info = ClientInfo {
+            client_id: &client_id,
+            username: username.as_deref(),
+        };
+        let decision = self.authenticator.auth(info, &auth);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let connected = conn.session.is_some();
+        match decision {
+            AuthDecision::Accept if connected => {
+                let mut done = Auth::default();
+                done.properties.authentication_method = auth.properties.authentication_method;
+                let _ = conn.server.auth(now, done);
+            }
+            AuthDecision::Accept => self.complete_connect(id, now),
+            AuthDecision::Refuse(code) if connected => {
+                let _ = conn.server.disconnect(now, Disconnect::new(code));
+            }
+            AuthDecision::Refuse(code) => {
+                let _ = conn.server.refuse(now, code, ConnAckProperties::default());
+            }
+            AuthDecision::Continue(properties) => {
+                let _ = conn.server.auth(
+                    now,
+                    Auth {
+                        reason_code: ReasonCode::ContinueAuthentication,
+                        properties,
+                    },
+                );
+            }
+        }
+    }
+
+    fn complete_connect(&mut self, id: u64, now: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let Some(connect) = conn.server.connect_packet().cloned() else {
+            return;
+        };
+        let Some(client_id) = conn.client_id.clone() else {
+            return;
+        };
+        let version = connect.protocol_version;
+
+        // Session takeover (MQTT-3.1.4-3): the old connection is told and closed first.
+        if let Some(&key) = self.by_client_id.get(&client_id)
+            && let Some(old) = self.session(key).and_then(|s| s.connection)
+        {
+            self.disconnect(ConnectionId(old), now, ReasonCode::SessionTakenOver);
+        }
+        let existing = self.by_client_id.get(&client_id).copied();
+        if connect.clean_start
+            && let Some(key) = existing
+        {
+            // MQTT-3.1.2-4: Clean Start discards the old session.
+            self.end_session(now, key);
+        }
+        let existing = self.by_client_id.get(&client_id).copied();
+        let session_present = existing.is_some();
+        let key = match existing {
+            Some(key) => key,
+            None => {
+                let session = BrokerSession::new(client_id.clone(), version);
+                let key = match self.free_sessions.pop() {
+                    Some(key) => {
+                        if let Some(slot) = self.sessions.get_mut(key as usize) {
+                            *slot = Some(session);
+                        }
+                        key
+                    }
+                    None => {
+                        self.sessions.push(Some(session));
+                        u32::try_from(self.sessions.len() - 1).unwrap_or(u32::MAX)
+                    }
+                };
+                self.by_client_id.insert(client_id.clone(), key);
+                key
+            }
+        };
+        let max_expiry = self.config.max_session_expiry;
+        let expiry = match version {
+            Version::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+            Version::V3_1_1 if connect.clean_start => 0,
+            Version::V3_1_1 => max_expiry,
+        };
+        let mut properties = ConnAckProperties::default();
+        let Some(session) = self.session_mut(key) else {
+            return;
+        };
+        session.version = version;
+        session.connection = Some(id);
+        session.expires_at = None;
+        // A reconnect within the will delay cancels the will (section 3.1.3.2.2).
+        session.pending_will = None;
+        session.expiry_interval = expiry.min(max_expiry);
+        if expiry > max_expiry {
+            properties.session_expiry_interval = Some(max_expiry);
+        }
+        let delivery = std::mem::take(&mut session.delivery);
+        if connect.client_id.is_empty() {
+            properties.assigned_client_identifier = Some(client_id.clone());
+        }
+        if self.config.max_qos < QoS::ExactlyOnce {
+            properties.maximum_qos = Some(self.config.max_qos);
+        }
+        if !self.config.retain_available {
+            properties.retain_available = Some(false);
+        }
+        if !self.config.shared_subscriptions {
+            properties.shared_subscription_available = Some(false);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.session = Some(key);
+        conn.will = connect.will.clone();
+        if conn
+            .server
+            .accept(now, session_present, delivery, properties)
+            .is_ok()
+        {
+            self.events.push_back(BrokerEvent::ClientConnected {
+                connection: ConnectionId(id),
+                client_id,
+                session_present,
+            });
+        }
+    }
+
+    fn on_message(&mut self, id: u64, now: Instant, message: Message) {
+        let Message { publish, ack } = message;
+        let Some((client_id, username)) = self.client_info(id) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += publish.payload.len() as u64;
+        let version = conn.server.version();
+        // Limits announced in CONNACK that the client broke.
+        let violation = if publish.qos > self.config.max_qos {
+            Some(ReasonCode::QoSNotSupported)
+        } else if publish.retain && !self.config.retain_available {
+            Some(ReasonCode::RetainNotSupported)
+        } else {
+            None
+        };
+        if let Some(code) = violation {
+            let _ = conn.server.disconnect(now, Disconnect::new(code));
+            return;
+        }
+        let info = ClientInfo {
+            client_id: &client_id,
+            username: username.as_deref(),
+        };
+        if !self.authorizer.publish(info, &publish.topic) {
+            self.stats.dropped.not_authorized += 1;
+            if let Some(token) = ack {
+                let _ = conn.server.ack(now, token, ReasonCode::NotAuthorized);
+            }
+            return;
+        }
+        let publisher = conn.session;
+        let reached = self.route(now, publisher, publish);
+        if let Some(token) = ack
+            && let Some(conn) = self.conns.get_mut(&id)
+        {
+            let code = if reached == 0 && version == Version::V5 {
+                ReasonCode::NoMatchingSubscribers
+            } else {
+                ReasonCode::Success
+            };
+            let _ = conn.server.ack(now, token, code);
+        }
+    }
+
+    /// Stores or clears the retained message, then delivers to every matching session once, at
+    /// the highest QoS of its matching subscriptions, with all their identifiers
+    /// (MQTT-3.3.4-2, MQTT-3.3.4-4). Returns how many sessions it reached.
+    fn route(&mut self, now: Instant, publisher: Option<u32>, publish: Publish) -> usize {
+        if publish.retain && self.config.retain_available {
+            self.retain(now, &publish);
+        }
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.clear();
+        {
+            let Self {
+                tree,
+                sessions,
+                conns,
+                ..
+            } = self;
+            // A shared group prefers a member that is connected and has room in its window.
+            let available = |key: u32| {
+                sessions
+                    .get(key as usize)
+                    .and_then(Option::as_ref)
+                    .and_then(|s| s.connection)
+                    .and_then(|c| conns.get(&c))
+                    .is_some_and(|c| c.server.queued() == 0)
+            };
+            tree.for_each_match(&publish.topic, available, |key, value| {
+                targets.push((key, *value));
+            });
+        }
+        targets.sort_unstable_by_key(|(key, _)| *key);
+        let mut reached = 0;
+        let mut index = 0;
+        while let Some(&(key, first)) = targets.get(index) {
+            let mut qos = QoS::AtMostOnce;
+            let mut retain_as_published = false;
+            let mut identifiers = Vec::new();
+            let mut any = false;
+            while let Some(&(k, value)) = targets.get(index) {
+                if k != key {
+                    break;
+                }
+                index += 1;
+                // MQTT-3.8.3-3: No Local keeps a client's own messages from it.
+                if value.options.no_local && publisher == Some(key) {
+                    continue;
+                }
+                any = true;
+                qos = qos.max(value.options.qos);
+                retain_as_published |= value.options.retain_as_published;
+                identifiers.extend(value.identifier);
+            }
+            let _ = first;
+            if !any {
+                continue;
+            }
+            let mut out = publish.clone();
+            out.qos = qos.min(publish.qos);
+            // MQTT-3.3.1-12/-13: RETAIN is kept only with Retain As Published.
+            out.retain = publish.retain && retain_as_published;
+            out.properties.subscription_identifiers = identifiers;
+            self.deliver(now, key, out);
+            reached += 1;
+        }
+        self.targets = targets;
+        reached
+    }
+
+    fn retain(&mut self, now: Instant, publish: &Publish) {
+        if publish.payload.is_empty() {
+            // MQTT-3.3.1-6: an empty retained message deletes the topic's retained message.
+            self.retained.remove(&publish.topic);
+            return;
+        }
+        if self.retained.len() >= self.config.max_retained
+            && !self.retained.contains_key(&publish.topic)
+        {
+            return;
+        }
+        let mut stored = publish.clone();
+        stored.dup = false;
+        stored.packet_id = None;
+        stored.properties.topic_alias = None;
+        stored.properties.subscription_identifiers.clear();
+        let expires_at = stored
+            .properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        self.retained.insert(
+            stored.topic.clone(),
+            Retained {
+                publish: stored,
+                expires_at,
+            },
+        );
+    }
+
+    /// Hands one message to a session: its connection if connected, its queue if it persists.
+    fn deliver(&mut self, now: Instant, key: u32, publish: Publish) {
+        let payload = publish.payload.len() as u64;
+        let max_queue = self.config.max_session_queue;
+        let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let result = match session.connection.and_then(|c| self.conns.get_mut(&c)) {
+            Some(conn) => conn.server.publish(now, publish).map(|_| None),
+            None => session.delivery.enqueue(now, publish, max_queue),
+        };
+        match result {
+            Ok(dropped) => {
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += payload;
+                if dropped.is_some() {
+                    self.stats.dropped.queue_full += 1;
+                }
+                if let Some(id) = session.connection {
+                    self.mark_ready(id);
+                }
+            }
+            Err(UsageError::PacketTooLarge { .. }) => self.stats.dropped.too_large += 1,
+            Err(_) => self.stats.dropped.queue_full += 1,
+        }
+    }
+
+    fn on_subscribe(&mut self, id: u64, now: Instant, subscribe: Subscribe) {
+        let Some((client_id, username)) = self.client_info(id) else {
+            return;
+        };
+        let Some(key) = self.conns.get(&id).and_then(|c| c.session) else {
+            return;
+        };
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained_for = Vec::new();
+        for subscription in &subscribe.filters {
+            let filter = &subscription.filter;
+            let shared = topic::parse_shared(filter);
+            let info = ClientInfo {
+                client_id: &client_id,
+                username: username.as_deref(),
+            };
+            if !self.authorizer.subscribe(info, filter) {
+                reason_codes.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+            if shared.is_some() && !self.config.shared_subscriptions {
+                reason_codes.push(ReasonCode::SharedSubscriptionsNotSupported);
+                continue;
+            }
+            let mut options = subscription.options;
+            options.qos = options.qos.min(self.config.max_qos);
+            let value = SubValue {
+                options,
+                identifier: subscribe.properties.subscription_identifier,
+            };
+            let existed = self.tree.insert(filter, key, value).is_some();
+            if let Some(session) = self.session_mut(key) {
+                session.filters.insert(filter.clone(), ());
+            }
+            reason_codes.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            // Retained messages are not sent for shared subscriptions (section 4.8.2).
+            let send_retained = shared.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained_for.push((filter.clone(), value));
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let _ = conn.server.suback(
+                now,
+                SubAck {
+                    packet_id: subscribe.packet_id,
+                    properties: AckProperties::default(),
+                    reason_codes,
+                },
+            );
+        }
+        for (filter, value) in retained_for {
+            self.send_retained(now, key, &filter, value);
+        }
+    }
+
+    /// Sends the retained messages matching `filter`, RETAIN set (MQTT-3.3.1-9).
+    fn send_retained(&mut self, now: Instant, key: u32, filter: &str, value: SubValue) {
+        self.retained
+            .retain(|_, r| r.expires_at.is_none_or(|at| at > now));
+        let matching: Vec<Publish> = self
+            .retained
+            .values()
+            .filter(|r| topic::matches(filter, &r.publish.topic))
+            .map(|r| {
+                let mut publish = r.publish.clone();
+                if let Some(at) = r.expires_at {
+                    let left = at.saturating_duration_since(now);
+                    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                    publish.properties.message_expiry_interval =
+                        Some(u32::try_from(secs).unwrap_or(u32::MAX));
+                }
+                publish.qos = publish.qos.min(value.options.qos);
+                publish.retain = true;
+                publish.properties.subscription_identifiers =
+                    value.identifier.into_iter().collect();
+                publish
+            })
+            .collect();
+        for publish in matching {
+            self.deliver(now, key, publish);
+        }
+    }
+
+    fn on_unsubscribe(&mut self, id: u64, now: Instant, unsubscribe: Unsubscribe) {
+        let Some(key) = self.conns.get(&id).and_then(|c| c.session) else {
+            return;
+        };
+        let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
+        for filter in &unsubscribe.filters {
+            let removed = self.tree.remove(filter, key).is_some();
+            if let Some(session) = self.session_mut(key) {
+                session.filters.remove(filter);
+            }
+            reason_codes.push(if removed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            let _ = conn.server.unsuback(
+                now,
+                UnsubAck {
+                    packet_id: unsubscribe.packet_id,
+                    properties: AckProperties::default(),
+                    reason_codes,
+                },
+            );
+        }
+    }
+
+    fn on_closed(&mut self, id: u64, now: Instant, reason: DisconnectReason) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.closed {
+            return;
+        }
+        conn.closed = true;
+        let client_id = conn.client_id.clone();
+        let will = conn.will.take();
+        let key = conn.session.take();
+        let delivery = conn.server.take_session();
+        // The will is published unless the client disconnected normally (MQTT-3.1.2-8,
+        // MQTT-3.14.4-3); reason 0x04 asks for it.
+        let publish_will = match &reason {
+            DisconnectReason::Remote(d) => d.reason_code == ReasonCode::DisconnectWithWillMessage,
+            DisconnectReason::Refused { .. } => false,
+            _ => true,
+        };
+        if let Some(key) = key {
+            let max_expiry = self.config.max_session_expiry;
+            if let Some(session) = self.session_mut(key)
+                && session.connection == Some(id)
+            {
+                session.connection = None;
+                session.delivery = delivery;
+                if let DisconnectReason::Remote(d) = &reason
+                    && let Some(expiry) = d.properties.session_expiry_interval
+                {
+                    session.expiry_interval = expiry.min(max_expiry);
+                }
+                let expiry = session.expiry_interval;
+                let mut will_now = None;
+                if let Some(will) = will.filter(|_| publish_will) {
+                    let delay = will.properties.will_delay_interval.unwrap_or(0);
+                    if delay == 0 || expiry == 0 {
+                        will_now = Some(will);
+                    } else {
+                        // MQTT-3.1.3-9: at the end of the delay or of the session, whichever
+                        // comes first.
+                        let at = now + Duration::from_secs(u64::from(delay.min(expiry)));
+                        session.pending_will = Some((will, at));
+                        self.timers.push(Reverse((at, TimerKey::Will(key))));
+                    }
+                }
+                if expiry != 0 {
+                    let at = now + Duration::from_secs(u64::from(expiry));
+                    if let Some(session) = self.session_mut(key) {
+                        session.expires_at = Some(at);
+                    }
+                    self.timers
+                        .push(Reverse((at, TimerKey::SessionExpiry(key))));
+                }
+                if let Some(will) = will_now {
+                    self.route(now, None, will_publish(will));
+                }
+                if expiry == 0 {
+                    self.end_session(now, key);
+                }
+            }
+        }
+        self.events.push_back(BrokerEvent::ClientDisconnected {
+            connection: ConnectionId(id),
+            client_id,
+            reason,
+        });
+        self.events.push_back(BrokerEvent::Close(ConnectionId(id)));
+    }
+
+    /// Removes a session: its subscriptions, queue and pending will (published now, if any).
+    fn end_session(&mut self, now: Instant, key: u32) {
+        let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::take) else {
+            return;
+        };
+        for filter in session.filters.keys() {
+            self.tree.remove(filter, key);
+        }
+        self.by_client_id.remove(&session.client_id);
+        self.free_sessions.push(key);
+        if let Some((will, _)) = session.pending_will {
+            self.route(now, None, will_publish(will));
+        }
+    }
+}
+
+/// The PUBLISH a will becomes.
+fn will_publish(will: Will) -> Publish {
+    let p = will.properties;
+    Publish {
+        dup: false,
+        qos: will.qos,
+        retain: will.retain,
+        topic: will.topic,
+        packet_id: None,
+        properties: PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            ..PublishProperties::default()
+        },
+        payload: will.payload,
+    }
+}
+
+#[cfg(test)]
+mod tests;

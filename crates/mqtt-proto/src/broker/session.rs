@@ -1,0 +1,50 @@
+//! A session as the broker keeps it (section 4.1): subscriptions, delivery state, will, expiry.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytestring::ByteString;
+
+use crate::connection::ServerSession;
+use crate::packet::{SubscriptionId, SubscriptionOptions, Version, Will};
+
+/// A subscription as stored in the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubValue {
+    /// The options, with the QoS as granted.
+    pub(crate) options: SubscriptionOptions,
+    pub(crate) identifier: Option<SubscriptionId>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BrokerSession {
+    pub(crate) client_id: ByteString,
+    pub(crate) version: Version,
+    /// The connection serving it, if connected.
+    pub(crate) connection: Option<u64>,
+    /// Delivery state while disconnected (inside the connection while connected).
+    pub(crate) delivery: ServerSession,
+    /// Filters subscribed, to remove them all when the session ends.
+    pub(crate) filters: HashMap<ByteString, ()>,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    pub(crate) expiry_interval: u32,
+    /// When a disconnected session ends.
+    pub(crate) expires_at: Option<Instant>,
+    /// A will waiting for its delay to pass (MQTT-3.1.3-9).
+    pub(crate) pending_will: Option<(Will, Instant)>,
+}
+
+impl BrokerSession {
+    pub(crate) fn new(client_id: ByteString, version: Version) -> Self {
+        Self {
+            client_id,
+            version,
+            connection: None,
+            delivery: ServerSession::default(),
+            filters: HashMap::new(),
+            expiry_interval: 0,
+            expires_at: None,
+            pending_will: None,
+        }
+    }
+}

@@ -835,7 +835,7 @@ impl ClientConnection {
     /// A protocol violation by the server: DISCONNECT with its reason code first (5.0), then
     /// the event.
     fn fail(&mut self, error: ProtocolError) {
-        self.core.clear_transmit();
+        // What was queued before answered valid packets and still goes out, DISCONNECT last.
         if self.config.version == Version::V5 && self.state == ClientState::Connected {
             self.core
                 .send(Packet::Disconnect(Disconnect::new(error.reason_code())));

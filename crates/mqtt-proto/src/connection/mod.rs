@@ -74,10 +74,6 @@ impl Core {
         !self.transmit.is_empty()
     }
 
-    pub(crate) fn clear_transmit(&mut self) {
-        self.transmit.clear();
-    }
-
     /// Appends received bytes to the read buffer.
     pub(crate) fn buffer(&mut self, bytes: &[u8]) {
         self.read_buf.extend_from_slice(bytes);

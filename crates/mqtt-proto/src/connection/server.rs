@@ -735,7 +735,7 @@ impl ServerConnection {
     /// A protocol violation by the client: DISCONNECT with its reason code first (5.0, once
     /// connected), then the event.
     fn fail(&mut self, error: ProtocolError) {
-        self.core.clear_transmit();
+        // What was queued before answered valid packets and still goes out, DISCONNECT last.
         if self.core.version == Version::V5 && self.state == ServerState::Connected {
             self.core
                 .send(Packet::Disconnect(Disconnect::new(error.reason_code())));

@@ -1,1 +1,0 @@
-//! Broker simulations: several client cores against the broker core in memory on a virtual clock.

@@ -1,0 +1,5 @@
+//! Broker simulations: several client cores against the broker core in memory, on a virtual
+//! clock, named after the normative statements they check.
+
+mod scenarios;
+mod util;

@@ -1,0 +1,273 @@
+//! The network of the simulations: client cores and the broker core exchanging bytes in memory.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId};
+use crate::connection::{
+    ClientConfig, ClientConnection, ClientEvent, ClientState, DisconnectReason, Session,
+};
+use crate::packet::{Publish, QoS, SubscribeProperties, Subscription, Version};
+
+pub(crate) struct Client {
+    pub(crate) core: ClientConnection,
+    pub(crate) conn: ConnectionId,
+    pub(crate) config: ClientConfig,
+    pub(crate) events: Vec<ClientEvent>,
+    /// The transport is gone.
+    pub(crate) gone: bool,
+}
+
+pub(crate) struct Net {
+    pub(crate) now: Instant,
+    pub(crate) broker: Broker,
+    pub(crate) clients: Vec<Client>,
+    pub(crate) broker_events: Vec<BrokerEvent>,
+}
+
+impl Net {
+    pub(crate) fn new() -> Self {
+        Self::with_config(BrokerConfig::default())
+    }
+
+    pub(crate) fn with_config(config: BrokerConfig) -> Self {
+        Self {
+            now: Instant::now(),
+            broker: Broker::new(config),
+            clients: Vec::new(),
+            broker_events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn config(version: Version, id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new(version, id);
+        config.keep_alive = 0;
+        config.max_inflight = 100;
+        config
+    }
+
+    /// Opens a connection for a client core and runs the handshake as far as it goes.
+    pub(crate) fn connect(&mut self, config: ClientConfig) -> usize {
+        self.connect_with(config, None)
+    }
+
+    pub(crate) fn connect_with(&mut self, config: ClientConfig, session: Option<Session>) -> usize {
+        let conn = self
+            .broker
+            .open(self.now)
+            .expect("below the connection limit");
+        self.clients.push(Client {
+            core: ClientConnection::new(config.clone(), session, self.now),
+            conn,
+            config,
+            events: Vec::new(),
+            gone: false,
+        });
+        self.pump();
+        self.clients.len() - 1
+    }
+
+    /// Connects and asserts the broker accepted.
+    pub(crate) fn join(&mut self, version: Version, id: &str) -> usize {
+        let c = self.connect(Self::config(version, id));
+        assert_eq!(self.clients[c].core.state(), ClientState::Connected, "{id}");
+        self.take(c);
+        c
+    }
+
+    /// Replaces client `c`'s connection with a new one carrying its session (Clean Start 0).
+    pub(crate) fn reconnect(&mut self, c: usize) -> usize {
+        self.drop_transport(c);
+        let old = self.clients.swap_remove(c);
+        let mut config = old.config.clone();
+        config.clean_start = false;
+        let session = old.core.into_session();
+        let conn = self
+            .broker
+            .open(self.now)
+            .expect("below the connection limit");
+        let client = Client {
+            core: ClientConnection::new(config.clone(), Some(session), self.now),
+            conn,
+            config,
+            events: Vec::new(),
+            gone: false,
+        };
+        self.clients.push(client);
+        let last = self.clients.len() - 1;
+        self.clients.swap(c, last);
+        self.pump();
+        c
+    }
+
+    /// The network breaks under client `c`: both ends see end of file.
+    pub(crate) fn drop_transport(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        if !client.gone {
+            client.gone = true;
+            client.core.handle_eof(self.now);
+            self.broker.handle_eof(client.conn, self.now);
+        }
+        self.pump();
+    }
+
+    /// Moves bytes until nothing moves.
+    pub(crate) fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for client in &mut self.clients {
+                if client.gone {
+                    continue;
+                }
+                let mut out = BytesMut::new();
+                if client.core.poll_transmit(self.now, &mut out) {
+                    moved = true;
+                    self.broker.handle_bytes(client.conn, self.now, &out);
+                }
+                while let Some(event) = client.core.poll_event() {
+                    client.events.push(event);
+                }
+            }
+            while let Some(conn) = self.broker.poll_ready() {
+                let mut out = BytesMut::new();
+                self.broker.poll_transmit(conn, self.now, &mut out);
+                if let Some(client) = self.clients.iter_mut().find(|c| c.conn == conn && !c.gone) {
+                    moved = true;
+                    client.core.handle_bytes(self.now, &out);
+                }
+            }
+            while let Some(event) = self.broker.poll_event() {
+                if let BrokerEvent::Close(conn) = &event
+                    && let Some(client) =
+                        self.clients.iter_mut().find(|c| c.conn == *conn && !c.gone)
+                {
+                    // Flush, then close the transport.
+                    let mut out = BytesMut::new();
+                    self.broker.poll_transmit(*conn, self.now, &mut out);
+                    client.core.handle_bytes(self.now, &out);
+                    client.core.handle_eof(self.now);
+                    client.gone = true;
+                    self.broker.handle_eof(*conn, self.now);
+                    moved = true;
+                }
+                self.broker_events.push(event);
+            }
+            for client in &mut self.clients {
+                while let Some(event) = client.core.poll_event() {
+                    client.events.push(event);
+                }
+                if !client.gone && client.core.is_closed() {
+                    client.gone = true;
+                    self.broker.handle_eof(client.conn, self.now);
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network did not settle");
+    }
+
+    /// Advances the virtual clock, firing every timer on the way in order.
+    pub(crate) fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let next = self
+                .clients
+                .iter()
+                .filter(|c| !c.gone)
+                .filter_map(|c| c.core.poll_timeout())
+                .chain(self.broker.poll_timeout())
+                .filter(|t| *t <= end)
+                .min();
+            let Some(at) = next else { break };
+            self.now = self.now.max(at);
+            self.broker.handle_timeout(self.now);
+            for client in &mut self.clients {
+                if !client.gone {
+                    client.core.handle_timeout(self.now);
+                }
+            }
+            self.pump();
+        }
+        self.now = end;
+        self.broker.handle_timeout(self.now);
+        self.pump();
+    }
+
+    pub(crate) fn take(&mut self, c: usize) -> Vec<ClientEvent> {
+        std::mem::take(&mut self.clients[c].events)
+    }
+
+    /// The messages client `c` received since the last call.
+    pub(crate) fn messages(&mut self, c: usize) -> Vec<Publish> {
+        self.take(c)
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message(m) => Some(m.publish),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn disconnected(&mut self, c: usize) -> Option<DisconnectReason> {
+        self.take(c).into_iter().find_map(|e| match e {
+            ClientEvent::Disconnected(reason) => Some(reason),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn subscribe(&mut self, c: usize, filter: &str, qos: QoS) {
+        self.subscribe_with(
+            c,
+            Subscription::new(filter, qos),
+            SubscribeProperties::default(),
+        );
+    }
+
+    pub(crate) fn subscribe_with(
+        &mut self,
+        c: usize,
+        subscription: Subscription,
+        properties: SubscribeProperties,
+    ) {
+        let now = self.now;
+        self.clients[c]
+            .core
+            .subscribe(now, vec![subscription], properties)
+            .expect("valid subscribe");
+        self.pump();
+        let events = &mut self.clients[c].events;
+        let before = events.len();
+        events.retain(|e| !matches!(e, ClientEvent::Subscribed(_)));
+        assert_eq!(events.len() + 1, before, "one SUBACK");
+    }
+
+    pub(crate) fn publish(&mut self, c: usize, topic: &str, payload: &'static str, qos: QoS) {
+        let mut publish = Publish::new(topic, Bytes::from_static(payload.as_bytes()));
+        publish.qos = qos;
+        self.publish_packet(c, publish);
+    }
+
+    pub(crate) fn publish_packet(&mut self, c: usize, publish: Publish) {
+        let now = self.now;
+        self.clients[c]
+            .core
+            .publish(now, publish)
+            .expect("valid publish");
+        self.pump();
+    }
+}
+
+pub(crate) fn payloads(messages: &[Publish]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| std::str::from_utf8(&m.payload).unwrap_or("<binary>"))
+        .collect()
+}
+
+pub(crate) fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}

@@ -1,5 +1,6 @@
 //! Broker simulations: several client cores against the broker core in memory, on a virtual
 //! clock, named after the normative statements they check.
 
+mod property;
 mod scenarios;
 mod util;

@@ -114,6 +114,12 @@ impl Net {
 
     /// Moves bytes until nothing moves.
     pub(crate) fn pump(&mut self) {
+        self.pump_losing(None);
+    }
+
+    /// Moves bytes until nothing moves; bytes to and from client `lossy` are lost on the way.
+    pub(crate) fn pump_losing(&mut self, lossy: Option<usize>) {
+        let lossy_conn = lossy.map(|c| self.clients[c].conn);
         for _ in 0..10_000 {
             let mut moved = false;
             for client in &mut self.clients {
@@ -123,7 +129,9 @@ impl Net {
                 let mut out = BytesMut::new();
                 if client.core.poll_transmit(self.now, &mut out) {
                     moved = true;
-                    self.broker.handle_bytes(client.conn, self.now, &out);
+                    if Some(client.conn) != lossy_conn {
+                        self.broker.handle_bytes(client.conn, self.now, &out);
+                    }
                 }
                 while let Some(event) = client.core.poll_event() {
                     client.events.push(event);
@@ -132,6 +140,9 @@ impl Net {
             while let Some(conn) = self.broker.poll_ready() {
                 let mut out = BytesMut::new();
                 self.broker.poll_transmit(conn, self.now, &mut out);
+                if Some(conn) == lossy_conn {
+                    continue;
+                }
                 if let Some(client) = self.clients.iter_mut().find(|c| c.conn == conn && !c.gone) {
                     moved = true;
                     client.core.handle_bytes(self.now, &out);

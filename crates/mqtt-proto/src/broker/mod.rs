@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use bytes::BytesMut;
+//! use bytes::{Bytes, BytesMut};
 //! use mqtt_proto::broker::{Broker, BrokerConfig};
 //! use mqtt_proto::codec;
 //! use mqtt_proto::packet::{Connect, Packet, Version};
@@ -42,7 +42,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo};
@@ -143,7 +143,7 @@ struct Conn {
     session: Option<u32>,
     client_id: Option<ByteString>,
     username: Option<ByteString>,
-    will: Option<Will>,
+    will: Option<Box<Will>>,
     /// The deadline this connection has in the timer heap, if any.
     timer: Option<Instant>,
     ready: bool,
@@ -161,9 +161,11 @@ pub struct Broker {
     config: BrokerConfig,
     authenticator: Box<dyn Authenticator>,
     authorizer: Box<dyn Authorizer>,
-    conns: HashMap<u64, Conn>,
+    // Boxed so the maps hold pointers: idle connections and sessions are what a broker has most
+    // of, and hash tables keep spare capacity.
+    conns: HashMap<u64, Box<Conn>>,
     next_conn: u64,
-    sessions: Vec<Option<BrokerSession>>,
+    sessions: Vec<Option<Box<BrokerSession>>>,
     free_sessions: Vec<u32>,
     by_client_id: HashMap<ByteString, u32>,
     tree: SubscriptionTree<SubValue>,
@@ -248,7 +250,7 @@ impl Broker {
         self.next_conn += 1;
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 server: ServerConnection::new(self.config.connection.clone(), now),
                 session: None,
                 client_id: None,
@@ -257,7 +259,7 @@ impl Broker {
                 timer: None,
                 ready: false,
                 closed: false,
-            },
+            }),
         );
         self.after(id, now);
         Some(ConnectionId(id))
@@ -301,8 +303,9 @@ impl Broker {
                 TimerKey::Will(key) => {
                     let due = self
                         .session_mut(key)
-                        .and_then(|s| s.pending_will.take_if(|(_, at)| *at <= now));
-                    if let Some((will, _)) = due {
+                        .and_then(|s| s.pending_will.take_if(|pending| pending.1 <= now));
+                    if let Some(pending) = due {
+                        let (will, _) = *pending;
                         self.route(now, None, will_publish(will));
                     }
                 }
@@ -375,11 +378,17 @@ impl Broker {
     // ---- internals ----
 
     fn session_mut(&mut self, key: u32) -> Option<&mut BrokerSession> {
-        self.sessions.get_mut(key as usize).and_then(Option::as_mut)
+        self.sessions
+            .get_mut(key as usize)
+            .and_then(Option::as_mut)
+            .map(|s| &mut **s)
     }
 
     fn session(&self, key: u32) -> Option<&BrokerSession> {
-        self.sessions.get(key as usize).and_then(Option::as_ref)
+        self.sessions
+            .get(key as usize)
+            .and_then(Option::as_ref)
+            .map(|s| &**s)
     }
 
     /// After anything touched connection `id`: handle its events, note pending output, keep its
@@ -454,10 +463,10 @@ impl Broker {
             self.next_assigned_id += 1;
             ByteString::from(format!("auto-{:016x}", self.next_assigned_id))
         } else {
-            connect.client_id.clone()
+            detach(&connect.client_id)
         };
         conn.client_id = Some(client_id);
-        conn.username = connect.username.clone();
+        conn.username = connect.username.as_ref().map(detach);
         match self.authenticator.connect(&connect) {
             AuthDecision::Accept => self.complete_connect(id, now),
             AuthDecision::Refuse(code) => {
@@ -543,7 +552,7 @@ impl Broker {
         let key = match existing {
             Some(key) => key,
             None => {
-                let session = BrokerSession::new(client_id.clone(), version);
+                let session = Box::new(BrokerSession::new(client_id.clone(), version));
                 let key = match self.free_sessions.pop() {
                     Some(key) => {
                         if let Some(slot) = self.sessions.get_mut(key as usize) {
@@ -596,7 +605,7 @@ impl Broker {
             return;
         };
         conn.session = Some(key);
-        conn.will = connect.will.clone();
+        conn.will = connect.will.clone().map(|will| Box::new(detach_will(will)));
         if conn
             .server
             .accept(now, session_present, delivery, properties)
@@ -737,6 +746,9 @@ impl Broker {
             return;
         }
         let mut stored = publish.clone();
+        // Retained messages live long: their own copy frees the read buffer they arrived in.
+        stored.topic = detach(&publish.topic);
+        stored.payload = Bytes::copy_from_slice(&publish.payload);
         stored.dup = false;
         stored.packet_id = None;
         stored.properties.topic_alias = None;
@@ -943,7 +955,7 @@ impl Broker {
                         // MQTT-3.1.3-9: at the end of the delay or of the session, whichever
                         // comes first.
                         let at = now + Duration::from_secs(u64::from(delay.min(expiry)));
-                        session.pending_will = Some((will, at));
+                        session.pending_will = Some(Box::new((*will, at)));
                         self.timers.push(Reverse((at, TimerKey::Will(key))));
                     }
                 }
@@ -956,7 +968,7 @@ impl Broker {
                         .push(Reverse((at, TimerKey::SessionExpiry(key))));
                 }
                 if let Some(will) = will_now {
-                    self.route(now, None, will_publish(will));
+                    self.route(now, None, will_publish(*will));
                 }
                 if expiry == 0 {
                     self.end_session(now, key);
@@ -981,9 +993,34 @@ impl Broker {
         }
         self.by_client_id.remove(&session.client_id);
         self.free_sessions.push(key);
-        if let Some((will, _)) = session.pending_will {
+        if let Some(pending) = session.pending_will {
+            let (will, _) = *pending;
             self.route(now, None, will_publish(will));
         }
+    }
+}
+
+/// A copy of a string that shares no memory with a read buffer. Zero-copy slices are right for
+/// messages passing through; state that lives as long as a session must not pin whole buffers.
+fn detach(s: &ByteString) -> ByteString {
+    ByteString::from(&**s)
+}
+
+/// A will whose strings and payload share no memory with a read buffer.
+fn detach_will(will: Will) -> Will {
+    let mut p = will.properties;
+    p.content_type = p.content_type.as_ref().map(detach);
+    p.response_topic = p.response_topic.as_ref().map(detach);
+    p.correlation_data = p.correlation_data.map(|d| Bytes::copy_from_slice(&d));
+    for property in &mut p.user_properties {
+        property.name = detach(&property.name);
+        property.value = detach(&property.value);
+    }
+    Will {
+        topic: detach(&will.topic),
+        payload: Bytes::copy_from_slice(&will.payload),
+        properties: p,
+        ..will
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) struct BrokerSession {
     /// When a disconnected session ends.
     pub(crate) expires_at: Option<Instant>,
     /// A will waiting for its delay to pass (MQTT-3.1.3-9).
-    pub(crate) pending_will: Option<(Will, Instant)>,
+    pub(crate) pending_will: Option<Box<(Will, Instant)>>,
 }
 
 impl BrokerSession {

@@ -509,7 +509,11 @@ impl ClientConnection {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// When to call [`ClientConnection::handle_timeout`] next.

@@ -196,6 +196,10 @@ impl Inbound {
                 }
             }
         }
+        if self.pending.is_empty() {
+            // Idle connections keep no queue memory.
+            self.pending = VecDeque::new();
+        }
     }
 
     /// PUBREL: the QoS 2 exchange ends with PUBCOMP; in 5.0 an unknown identifier is answered

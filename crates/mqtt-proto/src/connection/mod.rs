@@ -86,7 +86,12 @@ impl Core {
 
     /// The next complete packet in the read buffer.
     pub(crate) fn next_packet(&mut self) -> Result<Option<Packet>, codec::DecodeError> {
-        codec::decode(&mut self.read_buf, self.version, &self.limits)
+        let packet = codec::decode(&mut self.read_buf, self.version, &self.limits);
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            // An idle connection holds no read buffer; the next read allocates one.
+            self.read_buf = BytesMut::new();
+        }
+        packet
     }
 
     /// Encodes every queued packet into `buf`; returns whether anything was written.
@@ -104,6 +109,8 @@ impl Core {
                 wrote = true;
             }
         }
+        // Idle connections keep no queue memory (thousands of them add up in a broker).
+        self.transmit = VecDeque::new();
         wrote
     }
 

@@ -81,6 +81,7 @@ impl Outbound {
     /// Returns an identifier to the pool.
     pub(crate) fn release_id(&mut self, packet_id: PacketId) {
         self.in_use.remove(&packet_id.get());
+        self.shrink_if_idle();
     }
 
     /// Queues a publish; QoS 1/2 ones already hold their identifier.
@@ -134,6 +135,16 @@ impl Outbound {
             if publish.qos != QoS::AtMostOnce {
                 self.inflight.push_back(Inflight::Publish(publish));
             }
+        }
+    }
+
+    /// Frees the queues' memory once they are empty, so idle sessions stay small.
+    fn shrink_if_idle(&mut self) {
+        if self.inflight.is_empty() && self.inflight.capacity() > 0 {
+            self.inflight = VecDeque::new();
+        }
+        if self.queued.is_empty() && self.queued.capacity() > 0 {
+            self.queued = VecDeque::new();
         }
     }
 

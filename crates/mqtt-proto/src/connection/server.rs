@@ -5,6 +5,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use bytestring::ByteString;
 
 use super::inbound::Received;
 use super::outbound::Outbound;
@@ -160,7 +161,12 @@ pub struct ServerConnection {
     state: ServerState,
     events: VecDeque<ServerEvent>,
     outbound: Outbound,
+    /// The CONNECT, kept only until `accept` or `refuse`.
     connect: Option<Box<Connect>>,
+    /// What later packets are checked against: the authentication method and the Session
+    /// Expiry Interval of the CONNECT.
+    auth_method: Option<ByteString>,
+    connect_session_expiry: u32,
     keep_alive: u16,
     window: usize,
 }
@@ -181,6 +187,8 @@ impl ServerConnection {
             events: VecDeque::new(),
             outbound: Outbound::default(),
             connect: None,
+            auth_method: None,
+            connect_session_expiry: 0,
             keep_alive: 0,
             window: 0,
         }
@@ -198,7 +206,7 @@ impl ServerConnection {
         self.core.version
     }
 
-    /// The CONNECT, once received.
+    /// The CONNECT, from its arrival until `accept` or `refuse`.
     pub fn connect_packet(&self) -> Option<&Connect> {
         self.connect.as_deref()
     }
@@ -298,11 +306,10 @@ impl ServerConnection {
         session: ServerSession,
         mut properties: ConnAckProperties,
     ) -> Result<(), UsageError> {
-        let Some(connect) = self
-            .connect
-            .as_deref()
-            .filter(|_| self.state == ServerState::Authenticating)
-        else {
+        if self.state != ServerState::Authenticating {
+            return Err(UsageError::Closed);
+        }
+        let Some(connect) = self.connect.take() else {
             return Err(UsageError::Closed);
         };
         let version = connect.protocol_version;
@@ -382,6 +389,7 @@ impl ServerConnection {
                 ConnAckProperties::default(),
             ),
         };
+        self.connect = None;
         self.core.send(Packet::ConnAck(Box::new(ConnAck {
             session_present: false,
             reason_code,
@@ -522,7 +530,11 @@ impl ServerConnection {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// When to call [`ServerConnection::handle_timeout`] next.
@@ -574,6 +586,14 @@ impl ServerConnection {
                 Packet::Connect(connect) => {
                     self.core.version = connect.protocol_version;
                     self.state = ServerState::Authenticating;
+                    // Copied out so that nothing long-lived pins the read buffer.
+                    self.auth_method = connect
+                        .properties
+                        .authentication_method
+                        .as_deref()
+                        .map(ByteString::from);
+                    self.connect_session_expiry =
+                        connect.properties.session_expiry_interval.unwrap_or(0);
                     self.connect = Some(connect.clone());
                     self.events.push_back(ServerEvent::Connect(connect));
                     Ok(())
@@ -594,9 +614,7 @@ impl ServerConnection {
     }
 
     fn has_auth_method(&self) -> bool {
-        self.connect
-            .as_ref()
-            .is_some_and(|c| c.properties.authentication_method.is_some())
+        self.auth_method.is_some()
     }
 
     fn handle_connected(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
@@ -666,12 +684,7 @@ impl ServerConnection {
             }
             Packet::Disconnect(disconnect) => {
                 // A session expiry of 0 at CONNECT cannot be raised at DISCONNECT (3.14.2.2.2).
-                let at_connect = self
-                    .connect
-                    .as_ref()
-                    .and_then(|c| c.properties.session_expiry_interval)
-                    .unwrap_or(0);
-                if at_connect == 0
+                if self.connect_session_expiry == 0
                     && disconnect
                         .properties
                         .session_expiry_interval

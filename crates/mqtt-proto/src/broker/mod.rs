@@ -221,6 +221,18 @@ impl Broker {
         self
     }
 
+    /// Like [`Broker::with_authenticator`], for an authenticator chosen at run time.
+    pub fn with_boxed_authenticator(mut self, authenticator: Box<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    /// Like [`Broker::with_authorizer`], for an authorizer chosen at run time.
+    pub fn with_boxed_authorizer(mut self, authorizer: Box<dyn Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
     // ---- getters ----
 
     /// The counters.

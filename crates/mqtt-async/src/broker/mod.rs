@@ -1,0 +1,454 @@
+//! The async [`Broker`]: TCP and TLS listeners around the sans-I/O broker core.
+//!
+//! One router task owns the [`mqtt_proto::broker::Broker`]; each connection has a reader task
+//! and a writer task that only move bytes. The router hands each connection its bytes through a
+//! bounded queue: a client that stops reading fills it and is disconnected, so one slow or
+//! malicious client never stalls the others.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_channel::{Receiver, Sender};
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use futures_lite::io::split;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use mqtt_proto::ReasonCode;
+pub use mqtt_proto::broker::{
+    AllowAll, AuthDecision, Authenticator, Authorizer, BrokerConfig, ClientInfo, Stats,
+};
+use mqtt_proto::broker::{Broker as Core, BrokerEvent, ConnectionId};
+
+use crate::Error;
+use crate::runtime::{BoxTransport, Listener, Runtime, SharedRuntime, accept};
+use crate::tls::ServerTls;
+
+/// Chunks of output a connection may have waiting before it counts as not reading.
+const OUTPUT_QUEUE: usize = 256;
+
+enum ToRouter {
+    Open(Sender<Bytes>, Sender<Option<ConnectionId>>),
+    Bytes(ConnectionId, Bytes),
+    Eof(ConnectionId),
+    Stats(Sender<Stats>),
+    Stop,
+}
+
+/// Builds a [`Broker`]: listeners, limits, authentication and authorization.
+pub struct BrokerBuilder<R> {
+    runtime: SharedRuntime,
+    listeners: Vec<(SocketAddr, Option<ServerTls>)>,
+    config: BrokerConfig,
+    authenticator: Option<Box<dyn Authenticator>>,
+    authorizer: Option<Box<dyn Authorizer>>,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for BrokerBuilder<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> BrokerBuilder<R> {
+    /// Listens on a TCP address (port 0: the kernel picks one; see [`Broker::local_addrs`]).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.listeners.push((addr, None));
+        self
+    }
+
+    /// Listens on a TCP address with TLS.
+    pub fn bind_tls(mut self, addr: SocketAddr, tls: ServerTls) -> Self {
+        self.listeners.push((addr, Some(tls)));
+        self
+    }
+
+    /// Limits and features (connections, packet size, queues, QoS, retain, …).
+    pub fn config(mut self, config: BrokerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Decides who may connect (default: everyone).
+    pub fn authenticator(mut self, authenticator: impl Authenticator + 'static) -> Self {
+        self.authenticator = Some(Box::new(authenticator));
+        self
+    }
+
+    /// Decides who may publish and subscribe where (default: everyone everywhere).
+    pub fn authorizer(mut self, authorizer: impl Authorizer + 'static) -> Self {
+        self.authorizer = Some(Box::new(authorizer));
+        self
+    }
+
+    /// Binds the listeners.
+    pub async fn build(self) -> Result<Broker<R>, Error> {
+        let mut listeners = Vec::new();
+        for (addr, tls) in self.listeners {
+            let acceptor = tls.map(|t| t.acceptor()).transpose()?;
+            let listener = self.runtime.bind_tcp(addr).await?;
+            listeners.push((listener, acceptor));
+        }
+        let mut core = Core::new(self.config);
+        if let Some(authenticator) = self.authenticator {
+            core = core.with_boxed_authenticator(authenticator);
+        }
+        if let Some(authorizer) = self.authorizer {
+            core = core.with_boxed_authorizer(authorizer);
+        }
+        let (to_router, inbox) = async_channel::bounded(1024);
+        let (done_tx, done) = async_channel::bounded(1);
+        Ok(Broker {
+            runtime: self.runtime,
+            listeners,
+            core,
+            to_router,
+            inbox,
+            done_tx,
+            done,
+            _runtime: PhantomData,
+        })
+    }
+}
+
+/// An MQTT broker on the runtime `R`.
+pub struct Broker<R> {
+    runtime: SharedRuntime,
+    listeners: Vec<(Box<dyn Listener>, Option<futures_rustls::TlsAcceptor>)>,
+    core: Core,
+    to_router: Sender<ToRouter>,
+    inbox: Receiver<ToRouter>,
+    /// Dropped when the router ends, which is what handles wait for.
+    done_tx: Sender<()>,
+    done: Receiver<()>,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R: 'static> std::fmt::Debug for Broker<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("local_addrs", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Controls a running broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    to_router: Sender<ToRouter>,
+    done: Receiver<()>,
+}
+
+impl std::fmt::Debug for ToRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ToRouter")
+    }
+}
+
+impl BrokerHandle {
+    /// Stops the broker: listeners close, clients are disconnected (5.0: Server shutting down).
+    /// Returns once it has stopped.
+    pub async fn stop(&self) {
+        let _ = self.to_router.send(ToRouter::Stop).await;
+        let _ = self.done.recv().await;
+    }
+
+    /// The broker's counters.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (reply, stats) = async_channel::bounded(1);
+        self.to_router.send(ToRouter::Stats(reply)).await.ok()?;
+        stats.recv().await.ok()
+    }
+}
+
+impl<R: Runtime + Default> Broker<R> {
+    /// A builder on the runtime `R`.
+    pub fn builder() -> BrokerBuilder<R> {
+        Self::builder_with(Arc::new(R::default()))
+    }
+
+    /// Builds and starts a broker on a thread of its own, with its own runtime: for tests and
+    /// for programs that are not async. Returns its handle and listening addresses.
+    pub fn start_in_thread(
+        builder: BrokerBuilder<R>,
+    ) -> Result<(BrokerHandle, Vec<SocketAddr>), Error> {
+        let runtime = builder.runtime.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("mqtt-broker".into())
+            .spawn(move || {
+                let inner = runtime.clone();
+                runtime.block_on(Box::pin(async move {
+                    let _ = inner;
+                    match builder.build().await {
+                        Ok(broker) => {
+                            let handle = broker.handle();
+                            let addrs = broker.local_addrs();
+                            let _ = ready_tx.send(Ok((handle, addrs)));
+                            broker.serve().await;
+                        }
+                        Err(error) => {
+                            let _ = ready_tx.send(Err(error));
+                        }
+                    }
+                }));
+            })?;
+        ready_rx.recv().map_err(|_| Error::Closed)?
+    }
+}
+
+impl<R: 'static> Broker<R> {
+    /// A builder on this runtime handle.
+    pub fn builder_with(runtime: SharedRuntime) -> BrokerBuilder<R> {
+        BrokerBuilder {
+            runtime,
+            listeners: Vec::new(),
+            config: BrokerConfig::default(),
+            authenticator: None,
+            authorizer: None,
+            _runtime: PhantomData,
+        }
+    }
+
+    /// The addresses it listens on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// A handle to stop it or read its counters.
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle {
+            to_router: self.to_router.clone(),
+            done: self.done.clone(),
+        }
+    }
+
+    /// Spawns the broker on its runtime and returns its handle.
+    pub fn spawn(self) -> BrokerHandle {
+        let handle = self.handle();
+        let runtime = self.runtime.clone();
+        runtime.spawn(Box::pin(self.serve()));
+        handle
+    }
+
+    /// Runs the broker until [`BrokerHandle::stop`].
+    pub async fn serve(self) {
+        let Broker {
+            runtime,
+            listeners,
+            core,
+            to_router,
+            inbox,
+            done_tx,
+            ..
+        } = self;
+        let mut stop_listeners = Vec::new();
+        for (listener, tls) in listeners {
+            let (stop, stopped) = async_channel::bounded::<()>(1);
+            stop_listeners.push(stop);
+            runtime.spawn(Box::pin(accept_loop(
+                runtime.clone(),
+                listener,
+                tls,
+                to_router.clone(),
+                stopped,
+            )));
+        }
+        drop(to_router);
+        Router {
+            runtime,
+            core,
+            outputs: HashMap::new(),
+        }
+        .run(inbox)
+        .await;
+        drop(stop_listeners);
+        drop(done_tx);
+    }
+}
+
+async fn accept_loop(
+    runtime: SharedRuntime,
+    mut listener: Box<dyn Listener>,
+    tls: Option<futures_rustls::TlsAcceptor>,
+    to_router: Sender<ToRouter>,
+    stop: Receiver<()>,
+) {
+    loop {
+        let accepted = future::or(async { Some(accept(listener.as_mut()).await) }, async {
+            let _ = stop.recv().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { return };
+        let Ok((transport, _peer)) = accepted else {
+            // Out of file descriptors and the like: keep serving the others.
+            continue;
+        };
+        let tls = tls.clone();
+        let to_router = to_router.clone();
+        let inner = runtime.clone();
+        runtime.spawn(Box::pin(async move {
+            let transport: BoxTransport = match tls {
+                Some(acceptor) => match acceptor.accept(transport).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(_) => return,
+                },
+                None => transport,
+            };
+            serve_connection(inner, transport, to_router).await;
+        }));
+    }
+}
+
+/// One connection's I/O: a reader feeding the router and a writer draining the router's output.
+async fn serve_connection(
+    runtime: SharedRuntime,
+    transport: BoxTransport,
+    to_router: Sender<ToRouter>,
+) {
+    let (output_tx, output) = async_channel::bounded::<Bytes>(OUTPUT_QUEUE);
+    let (reply, id) = async_channel::bounded(1);
+    if to_router
+        .send(ToRouter::Open(output_tx, reply))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Ok(Some(id)) = id.recv().await else {
+        return;
+    };
+    let (mut reader, mut writer) = split(transport);
+    runtime.spawn(Box::pin(async move {
+        while let Ok(chunk) = output.recv().await {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+            // Coalesce what is already queued before flushing.
+            while let Ok(chunk) = output.try_recv() {
+                if writer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.close().await;
+    }));
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+                if to_router.send(ToRouter::Bytes(id, chunk)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = to_router.send(ToRouter::Eof(id)).await;
+}
+
+struct Router {
+    runtime: SharedRuntime,
+    core: Core,
+    outputs: HashMap<ConnectionId, Sender<Bytes>>,
+}
+
+impl Router {
+    async fn run(mut self, inbox: Receiver<ToRouter>) {
+        let mut out = BytesMut::new();
+        loop {
+            let deadline = self.core.poll_timeout();
+            let runtime = self.runtime.clone();
+            let message = future::or(async { inbox.recv().await.ok() }, async move {
+                match deadline {
+                    Some(at) => runtime.sleep_until(at).await,
+                    None => future::pending::<()>().await,
+                }
+                None
+            })
+            .await;
+            let now = self.runtime.now();
+            match message {
+                Some(ToRouter::Open(output, reply)) => {
+                    let id = self.core.open(now);
+                    if let Some(id) = id {
+                        self.outputs.insert(id, output);
+                    }
+                    let _ = reply.try_send(id);
+                }
+                Some(ToRouter::Bytes(id, bytes)) => self.core.handle_bytes(id, now, &bytes),
+                Some(ToRouter::Eof(id)) => {
+                    self.core.handle_eof(id, now);
+                    self.outputs.remove(&id);
+                }
+                Some(ToRouter::Stats(reply)) => {
+                    let _ = reply.try_send(self.core.stats());
+                }
+                Some(ToRouter::Stop) => {
+                    let ids: Vec<_> = self.outputs.keys().copied().collect();
+                    for id in ids {
+                        self.core
+                            .disconnect(id, now, ReasonCode::ServerShuttingDown);
+                    }
+                    self.flush(&mut out, now);
+                    self.outputs.clear();
+                    inbox.close();
+                    return;
+                }
+                None if inbox.is_closed() => return,
+                None => self.core.handle_timeout(now),
+            }
+            self.flush(&mut out, now);
+        }
+    }
+
+    /// Hands every ready connection its bytes; a connection whose queue is full is not reading
+    /// and is disconnected.
+    fn flush(&mut self, out: &mut BytesMut, now: std::time::Instant) {
+        loop {
+            while let Some(id) = self.core.poll_ready() {
+                out.clear();
+                self.core.poll_transmit(id, now, out);
+                let chunk = out.split().freeze();
+                let full = match self.outputs.get(&id) {
+                    Some(output) => output.try_send(chunk).is_err(),
+                    None => false,
+                };
+                if full {
+                    // The client stopped reading: drop its output, close it.
+                    self.outputs.remove(&id);
+                    self.core.disconnect(id, now, ReasonCode::QuotaExceeded);
+                    self.core.handle_eof(id, now);
+                }
+            }
+            let mut any = false;
+            while let Some(event) = self.core.poll_event() {
+                any = true;
+                if let BrokerEvent::Close(id) = event {
+                    // Send what is left, then let the writer close the transport.
+                    out.clear();
+                    self.core.poll_transmit(id, now, out);
+                    if let Some(output) = self.outputs.remove(&id) {
+                        let _ = output.try_send(out.split().freeze());
+                    }
+                    self.core.handle_eof(id, now);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! The background task: connects, runs the protocol core over the transport, routes messages
+//! to subscriptions, and reconnects.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Instant;
+
+use async_channel::{Receiver, Sender};
+use bytes::BytesMut;
+use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use mqtt_proto::ReasonCode;
+use mqtt_proto::backoff::Backoff;
+use mqtt_proto::connection::{
+    AckToken, ClientConnection, ClientEvent, ClientState, DisconnectReason, PublishOutcome,
+    Session, UsageError,
+};
+use mqtt_proto::packet::{
+    ByteString, Disconnect, Publish, QoS, SubscribeProperties, UnsubscribeProperties, Version,
+};
+use mqtt_proto::topic;
+
+use super::ConnectionEvent;
+use super::subscription::{Acker, Message, SubscribeOptions};
+use crate::runtime::{BoxTransport, SharedRuntime};
+use crate::{ClientOptions, Error};
+
+type Reply<T> = Sender<Result<T, Error>>;
+/// What a subscribe resolves to: the subscription's key, its queue, and the granted code.
+pub(crate) type Subscribed = (u64, Receiver<Message>, ReasonCode);
+
+/// A request from a `Client` handle.
+pub(crate) enum Command {
+    Publish {
+        publish: Publish,
+        done: Reply<Option<PublishOutcome>>,
+    },
+    Subscribe {
+        options: SubscribeOptions,
+        done: Reply<Subscribed>,
+    },
+    Ack {
+        token: AckToken,
+        epoch: u64,
+    },
+    Disconnect {
+        disconnect: Disconnect,
+        done: Sender<()>,
+    },
+}
+
+/// Requests that must never wait (sent from `Drop`).
+pub(crate) enum Control {
+    Unsubscribe(u64),
+    Shutdown,
+}
+
+struct LocalSubscription {
+    key: u64,
+    filter: ByteString,
+    queue: Sender<Message>,
+    manual_ack: bool,
+}
+
+impl LocalSubscription {
+    fn matches(&self, name: &str) -> bool {
+        match topic::parse_shared(&self.filter) {
+            Some(shared) => topic::matches(shared.filter, name),
+            None => topic::matches(&self.filter, name),
+        }
+    }
+}
+
+/// A message waiting for room in a subscription's queue.
+struct Delivery {
+    queue: Sender<Message>,
+    message: Message,
+    /// Acknowledge this once delivered (the last copy of an automatically acknowledged message).
+    then_ack: Option<AckToken>,
+    epoch: u64,
+}
+
+/// A delivery waiting for room, as a future that owns the message (so that racing it against
+/// the network and the timers never loses it).
+struct Sending {
+    future: Pin<Box<dyn Future<Output = bool> + Send>>,
+    then_ack: Option<AckToken>,
+    epoch: u64,
+}
+
+// Lives for one loop turn; boxing the command would cost an allocation per command.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Read(io::Result<usize>),
+    Command(Option<Command>),
+    Control(Option<Control>),
+    Timer,
+    Delivered,
+}
+
+pub(crate) struct Driver {
+    runtime: SharedRuntime,
+    options: ClientOptions,
+    commands: Receiver<Command>,
+    control: Receiver<Control>,
+    command_tx: Sender<Command>,
+    events: Sender<ConnectionEvent>,
+    ready: Option<Sender<Result<ByteString, Error>>>,
+    session: Option<Session>,
+    backoff: Backoff,
+    epoch: u64,
+    next_key: u64,
+    subscriptions: Vec<LocalSubscription>,
+    pending_publishes: HashMap<u16, Reply<Option<PublishOutcome>>>,
+    pending_subscribes: HashMap<u16, (u64, Receiver<Message>, Reply<Subscribed>)>,
+    /// Publishes made while no connection could take them, in order.
+    offline: VecDeque<(Publish, Reply<Option<PublishOutcome>>)>,
+    offline_subscribes: Vec<(SubscribeOptions, Reply<Subscribed>)>,
+    offline_unsubscribes: Vec<ByteString>,
+    written: Vec<Reply<Option<PublishOutcome>>>,
+    deliveries: VecDeque<Delivery>,
+    sending: Option<Sending>,
+    disconnect_done: Vec<Sender<()>>,
+    shutdown: bool,
+    _control_tx: Sender<Control>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)] // one constructor, called once, by `Client`
+    pub(crate) fn new(
+        runtime: SharedRuntime,
+        options: ClientOptions,
+        commands: Receiver<Command>,
+        control: Receiver<Control>,
+        command_tx: Sender<Command>,
+        control_tx: Sender<Control>,
+        events: Sender<ConnectionEvent>,
+        ready: Sender<Result<ByteString, Error>>,
+    ) -> Self {
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write(options.config.client_id.as_bytes());
+            hasher.finish()
+        };
+        let backoff = Backoff::new(options.reconnect.unwrap_or_default(), seed);
+        let mut options = options;
+        // The driver acknowledges once a message is in its subscription's queue (or, with
+        // manual acknowledgement, when the application says so).
+        options.config.manual_ack = true;
+        Self {
+            runtime,
+            options,
+            commands,
+            control,
+            command_tx,
+            events,
+            ready: Some(ready),
+            session: None,
+            backoff,
+            epoch: 0,
+            next_key: 0,
+            subscriptions: Vec::new(),
+            pending_publishes: HashMap::new(),
+            pending_subscribes: HashMap::new(),
+            offline: VecDeque::new(),
+            offline_subscribes: Vec::new(),
+            offline_unsubscribes: Vec::new(),
+            written: Vec::new(),
+            deliveries: VecDeque::new(),
+            sending: None,
+            disconnect_done: Vec::new(),
+            shutdown: false,
+            _control_tx: control_tx,
+        }
+    }
+
+    fn emit(&self, event: ConnectionEvent) {
+        // Nobody listening, or a slow listener: the oldest events give way.
+        let _ = self.events.force_send(event);
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut last_reason = DisconnectReason::ConnectionLost;
+        loop {
+            match self.connect().await {
+                Ok(transport) => {
+                    last_reason = self.run_connection(transport).await;
+                    self.emit(ConnectionEvent::Disconnected(last_reason.clone()));
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.try_send(Err(refusal(&last_reason)));
+                        return self.finish(last_reason);
+                    }
+                }
+                Err(error) => {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.try_send(Err(error));
+                        return self.finish(last_reason);
+                    }
+                    self.emit(ConnectionEvent::ConnectFailed(error.to_string()));
+                }
+            }
+            if self.shutdown || self.options.reconnect.is_none() {
+                return self.finish(last_reason);
+            }
+            let delay = self.backoff.next_delay();
+            self.emit(ConnectionEvent::Reconnecting(delay));
+            let deadline = self.runtime.now() + delay;
+            if !self.wait_offline(deadline).await {
+                return self.finish(last_reason);
+            }
+        }
+    }
+
+    /// Everything still waiting fails; subscription streams end.
+    fn finish(mut self, reason: DisconnectReason) {
+        for (_, done) in self.pending_publishes.drain() {
+            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+        }
+        for (_, _, done) in self.pending_subscribes.into_values() {
+            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+        }
+        for (_, done) in self.offline.drain(..) {
+            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+        }
+        for (_, done) in self.offline_subscribes.drain(..) {
+            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+        }
+        for done in self.disconnect_done.drain(..) {
+            let _ = done.try_send(());
+        }
+        self.commands.close();
+    }
+
+    async fn connect(&mut self) -> Result<BoxTransport, Error> {
+        let addrs = self
+            .runtime
+            .resolve(&self.options.host, self.options.port)
+            .await?;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+        for addr in addrs {
+            match self.runtime.connect_tcp(addr).await {
+                Ok(transport) => {
+                    return match &self.options.tls {
+                        Some(tls) => tls.wrap(&self.options.host, transport).await,
+                        None => Ok(transport),
+                    };
+                }
+                Err(error) => last = error,
+            }
+        }
+        Err(Error::Io(last))
+    }
+
+    /// Waits out a reconnect delay while taking commands. Returns false to stop.
+    async fn wait_offline(&mut self, deadline: Instant) -> bool {
+        loop {
+            let wake = future::or(
+                async { Wake::Command(self.commands.recv().await.ok()) },
+                future::or(
+                    async { Wake::Control(self.control.recv().await.ok()) },
+                    async {
+                        self.runtime.sleep_until(deadline).await;
+                        Wake::Timer
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Timer => return true,
+                Wake::Command(Some(command)) => self.offline_command(command),
+                Wake::Control(Some(Control::Unsubscribe(key))) => {
+                    if let Some(filter) = self.remove_subscription(key) {
+                        self.offline_unsubscribes.push(filter);
+                    }
+                }
+                Wake::Command(None) | Wake::Control(Some(Control::Shutdown) | None) => {
+                    self.shutdown = true;
+                }
+                Wake::Read(_) | Wake::Delivered => {}
+            }
+            if self.shutdown {
+                return false;
+            }
+        }
+    }
+
+    fn offline_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { publish, done } => {
+                if self.offline.len() >= self.options.max_offline {
+                    let _ = done.try_send(Err(Error::Usage(UsageError::QueueFull)));
+                } else {
+                    self.offline.push_back((publish, done));
+                }
+            }
+            Command::Subscribe { options, done } => self.offline_subscribes.push((options, done)),
+            // That message's connection is gone; the broker redelivers it.
+            Command::Ack { .. } => {}
+            Command::Disconnect { done, .. } => {
+                self.shutdown = true;
+                self.disconnect_done.push(done);
+            }
+        }
+    }
+
+    fn config(&self) -> mqtt_proto::connection::ClientConfig {
+        let mut config = self.options.config.clone();
+        if self.session.is_some()
+            && (config.version == Version::V5 || !self.options.config.clean_start)
+        {
+            // Resume what the broker kept; 3.1.1 clean sessions stay clean.
+            config.clean_start = false;
+        }
+        config
+    }
+
+    async fn run_connection(&mut self, mut transport: BoxTransport) -> DisconnectReason {
+        self.epoch += 1;
+        let now = self.runtime.now();
+        let mut conn = ClientConnection::new(self.config(), self.session.take(), now);
+        let mut reason = None;
+        let mut read_buf = vec![0u8; 16 * 1024];
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        loop {
+            self.dispatch(&mut conn, &mut reason);
+            out.clear();
+            let now = self.runtime.now();
+            if conn.poll_transmit(now, &mut out) {
+                let written = async {
+                    transport.write_all(&out).await?;
+                    transport.flush().await
+                }
+                .await;
+                match written {
+                    Ok(()) => {
+                        for done in self.written.drain(..) {
+                            let _ = done.try_send(Ok(None));
+                        }
+                    }
+                    Err(_) => conn.handle_eof(self.runtime.now()),
+                }
+                continue;
+            }
+            if conn.is_closed() {
+                break;
+            }
+            self.start_delivery(&mut conn);
+            let deadline = conn.poll_timeout();
+            let runtime = self.runtime.clone();
+            let timer = async move {
+                match deadline {
+                    Some(at) => runtime.sleep_until(at).await,
+                    None => future::pending::<()>().await,
+                }
+                Wake::Timer
+            };
+            let commands = &self.commands;
+            let control = &self.control;
+            let commands = async { Wake::Command(commands.recv().await.ok()) };
+            let control = async { Wake::Control(control.recv().await.ok()) };
+            let wake = match &mut self.sending {
+                // Backpressure: while a subscription queue is full, nothing is read from the
+                // network, so the broker (bounded by our Receive Maximum) stops sending.
+                Some(sending) => {
+                    let deliver = async {
+                        {
+                            sending.future.as_mut().await;
+                            Wake::Delivered
+                        }
+                    };
+                    future::or(control, future::or(commands, future::or(timer, deliver))).await
+                }
+                None => {
+                    let read = async { Wake::Read(transport.read(&mut read_buf).await) };
+                    future::or(control, future::or(commands, future::or(timer, read))).await
+                }
+            };
+            let now = self.runtime.now();
+            match wake {
+                Wake::Read(Ok(0)) | Wake::Read(Err(_)) => conn.handle_eof(now),
+                Wake::Read(Ok(n)) => conn.handle_bytes(now, read_buf.get(..n).unwrap_or_default()),
+                Wake::Timer => conn.handle_timeout(now),
+                Wake::Command(Some(command)) => self.command(&mut conn, command),
+                Wake::Command(None)
+                | Wake::Control(None)
+                | Wake::Control(Some(Control::Shutdown)) => {
+                    self.shutdown = true;
+                    let _ = conn.disconnect(now, Disconnect::default());
+                }
+                Wake::Control(Some(Control::Unsubscribe(key))) => self.unsubscribe(&mut conn, key),
+                Wake::Delivered => {
+                    if let Some(done) = self.sending.take()
+                        && let Some(token) = done.then_ack
+                        && done.epoch == self.epoch
+                    {
+                        let _ = conn.ack(now, token);
+                    }
+                }
+            }
+        }
+        let _ = transport.close().await;
+        self.session = Some(conn.into_session());
+        self.backoff.disconnected(self.runtime.now());
+        for done in self.disconnect_done.drain(..) {
+            let _ = done.try_send(());
+        }
+        // Messages stuck behind a full queue came on this connection: their acks are void, and
+        // the broker redelivers them.
+        self.deliveries.clear();
+        self.sending = None;
+        reason.unwrap_or(DisconnectReason::ConnectionLost)
+    }
+
+    /// Moves waiting deliveries into their queues until one is full; that one becomes the
+    /// future the loop waits on instead of reading.
+    fn start_delivery(&mut self, conn: &mut ClientConnection) {
+        while self.sending.is_none() {
+            let Some(Delivery {
+                queue,
+                message,
+                then_ack,
+                epoch,
+            }) = self.deliveries.pop_front()
+            else {
+                return;
+            };
+            match queue.try_send(message) {
+                // A closed queue is a dropped subscription: nobody wants the message.
+                Ok(()) | Err(async_channel::TrySendError::Closed(_)) => {
+                    if let Some(token) = then_ack
+                        && epoch == self.epoch
+                    {
+                        let _ = conn.ack(self.runtime.now(), token);
+                    }
+                }
+                Err(async_channel::TrySendError::Full(message)) => {
+                    self.sending = Some(Sending {
+                        future: Box::pin(async move {
+                            // Err means the subscription was dropped meanwhile.
+                            queue.send(message).await.is_ok()
+                        }),
+                        then_ack,
+                        epoch,
+                    });
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, conn: &mut ClientConnection, reason: &mut Option<DisconnectReason>) {
+        while let Some(event) = conn.poll_event() {
+            let now = self.runtime.now();
+            match event {
+                ClientEvent::Connected {
+                    session_present, ..
+                } => {
+                    self.backoff.connected(now);
+                    self.emit(ConnectionEvent::Connected { session_present });
+                    if let Some(ready) = self.ready.take() {
+                        let id = conn
+                            .session()
+                            .assigned_client_id()
+                            .map(ByteString::from)
+                            .unwrap_or_else(|| self.options.config.client_id.clone());
+                        let _ = ready.try_send(Ok(id));
+                    }
+                    for filter in std::mem::take(&mut self.offline_unsubscribes) {
+                        if !self.subscriptions.iter().any(|s| s.filter == filter) {
+                            let _ = conn.unsubscribe(
+                                now,
+                                vec![filter],
+                                UnsubscribeProperties::default(),
+                            );
+                        }
+                    }
+                    for (options, done) in std::mem::take(&mut self.offline_subscribes) {
+                        self.subscribe(conn, options, done);
+                    }
+                    for (publish, done) in std::mem::take(&mut self.offline) {
+                        self.publish(conn, publish, done);
+                    }
+                }
+                ClientEvent::Message(message) => self.route(conn, message.publish, message.ack),
+                ClientEvent::Published(outcome) => {
+                    if let Some(done) = self.pending_publishes.remove(&outcome.packet_id.get()) {
+                        let _ = done.try_send(Ok(Some(outcome)));
+                    }
+                }
+                ClientEvent::PublishDropped { packet_id, error } => {
+                    if let Some(done) = self.pending_publishes.remove(&packet_id.get()) {
+                        let _ = done.try_send(Err(Error::Usage(error)));
+                    }
+                }
+                ClientEvent::Subscribed(suback) => {
+                    if let Some((key, messages, done)) =
+                        self.pending_subscribes.remove(&suback.packet_id.get())
+                    {
+                        let code = suback
+                            .reason_codes
+                            .first()
+                            .copied()
+                            .unwrap_or(ReasonCode::UnspecifiedError);
+                        if code.is_error() {
+                            self.remove_subscription(key);
+                        }
+                        let _ = done.try_send(Ok((key, messages, code)));
+                    }
+                }
+                ClientEvent::Disconnected(why) => *reason = Some(why),
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands a message to every local subscription it matches, in arrival order; acknowledges
+    /// it once queued, unless a manual subscription takes over the acknowledgement.
+    fn route(&mut self, conn: &mut ClientConnection, publish: Publish, token: Option<AckToken>) {
+        let targets: Vec<(Sender<Message>, bool)> = self
+            .subscriptions
+            .iter()
+            .filter(|s| s.matches(&publish.topic))
+            .map(|s| (s.queue.clone(), s.manual_ack))
+            .collect();
+        let manual_index = token.and_then(|_| targets.iter().position(|(_, manual)| *manual));
+        let auto_ack = if manual_index.is_none() { token } else { None };
+        if targets.is_empty() {
+            if let Some(token) = token {
+                let _ = conn.ack(self.runtime.now(), token);
+            }
+            return;
+        }
+        let last = targets.len() - 1;
+        for (index, (queue, _)) in targets.into_iter().enumerate() {
+            let acker = match (manual_index, token) {
+                (Some(m), Some(token)) if m == index => Some(Acker {
+                    commands: self.command_tx.clone(),
+                    token,
+                    epoch: self.epoch,
+                }),
+                _ => None,
+            };
+            let message = Message {
+                publish: publish.clone(),
+                acker,
+            };
+            let then_ack = if index == last { auto_ack } else { None };
+            if self.deliveries.is_empty() && self.sending.is_none() {
+                match queue.try_send(message) {
+                    Ok(()) | Err(async_channel::TrySendError::Closed(_)) => {
+                        if let Some(token) = then_ack {
+                            let _ = conn.ack(self.runtime.now(), token);
+                        }
+                        continue;
+                    }
+                    Err(async_channel::TrySendError::Full(message)) => {
+                        self.deliveries.push_back(Delivery {
+                            queue,
+                            message,
+                            then_ack,
+                            epoch: self.epoch,
+                        });
+                    }
+                }
+            } else {
+                self.deliveries.push_back(Delivery {
+                    queue,
+                    message,
+                    then_ack,
+                    epoch: self.epoch,
+                });
+            }
+        }
+    }
+
+    fn command(&mut self, conn: &mut ClientConnection, command: Command) {
+        let now = self.runtime.now();
+        match command {
+            Command::Publish { publish, done } => self.publish(conn, publish, done),
+            Command::Subscribe { options, done } => self.subscribe(conn, options, done),
+            Command::Ack { token, epoch } => {
+                if epoch == self.epoch {
+                    let _ = conn.ack(now, token);
+                }
+            }
+            Command::Disconnect { disconnect, done } => {
+                self.shutdown = true;
+                self.disconnect_done.push(done);
+                if conn.disconnect(now, disconnect).is_err() {
+                    // Already closed: nothing to send.
+                }
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        conn: &mut ClientConnection,
+        publish: Publish,
+        done: Reply<Option<PublishOutcome>>,
+    ) {
+        let qos = publish.qos;
+        match conn.publish(self.runtime.now(), publish.clone()) {
+            Ok(Some(packet_id)) => {
+                self.pending_publishes.insert(packet_id.get(), done);
+            }
+            Ok(None) => self.written.push(done),
+            Err(UsageError::NotConnected) if conn.state() == ClientState::Connecting => {
+                debug_assert_eq!(qos, QoS::AtMostOnce);
+                self.offline.push_back((publish, done));
+            }
+            Err(error) => {
+                let _ = done.try_send(Err(Error::Usage(error)));
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        conn: &mut ClientConnection,
+        options: SubscribeOptions,
+        done: Reply<Subscribed>,
+    ) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let capacity = options.capacity.unwrap_or(self.options.queue_capacity);
+        let (queue, messages) = async_channel::bounded(capacity);
+        let filter = options.filter.filter.clone();
+        match conn.subscribe(
+            self.runtime.now(),
+            vec![options.filter],
+            SubscribeProperties::default(),
+        ) {
+            Ok(packet_id) => {
+                self.subscriptions.push(LocalSubscription {
+                    key,
+                    filter,
+                    queue,
+                    manual_ack: options.manual_ack,
+                });
+                self.pending_subscribes
+                    .insert(packet_id.get(), (key, messages, done));
+            }
+            Err(error) => {
+                let _ = done.try_send(Err(Error::Usage(error)));
+            }
+        }
+    }
+
+    fn remove_subscription(&mut self, key: u64) -> Option<ByteString> {
+        let index = self.subscriptions.iter().position(|s| s.key == key)?;
+        Some(self.subscriptions.remove(index).filter)
+    }
+
+    fn unsubscribe(&mut self, conn: &mut ClientConnection, key: u64) {
+        if let Some(filter) = self.remove_subscription(key)
+            && !self.subscriptions.iter().any(|s| s.filter == filter)
+        {
+            let _ = conn.unsubscribe(
+                self.runtime.now(),
+                vec![filter],
+                UnsubscribeProperties::default(),
+            );
+        }
+    }
+}
+
+/// The error for a first connection that ended before it was accepted.
+fn refusal(reason: &DisconnectReason) -> Error {
+    match reason {
+        DisconnectReason::Refused {
+            reason_code,
+            properties,
+        } => Error::Refused {
+            reason_code: *reason_code,
+            reason_string: properties.reason_string.as_ref().map(|s| s.to_string()),
+        },
+        other => Error::Disconnected(other.clone()),
+    }
+}

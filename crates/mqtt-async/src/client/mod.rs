@@ -1,0 +1,275 @@
+//! The async [`Client`]: a cheap, cloneable handle to a background task that drives the
+//! protocol core, reconnects, and routes messages to subscriptions.
+
+mod driver;
+mod subscription;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use bytes::Bytes;
+use mqtt_proto::ReasonCode;
+use mqtt_proto::connection::{DisconnectReason, PublishOutcome};
+use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, Version};
+
+pub use subscription::{Message, SubscribeOptions, Subscription};
+
+use crate::runtime::{Runtime, SharedRuntime};
+use crate::{ClientOptions, Error};
+use driver::{Command, Control, Driver};
+
+/// What happened to the client's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// Connected; `session_present` says whether the broker resumed the session.
+    Connected {
+        /// The broker kept the session.
+        session_present: bool,
+    },
+    /// The connection ended.
+    Disconnected(DisconnectReason),
+    /// A connection attempt failed (network or TLS error, refusal).
+    ConnectFailed(String),
+    /// The next attempt starts after this delay.
+    Reconnecting(Duration),
+}
+
+/// The result of a completed publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The packet identifier (QoS 1 and 2).
+    pub packet_id: Option<PacketId>,
+    /// The broker's reason code (Success for QoS 0; 5.0 brokers may say No matching
+    /// subscribers).
+    pub reason_code: ReasonCode,
+}
+
+struct Shared {
+    commands: Sender<Command>,
+    control: Sender<Control>,
+    events: Receiver<ConnectionEvent>,
+    next_request: AtomicU64,
+    version: Version,
+    client_id: std::sync::Mutex<ByteString>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: the background task ends.
+        let _ = self.control.try_send(Control::Shutdown);
+    }
+}
+
+/// An MQTT client. Clone it freely: every clone talks to the same connection.
+///
+/// A background task (spawned on the runtime `R`) drives the connection; there is no event loop
+/// to poll. Every method is cancel-safe: dropping a `publish` future after it was polled does
+/// not take the message back (it is sent, and acknowledged, regardless), and dropping a
+/// `subscribe` future leaves the subscription to be removed again.
+pub struct Client<R> {
+    shared: Arc<Shared>,
+    _runtime: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Client<R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            _runtime: PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Client<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + Default> Client<R> {
+    /// Connects, and returns once the broker accepted the connection.
+    pub async fn connect(options: ClientOptions) -> Result<Self, Error> {
+        Self::connect_with(Arc::new(R::default()), options).await
+    }
+}
+
+impl<R> Client<R> {
+    /// Connects using this runtime handle.
+    pub async fn connect_with(
+        runtime: SharedRuntime,
+        options: ClientOptions,
+    ) -> Result<Self, Error> {
+        let (commands, command_rx) = async_channel::bounded(256);
+        let (control, control_rx) = async_channel::unbounded();
+        let (events_tx, events) = async_channel::bounded(64);
+        let (ready_tx, ready_rx) = async_channel::bounded(1);
+        let version = options.config.version;
+        let client_id = options.config.client_id.clone();
+        let driver = Driver::new(
+            runtime.clone(),
+            options,
+            command_rx,
+            control_rx,
+            commands.clone(),
+            control.clone(),
+            events_tx,
+            ready_tx,
+        );
+        runtime.spawn(Box::pin(driver.run()));
+        let assigned = ready_rx.recv().await.map_err(|_| Error::Closed)??;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                commands,
+                control,
+                events,
+                next_request: AtomicU64::new(0),
+                version,
+                client_id: std::sync::Mutex::new(if client_id.is_empty() {
+                    assigned
+                } else {
+                    client_id
+                }),
+            }),
+            _runtime: PhantomData,
+        })
+    }
+
+    /// Publishes a message; completes when the broker acknowledged it (QoS 1: PUBACK, QoS 2:
+    /// PUBCOMP) or, for QoS 0, when it was written. A refusal is [`Error::Rejected`]. While
+    /// disconnected, messages wait in a bounded queue and go out after the reconnect.
+    pub async fn publish(
+        &self,
+        topic: impl Into<ByteString>,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+    ) -> Result<Published, Error> {
+        let mut publish = Publish::new(topic, payload);
+        publish.qos = qos;
+        self.publish_with(publish).await
+    }
+
+    /// Publishes a PUBLISH with every option (retain, 5.0 properties).
+    pub async fn publish_with(&self, publish: Publish) -> Result<Published, Error> {
+        let (done, result) = async_channel::bounded(1);
+        self.send(Command::Publish { publish, done }).await?;
+        let outcome: Result<Option<PublishOutcome>, Error> =
+            result.recv().await.map_err(|_| Error::Closed)?;
+        match outcome? {
+            None => Ok(Published {
+                packet_id: None,
+                reason_code: ReasonCode::Success,
+            }),
+            Some(outcome) if outcome.reason_code.is_error() => Err(Error::Rejected {
+                reason_code: outcome.reason_code,
+                reason_string: outcome.properties.reason_string.map(|s| s.to_string()),
+            }),
+            Some(outcome) => Ok(Published {
+                packet_id: Some(outcome.packet_id),
+                reason_code: outcome.reason_code,
+            }),
+        }
+    }
+
+    /// Subscribes to `filter` at `qos`; messages arrive on the returned stream.
+    pub async fn subscribe(
+        &self,
+        filter: impl Into<ByteString>,
+        qos: QoS,
+    ) -> Result<Subscription, Error> {
+        self.subscribe_with(SubscribeOptions::new(filter).qos(qos))
+            .await
+    }
+
+    /// Subscribes with every option (manual acknowledgement, No Local, retain handling, …).
+    pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
+        let (done, result) = async_channel::bounded(1);
+        self.send(Command::Subscribe { options, done }).await?;
+        let (key, messages, reason_code) = result.recv().await.map_err(|_| Error::Closed)??;
+        let subscription = Subscription {
+            messages: Box::pin(messages),
+            key,
+            control: self.shared.control.clone(),
+            reason_code,
+        };
+        if reason_code.is_error() {
+            return Err(Error::Rejected {
+                reason_code,
+                reason_string: None,
+            });
+        }
+        Ok(subscription)
+    }
+
+    /// Sends a request and waits for the response (5.0 request/response): subscribes to a
+    /// response topic of its own, publishes with Response Topic and Correlation Data set, and
+    /// returns the first message carrying that correlation data.
+    pub async fn request(
+        &self,
+        topic: impl Into<ByteString>,
+        payload: impl Into<Bytes>,
+    ) -> Result<Message, Error> {
+        if self.shared.version != Version::V5 {
+            return Err(Error::Usage(mqtt_proto::connection::UsageError::Encode(
+                mqtt_proto::codec::EncodeError::NotInV311("request/response"),
+            )));
+        }
+        let n = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let client_id = self.client_id();
+        let response_topic = format!("mqtt-rs/responses/{client_id}/{n}");
+        let mut responses = self
+            .subscribe(response_topic.clone(), QoS::AtLeastOnce)
+            .await?;
+        let correlation = Bytes::from(n.to_be_bytes().to_vec());
+        let mut publish = Publish::new(topic, payload);
+        publish.qos = QoS::AtLeastOnce;
+        publish.properties.response_topic = Some(response_topic.into());
+        publish.properties.correlation_data = Some(correlation.clone());
+        self.publish_with(publish).await?;
+        while let Some(message) = responses.recv().await {
+            if message.properties().correlation_data.as_ref() == Some(&correlation) {
+                return Ok(message);
+            }
+        }
+        Err(Error::Closed)
+    }
+
+    /// The client identifier (the server-assigned one if ours was empty).
+    pub fn client_id(&self) -> ByteString {
+        self.shared
+            .client_id
+            .lock()
+            .map(|id| id.clone())
+            .unwrap_or_default()
+    }
+
+    /// The stream of connection events: connected, disconnected (with the reason),
+    /// reconnecting. Each event goes to one receiver; the oldest are dropped if nobody reads.
+    pub fn events(&self) -> Receiver<ConnectionEvent> {
+        self.shared.events.clone()
+    }
+
+    /// Disconnects gracefully (DISCONNECT with Normal disconnection) and stops reconnecting.
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        self.disconnect_with(Disconnect::default()).await
+    }
+
+    /// Disconnects with this DISCONNECT (reason 0x04 asks the broker to publish the will).
+    pub async fn disconnect_with(&self, disconnect: Disconnect) -> Result<(), Error> {
+        let (done, result) = async_channel::bounded(1);
+        self.send(Command::Disconnect { disconnect, done }).await?;
+        let _ = result.recv().await;
+        Ok(())
+    }
+
+    async fn send(&self, command: Command) -> Result<(), Error> {
+        self.shared
+            .commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Closed)
+    }
+}

@@ -1,0 +1,185 @@
+//! Subscriptions as streams, and received messages with their acknowledgement.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_channel::{Receiver, Sender};
+use futures_lite::Stream;
+use mqtt_proto::ReasonCode;
+use mqtt_proto::connection::AckToken;
+use mqtt_proto::packet::{
+    Bytes, Publish, PublishProperties, QoS, RetainHandling, Subscription as Filter,
+};
+
+use super::driver::{Command, Control};
+use crate::Error;
+
+/// What to subscribe to, and how.
+///
+/// ```
+/// use mqtt_async::{QoS, SubscribeOptions};
+/// let options = SubscribeOptions::new("sensors/#").qos(QoS::AtLeastOnce).manual_ack();
+/// ```
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    pub(crate) filter: Filter,
+    pub(crate) manual_ack: bool,
+    pub(crate) capacity: Option<usize>,
+}
+
+impl SubscribeOptions {
+    /// A subscription to `filter` at QoS 0 with automatic acknowledgement.
+    pub fn new(filter: impl Into<mqtt_proto::packet::ByteString>) -> Self {
+        Self {
+            filter: Filter::new(filter, QoS::AtMostOnce),
+            manual_ack: false,
+            capacity: None,
+        }
+    }
+
+    /// The maximum QoS to receive at.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.filter.options.qos = qos;
+        self
+    }
+
+    /// Messages must be acknowledged with [`Message::ack`]; one dropped unacknowledged is
+    /// redelivered by the broker after a reconnect. Acknowledgements reach the wire in the order
+    /// messages arrived (MQTT-4.6.0-2).
+    pub fn manual_ack(mut self) -> Self {
+        self.manual_ack = true;
+        self
+    }
+
+    /// Do not receive our own publications (5.0).
+    pub fn no_local(mut self) -> Self {
+        self.filter.options.no_local = true;
+        self
+    }
+
+    /// Keep the RETAIN flag of forwarded messages (5.0).
+    pub fn retain_as_published(mut self) -> Self {
+        self.filter.options.retain_as_published = true;
+        self
+    }
+
+    /// When retained messages are sent (5.0).
+    pub fn retain_handling(mut self, handling: RetainHandling) -> Self {
+        self.filter.options.retain_handling = handling;
+        self
+    }
+
+    /// This subscription's queue capacity (default: the client's `queue_capacity`).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity.max(1));
+        self
+    }
+}
+
+/// Acknowledges one message under manual acknowledgement.
+#[derive(Debug)]
+pub(crate) struct Acker {
+    pub(crate) commands: Sender<Command>,
+    pub(crate) token: AckToken,
+    pub(crate) epoch: u64,
+}
+
+/// A message from the broker.
+#[derive(Debug)]
+pub struct Message {
+    pub(crate) publish: Publish,
+    pub(crate) acker: Option<Acker>,
+}
+
+impl Message {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.publish.topic
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.publish.payload
+    }
+
+    /// The QoS it was delivered at.
+    pub fn qos(&self) -> QoS {
+        self.publish.qos
+    }
+
+    /// Whether it is a retained message.
+    pub fn retain(&self) -> bool {
+        self.publish.retain
+    }
+
+    /// Its 5.0 properties.
+    pub fn properties(&self) -> &PublishProperties {
+        &self.publish.properties
+    }
+
+    /// The whole PUBLISH.
+    pub fn publish(&self) -> &Publish {
+        &self.publish
+    }
+
+    /// Whether this message waits for [`Message::ack`].
+    pub fn needs_ack(&self) -> bool {
+        self.acker.is_some()
+    }
+
+    /// Acknowledges the message (manual acknowledgement; a no-op otherwise). If the connection
+    /// it came on has ended, the broker redelivers it instead and this does nothing.
+    pub async fn ack(mut self) -> Result<(), Error> {
+        if let Some(acker) = self.acker.take() {
+            acker
+                .commands
+                .send(Command::Ack {
+                    token: acker.token,
+                    epoch: acker.epoch,
+                })
+                .await
+                .map_err(|_| Error::Closed)?;
+        }
+        Ok(())
+    }
+}
+
+/// An active subscription: a stream of [`Message`]s with a bounded queue.
+///
+/// Overflow policy: backpressure. While the queue is full the client stops reading from the
+/// network, so the broker (bounded by our Receive Maximum) stops sending; no QoS 1/2 message is
+/// dropped. Dropping the subscription unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    // Boxed: a receiver is not `Unpin`, and a stream should be.
+    pub(crate) messages: Pin<Box<Receiver<Message>>>,
+    pub(crate) key: u64,
+    pub(crate) control: Sender<Control>,
+    pub(crate) reason_code: ReasonCode,
+}
+
+impl Subscription {
+    /// The next message; `None` once the client is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.messages.recv().await.ok()
+    }
+
+    /// The granted QoS, as the SUBACK said.
+    pub fn reason_code(&self) -> ReasonCode {
+        self.reason_code
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.messages.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.control.try_send(Control::Unsubscribe(self.key));
+    }
+}

@@ -1,0 +1,24 @@
+//! The async layer of mqtt-rs, written once for every runtime: the drive loop that runs the
+//! sans-I/O core of [`mqtt_proto`] over a transport, the [`Client`] and the [`Broker`].
+//!
+//! Pick a runtime crate (`mqtt-tokio`, `mqtt-smol`, `mqtt-async-std`): each implements
+//! [`Runtime`] in one small file and re-exports this crate, so code looks the same on all.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod broker;
+mod client;
+mod error;
+mod options;
+pub mod runtime;
+mod tls;
+
+pub use broker::{Broker, BrokerBuilder, BrokerHandle};
+pub use client::{Client, ConnectionEvent, Message, Published, SubscribeOptions, Subscription};
+pub use error::Error;
+pub use mqtt_proto::ReasonCode;
+pub use mqtt_proto::backoff::BackoffConfig;
+pub use mqtt_proto::packet::{Publish, QoS, RetainHandling, Version, Will};
+pub use options::ClientOptions;
+pub use runtime::{Runtime, SharedRuntime};
+pub use tls::{Roots, ServerTls, TlsOptions};

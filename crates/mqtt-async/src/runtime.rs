@@ -1,0 +1,74 @@
+//! What the drive loop needs from an async runtime: a clock, timers, spawning, and TCP.
+//!
+//! One small implementation per runtime lives in `mqtt-tokio`, `mqtt-smol` and
+//! `mqtt-async-std`; everything else is written once against these traits. Transports are
+//! futures-io streams, which smol and async-std provide natively and tokio through
+//! `tokio-util`'s compat layer, so TLS (futures-rustls) works the same on all of them.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_io::{AsyncRead, AsyncWrite};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A byte stream the client or broker runs MQTT over: TCP, TLS, or anything else.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// A boxed transport.
+pub type BoxTransport = Box<dyn Transport>;
+
+/// A listening TCP socket.
+pub trait Listener: Send + 'static {
+    /// Accepts the next connection.
+    fn poll_accept(&mut self, cx: &mut Context<'_>)
+    -> Poll<io::Result<(BoxTransport, SocketAddr)>>;
+    /// The address it listens on (with the port the kernel chose for port 0).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// An async runtime: tokio, smol, async-std, or your own.
+pub trait Runtime: Send + Sync + Debug + 'static {
+    /// The current time. The protocol core never reads a clock; the drive loop asks here.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()>;
+
+    /// Runs `future` in the background.
+    fn spawn(&self, future: BoxFuture<'static, ()>);
+
+    /// Resolves a host name.
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
+
+    /// Opens a TCP connection (with `TCP_NODELAY`: MQTT packets are small and latency matters).
+    fn connect_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxTransport>>;
+
+    /// Listens on a TCP address.
+    fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
+
+    /// Runs `future` to completion on the current thread (a thread of its own, for embedding a
+    /// broker in a program that is not async).
+    fn block_on(&self, future: BoxFuture<'static, ()>);
+}
+
+/// A shared runtime handle.
+pub type SharedRuntime = Arc<dyn Runtime>;
+
+/// Accepts the next connection of a listener.
+pub(crate) fn accept(
+    listener: &mut dyn Listener,
+) -> impl Future<Output = io::Result<(BoxTransport, SocketAddr)>> + '_ {
+    futures_lite::future::poll_fn(move |cx| listener.poll_accept(cx))
+}

@@ -1,0 +1,164 @@
+//! TLS with rustls, over any runtime's transport.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_rustls::rustls::pki_types::pem::PemObject;
+use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use futures_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::Error;
+use crate::runtime::BoxTransport;
+
+/// Which certificate authorities a client trusts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Roots {
+    /// The operating system's store.
+    System,
+    /// The certificates in this PEM file.
+    CaFile(PathBuf),
+    /// These certificates (DER).
+    Certificates(Vec<CertificateDer<'static>>),
+}
+
+/// Client-side TLS settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsOptions {
+    /// Trusted authorities (default: the system's).
+    pub roots: Roots,
+    /// A client certificate chain and key (PEM files), for servers that ask for one.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+    /// The name to verify the server's certificate against and send as SNI (default: the host
+    /// connected to).
+    pub server_name: Option<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self {
+            roots: Roots::System,
+            client_auth: None,
+            server_name: None,
+        }
+    }
+}
+
+impl TlsOptions {
+    /// Trust the CA certificates in a PEM file instead of the system's.
+    pub fn ca_file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            roots: Roots::CaFile(path.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Present this client certificate chain and key (PEM files).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_auth = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Verify the server against (and send as SNI) this name.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn connector(&self) -> Result<TlsConnector, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        match &self.roots {
+            Roots::System => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+            Roots::CaFile(path) => {
+                for cert in read_certs(path)? {
+                    roots.add(cert).map_err(tls_error)?;
+                }
+            }
+            Roots::Certificates(certs) => {
+                for cert in certs {
+                    roots.add(cert.clone()).map_err(tls_error)?;
+                }
+            }
+        }
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?
+            .with_root_certificates(roots);
+        let config = match &self.client_auth {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+                .map_err(tls_error)?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(TlsConnector::from(Arc::new(config)))
+    }
+
+    pub(crate) async fn wrap(
+        &self,
+        host: &str,
+        transport: BoxTransport,
+    ) -> Result<BoxTransport, Error> {
+        let name = self.server_name.as_deref().unwrap_or(host).to_owned();
+        let name = ServerName::try_from(name).map_err(|e| Error::Tls(e.to_string()))?;
+        let stream = self.connector()?.connect(name, transport).await?;
+        Ok(Box::new(stream))
+    }
+}
+
+/// Server-side TLS: a certificate chain and its key.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerTls {
+    /// The certificate chain (PEM file).
+    pub cert: PathBuf,
+    /// The private key (PEM file).
+    pub key: PathBuf,
+}
+
+impl ServerTls {
+    /// A certificate chain and key, both PEM files.
+    pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?
+            .with_no_client_auth()
+            .with_single_cert(read_certs(&self.cert)?, read_key(&self.key)?)
+            .map_err(tls_error)?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+fn tls_error(error: impl std::fmt::Display) -> Error {
+    Error::Tls(error.to_string())
+}
+
+fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{}: no certificates", path.display())));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &PathBuf) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| Error::Tls(format!("{}: {e}", path.display())))
+}

@@ -1,0 +1,102 @@
+//! MQTT for tokio: the [`mqtt_async`] client and broker on the tokio runtime.
+//!
+//! ```no_run
+//! use mqtt_tokio::{Client, ClientOptions, QoS, Version};
+//!
+//! # async fn run() -> Result<(), mqtt_tokio::Error> {
+//! let client = Client::connect(ClientOptions::new("127.0.0.1", 1883).version(Version::V5)).await?;
+//! let mut messages = client.subscribe("sensors/#", QoS::AtLeastOnce).await?;
+//! client.publish("sensors/temperature", "23.5", QoS::AtLeastOnce).await?;
+//! while let Some(msg) = messages.recv().await {
+//!     println!("{} {:?}", msg.topic(), msg.payload());
+//! }
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+pub use mqtt_async::*;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// The tokio runtime, as the async layer sees it. Spawns onto the current tokio runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioRuntime;
+
+/// A client on tokio.
+pub type Client = mqtt_async::Client<TokioRuntime>;
+/// A broker on tokio.
+pub type Broker = mqtt_async::Broker<TokioRuntime>;
+
+struct TokioListener(tokio::net::TcpListener);
+
+impl Listener for TokioListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(BoxTransport, SocketAddr)>> {
+        self.0.poll_accept(cx).map_ok(|(stream, peer)| {
+            let _ = stream.set_nodelay(true);
+            (Box::new(stream.compat()) as BoxTransport, peer)
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        tokio::spawn(future);
+    }
+
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        let host = host.to_owned();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+
+    fn connect_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxTransport>> {
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream.compat()) as BoxTransport)
+        })
+    }
+
+    fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            Ok(Box::new(TokioListener(listener)) as Box<dyn Listener>)
+        })
+    }
+
+    fn block_on(&self, future: BoxFuture<'static, ()>) {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(future),
+            Err(error) => panic_free_report(error),
+        }
+    }
+}
+
+/// A runtime that cannot be built leaves nothing to run; say so on stderr rather than panic.
+fn panic_free_report(error: io::Error) {
+    eprintln!("mqtt-tokio: cannot start a tokio runtime: {error}");
+}

@@ -1,11 +1,44 @@
 //! Checked primitives of the wire format (section 1.5): integers, Variable Byte Integers, UTF-8
 //! strings and binary data, read from a packet body and written into a caller's buffer.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, EncodeError};
 use crate::packet::PacketType;
+use crate::topic::{self, MAX_TOPIC_LEN};
+
+/// Writes into a `BytesMut` the way `BufMut` does, but inlined.
+///
+/// `BufMut::put_slice` for `BytesMut` is not `#[inline]`, and `put_u8`/`put_u16`/`put_u32` go
+/// through it: every integer written costs a call and a `memcpy` call of one to four bytes.
+/// `BytesMut::extend_from_slice` is `#[inline]`, so with a constant length the copy becomes a
+/// plain store. The encoders import this trait instead of `BufMut`; the names are the same.
+pub(crate) trait Put {
+    fn put_u8(&mut self, n: u8);
+    fn put_u16(&mut self, n: u16);
+    fn put_u32(&mut self, n: u32);
+    fn put_slice(&mut self, src: &[u8]);
+}
+
+impl Put for BytesMut {
+    #[inline]
+    fn put_u8(&mut self, n: u8) {
+        self.extend_from_slice(&[n]);
+    }
+    #[inline]
+    fn put_u16(&mut self, n: u16) {
+        self.extend_from_slice(&n.to_be_bytes());
+    }
+    #[inline]
+    fn put_u32(&mut self, n: u32) {
+        self.extend_from_slice(&n.to_be_bytes());
+    }
+    #[inline]
+    fn put_slice(&mut self, src: &[u8]) {
+        self.extend_from_slice(src);
+    }
+}
 
 /// The largest value a Variable Byte Integer can carry (section 1.5.5).
 pub(crate) const MAX_VARIABLE_BYTE_INTEGER: u32 = 268_435_455;
@@ -74,6 +107,51 @@ impl Reader {
         Ok(self.buf.split_to(n))
     }
 
+    /// A topic name (section 4.7): a UTF-8 string, validated as [`Reader::string`] does, and
+    /// whether it is a valid, non-empty topic name. The caller decides when to report an invalid
+    /// one, so that errors keep their order.
+    pub(crate) fn topic_name(&mut self) -> Result<(ByteString, bool), DecodeError> {
+        let raw = self.binary()?;
+        if has_nul_or_wildcard(&raw) {
+            // Reports U+0000 and bad UTF-8 as `string` does; otherwise a wildcard is present.
+            return Ok((utf8(raw)?, false));
+        }
+        let valid = !raw.is_empty();
+        let name = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)?;
+        Ok((name, valid))
+    }
+
+    /// A topic filter (SUBSCRIBE, UNSUBSCRIBE): a UTF-8 string, validated as [`Reader::string`]
+    /// does, then as a filter ([`DecodeError::InvalidTopicFilter`]).
+    pub(crate) fn topic_filter(&mut self) -> Result<ByteString, DecodeError> {
+        let raw = self.binary()?;
+        if is_plain_topic_filter(&raw) {
+            return ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8);
+        }
+        let filter = utf8(raw)?;
+        if topic::is_valid_topic_filter(&filter) {
+            Ok(filter)
+        } else {
+            Err(DecodeError::InvalidTopicFilter)
+        }
+    }
+
+    /// How many length-prefixed fields, each followed by `trailer` bytes, the rest holds: the
+    /// capacity to give a list of topic filters. A hint only; stops at the first that does not
+    /// fit.
+    pub(crate) fn count_fields(&self, trailer: usize) -> usize {
+        let mut rest: &[u8] = &self.buf;
+        let mut count = 0;
+        while let Some((len, tail)) = rest.split_first_chunk::<2>() {
+            let Some(after) = tail.get(usize::from(u16::from_be_bytes(*len)) + trailer..) else {
+                break;
+            };
+            rest = after;
+            count += 1;
+        }
+        count
+    }
+
     /// Everything that is left (a PUBLISH payload).
     pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
@@ -97,7 +175,8 @@ impl Reader {
         utf8(raw)
     }
 
-    pub(crate) fn finish(self) -> Result<(), DecodeError> {
+    /// Whether the body was read to its end ([`DecodeError::TrailingBytes`] if not).
+    pub(crate) fn check_finished(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -153,6 +232,7 @@ pub(crate) fn varint_len(value: usize) -> usize {
 }
 
 /// Writes a Variable Byte Integer; the caller has checked `value <= MAX_VARIABLE_BYTE_INTEGER`.
+#[inline]
 pub(crate) fn put_varint(buf: &mut BytesMut, value: usize) {
     let mut value = value;
     loop {
@@ -171,6 +251,7 @@ pub(crate) fn put_varint(buf: &mut BytesMut, value: usize) {
 }
 
 /// Checks a string or binary field fits its two-byte length prefix.
+#[inline]
 pub(crate) fn check_field(len: usize) -> Result<(), EncodeError> {
     if len > usize::from(u16::MAX) {
         Err(EncodeError::FieldTooLong(len))
@@ -180,6 +261,7 @@ pub(crate) fn check_field(len: usize) -> Result<(), EncodeError> {
 }
 
 /// Writes a length-prefixed field (string or binary); the caller has run [`check_field`].
+#[inline]
 pub(crate) fn put_binary(buf: &mut BytesMut, data: &[u8]) {
     #[allow(clippy::cast_possible_truncation)] // checked by `check_field` during sizing
     buf.put_u16(data.len() as u16);
@@ -187,9 +269,124 @@ pub(crate) fn put_binary(buf: &mut BytesMut, data: &[u8]) {
 }
 
 /// The length of a field with its two-byte prefix, checked against the 65,535 byte limit.
+#[inline]
 pub(crate) fn field_len(data: &[u8]) -> Result<usize, EncodeError> {
     check_field(data.len())?;
     Ok(2 + data.len())
+}
+
+/// The bytes that topic validation cares about, U+0000, `+` and `#`, found eight at a time: a
+/// byte search in `core` looks for one value per pass, topic checks need three.
+///
+/// `+` (0x2B) and `#` (0x23) differ only in bit 3, and no other byte becomes 0x2B when that bit is
+/// set, so one comparison finds both.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const BIT3: u64 = ONES * 0x08;
+const WILDCARD: u64 = ONES * 0x2B;
+
+/// Bit 7 set in each byte of `word` (little endian) that is special. Exact, unlike the cheaper
+/// test of [`any_special`]: `(x & 0x7F) + 0x7F` cannot carry into the next byte.
+fn special_bytes(word: u64) -> u64 {
+    const LOW7: u64 = ONES * 0x7F;
+    let zero_bytes = |x: u64| !(((x & LOW7) + LOW7) | x | LOW7);
+    zero_bytes(word) | zero_bytes((word | BIT3) ^ WILDCARD)
+}
+
+/// Nonzero exactly when some byte of `word` is special (bits may be set above the first special
+/// byte, so this says whether, not where).
+fn any_special(word: u64) -> u64 {
+    const HIGH: u64 = ONES * 0x80;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    has_zero(word) | has_zero((word | BIT3) ^ WILDCARD)
+}
+
+fn is_special(byte: u8) -> bool {
+    matches!(byte, 0 | b'+' | b'#')
+}
+
+#[inline]
+fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
+    let (words, tail) = bytes.as_chunks::<8>();
+    // Branch-free over the words; the tail is covered by the last eight bytes, which overlap
+    // the words (only a string shorter than eight bytes is read one byte at a time).
+    let found = words.iter().fold(0, |found, word| {
+        found | any_special(u64::from_le_bytes(*word))
+    });
+    match bytes.last_chunk::<8>() {
+        Some(last) => found | any_special(u64::from_le_bytes(*last)) != 0,
+        None => tail.iter().copied().any(is_special),
+    }
+}
+
+/// Whether `name` is a valid topic name: the same answer as [`topic::is_valid_topic_name`] in
+/// one pass over the bytes.
+#[inline]
+pub(crate) fn is_valid_topic_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= MAX_TOPIC_LEN && !has_nul_or_wildcard(name)
+}
+
+/// True when `filter` is a valid topic filter that is not a shared subscription (the answer of
+/// [`topic::is_valid_topic_filter`] in one pass); false when it is invalid or starts with
+/// `$share/`, which the caller leaves to [`topic`].
+pub(crate) fn is_plain_topic_filter(filter: &[u8]) -> bool {
+    if filter.is_empty() || filter.len() > MAX_TOPIC_LEN || filter.starts_with(b"$share/") {
+        return false;
+    }
+    // A wildcard is a whole level: `+` anywhere, `#` only as the last one (MQTT-4.7.1-1,
+    // MQTT-4.7.1-2). U+0000 is never allowed.
+    let fits = |i: usize| {
+        let level_start = i == 0 || filter.get(i - 1) == Some(&b'/');
+        match filter.get(i) {
+            Some(b'+') => level_start && matches!(filter.get(i + 1), None | Some(b'/')),
+            Some(b'#') => level_start && i + 1 == filter.len(),
+            _ => false,
+        }
+    };
+    let fits_word = |start: usize, word: &[u8; 8]| {
+        let mut mask = special_bytes(u64::from_le_bytes(*word));
+        while mask != 0 {
+            if !fits(start + mask.trailing_zeros() as usize / 8) {
+                return false;
+            }
+            mask &= mask - 1;
+        }
+        true
+    };
+    let (words, tail) = filter.as_chunks::<8>();
+    if !words
+        .iter()
+        .enumerate()
+        .all(|(w, word)| fits_word(w * 8, word))
+    {
+        return false;
+    }
+    // The tail, as the last eight bytes: those that overlap the words are checked twice, which
+    // changes nothing.
+    match filter.last_chunk::<8>() {
+        _ if tail.is_empty() => true,
+        Some(last) => fits_word(filter.len() - 8, last),
+        None => tail
+            .iter()
+            .enumerate()
+            .all(|(i, &byte)| !is_special(byte) || fits(i)),
+    }
+}
+
+/// Checks a topic name for encoding (PUBLISH, will).
+#[inline]
+pub(crate) fn check_topic_name(name: &str) -> Result<(), EncodeError> {
+    if is_valid_topic_name(name.as_bytes()) {
+        return Ok(());
+    }
+    check_topic(topic::check_topic_name(name), name)
+}
+
+/// Checks a topic filter for encoding (SUBSCRIBE, UNSUBSCRIBE).
+pub(crate) fn check_topic_filter(filter: &str) -> Result<(), EncodeError> {
+    if is_plain_topic_filter(filter.as_bytes()) {
+        return Ok(());
+    }
+    check_topic(topic::check_topic_filter(filter), filter)
 }
 
 /// Converts a topic check into an encoding error; an over-long topic is an over-long field.
@@ -258,6 +455,88 @@ mod tests {
             Err(DecodeError::MalformedVariableByteInteger)
         );
         assert_eq!(read_varint(&[0x80, 0x01]), Ok(Some((128, 2))));
+    }
+
+    /// Every string of up to five pieces that matter to topic validation, some longer than a
+    /// word so that the eight-byte steps and the tail both see wildcards.
+    fn topic_like_strings() -> Vec<String> {
+        const PIECES: [&str; 7] = ["a", "/", "+", "#", "\0", "$share/", "abcdefgh"];
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..5 {
+            last = last
+                .iter()
+                .flat_map(|s| PIECES.iter().map(move |piece| format!("{s}{piece}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn one_pass_topic_checks_agree_with_the_topic_module() {
+        for s in topic_like_strings() {
+            let bytes = s.as_bytes();
+            let specials = bytes.iter().copied().any(is_special);
+            assert_eq!(has_nul_or_wildcard(bytes), specials, "{s:?}");
+            assert_eq!(
+                is_valid_topic_name(bytes),
+                topic::is_valid_topic_name(&s),
+                "{s:?}"
+            );
+            let filter = topic::is_valid_topic_filter(&s);
+            if s.starts_with("$share/") {
+                assert!(!is_plain_topic_filter(bytes), "{s:?}");
+            } else {
+                assert_eq!(is_plain_topic_filter(bytes), filter, "{s:?}");
+            }
+            assert_eq!(
+                check_topic_name(&s),
+                check_topic(topic::check_topic_name(&s), &s),
+                "{s:?}"
+            );
+            assert_eq!(
+                check_topic_filter(&s),
+                check_topic(topic::check_topic_filter(&s), &s),
+                "{s:?}"
+            );
+
+            // The readers give what a string read followed by the topic module gives.
+            let mut field = BytesMut::new();
+            put_binary(&mut field, bytes);
+            let reader = || Reader::new(field.clone().freeze(), PacketType::Subscribe);
+            let string = reader().string();
+            let expected = string.clone().and_then(|f| {
+                if filter {
+                    Ok(f)
+                } else {
+                    Err(DecodeError::InvalidTopicFilter)
+                }
+            });
+            assert_eq!(reader().topic_filter(), expected, "{s:?}");
+            let name = reader().topic_name();
+            let expected = string.map(|n| {
+                let valid = topic::is_valid_topic_name(&n);
+                (n, valid)
+            });
+            assert_eq!(name, expected, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn count_fields_counts_length_prefixed_entries() {
+        let mut body = BytesMut::new();
+        for filter in ["a/b", "", "c/#"] {
+            put_binary(&mut body, filter.as_bytes());
+            body.put_u8(1);
+        }
+        let whole = Reader::new(body.clone().freeze(), PacketType::Subscribe);
+        assert_eq!(whole.count_fields(1), 3);
+        // Read without the options byte, the second length is 0x0100: it stops there.
+        assert_eq!(whole.count_fields(0), 1);
+        body.truncate(body.len() - 1);
+        let cut = Reader::new(body.freeze(), PacketType::Subscribe);
+        assert_eq!(cut.count_fields(1), 2);
     }
 
     #[test]

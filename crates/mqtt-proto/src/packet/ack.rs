@@ -1,11 +1,11 @@
 //! The acknowledgements: PUBACK, PUBREC, PUBREL, PUBCOMP (sections 3.4 to 3.7), SUBACK (3.9) and
 //! UNSUBACK (3.11).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::{AckProperties, PacketId, PacketType, Version};
 use crate::ReasonCode;
-use crate::codec::wire::Reader;
+use crate::codec::wire::{Put, Reader};
 use crate::codec::{DecodeError, EncodeError};
 use crate::reason::ReasonContext;
 

@@ -1,10 +1,10 @@
 //! CONNECT (section 3.1) and CONNACK (section 3.2).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::{ConnAckProperties, ConnectProperties, QoS, Version, WillProperties};
-use crate::codec::wire::{Reader, check_topic, field_len, put_binary, string_len};
+use crate::codec::wire::{Put, Reader, check_topic_name, field_len, put_binary, string_len};
 use crate::codec::{DecodeError, EncodeError};
 use crate::reason::ReasonContext;
 use crate::{ReasonCode, topic};
@@ -180,7 +180,7 @@ impl Connect {
             } else if !will.properties.is_empty() {
                 return Err(EncodeError::NotInV311("will properties"));
             }
-            check_topic(topic::check_topic_name(&will.topic), &will.topic)?;
+            check_topic_name(&will.topic)?;
             len += string_len(&will.topic)? + field_len(&will.payload)?;
         }
         if let Some(username) = &self.username {

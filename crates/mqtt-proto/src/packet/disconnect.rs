@@ -1,10 +1,10 @@
 //! DISCONNECT (section 3.14) and AUTH (section 3.15).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::{AuthProperties, DisconnectProperties, PacketType, Version};
 use crate::ReasonCode;
-use crate::codec::wire::Reader;
+use crate::codec::wire::{Put, Reader};
 use crate::codec::{DecodeError, EncodeError};
 use crate::reason::ReasonContext;
 

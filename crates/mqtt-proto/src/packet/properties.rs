@@ -5,11 +5,12 @@
 
 use std::num::{NonZeroU16, NonZeroU32};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::codec::wire::{
-    MAX_VARIABLE_BYTE_INTEGER, Reader, field_len, put_binary, put_varint, string_len, varint_len,
+    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, field_len, put_binary, put_varint, string_len,
+    varint_len,
 };
 use crate::codec::{DecodeError, EncodeError};
 use crate::packet::QoS;
@@ -370,15 +371,29 @@ macro_rules! properties {
 
         impl $name {
             /// True when no property is set: the block encodes as a single zero byte.
+            #[inline]
             pub fn is_empty(&self) -> bool {
                 true $(&& Slot::is_unset(&self.$field))*
             }
 
             /// Reads a property block: its length, then the properties.
+            // PUBLISH reads its properties in place with `read_into`; every other packet uses this.
+            #[allow(dead_code)]
             pub(crate) fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-                let len = r.varint()?;
-                let mut block = r.sub(len as usize)?;
                 let mut properties = Self::default();
+                properties.read_into(r)?;
+                Ok(properties)
+            }
+
+            /// [`Self::read`] into `self`, which must be empty: a PUBLISH fills its properties
+            /// in place rather than moving a struct of 160 bytes, and skips an empty block.
+            pub(crate) fn read_into(&mut self, r: &mut Reader) -> Result<(), DecodeError> {
+                let len = r.varint()?;
+                if len == 0 {
+                    return Ok(());
+                }
+                let mut block = r.sub(len as usize)?;
+                let properties = self;
                 while !block.is_empty() {
                     // Identifiers are Variable Byte Integers, all of them one byte in 5.0.
                     let property = block.varint()?;
@@ -389,23 +404,41 @@ macro_rules! properties {
                         other => return Err(not_allowed(&block, other)),
                     }
                 }
-                Ok(properties)
+                Ok(())
             }
 
             /// Length of the properties, without the block's length prefix.
+            // Most packets carry none: that case is a test per field, inlined.
+            #[inline]
             pub(crate) fn body_len(&self) -> Result<usize, EncodeError> {
+                if self.is_empty() {
+                    return Ok(0);
+                }
+                self.sum_len()
+            }
+
+            fn sum_len(&self) -> Result<usize, EncodeError> {
                 Ok(0 $(+ Slot::encoded_len(&self.$field)?)*)
             }
 
             /// Length of the whole block, length prefix included.
+            #[inline]
             pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
                 let body = self.body_len()?;
                 Ok(varint_len(body) + body)
             }
 
             /// Writes the block; `body_len` is what [`Self::body_len`] returned.
+            #[inline]
             pub(crate) fn write(&self, body_len: usize, buf: &mut BytesMut) {
                 put_varint(buf, body_len);
+                // Every property takes at least two bytes: a length of 0 means there are none.
+                if body_len != 0 {
+                    self.write_all(buf);
+                }
+            }
+
+            fn write_all(&self, buf: &mut BytesMut) {
                 $( Slot::write(&self.$field, $id, buf); )*
             }
         }

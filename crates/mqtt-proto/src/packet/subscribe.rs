@@ -1,10 +1,10 @@
 //! SUBSCRIBE (section 3.8) and UNSUBSCRIBE (section 3.10).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::{PacketId, PacketType, QoS, SubscribeProperties, UnsubscribeProperties, Version};
-use crate::codec::wire::{Reader, check_topic, field_len, put_binary};
+use crate::codec::wire::{Put, Reader, check_topic_filter, field_len, put_binary};
 use crate::codec::{DecodeError, EncodeError};
 use crate::topic;
 
@@ -112,15 +112,6 @@ pub struct Subscribe {
     pub filters: Vec<Subscription>,
 }
 
-fn read_filter(r: &mut Reader) -> Result<ByteString, DecodeError> {
-    let filter = r.string()?;
-    if topic::is_valid_topic_filter(&filter) {
-        Ok(filter)
-    } else {
-        Err(DecodeError::InvalidTopicFilter)
-    }
-}
-
 fn read_packet_id(r: &mut Reader) -> Result<PacketId, DecodeError> {
     PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId(r.packet()))
 }
@@ -137,9 +128,9 @@ impl Subscribe {
         if r.is_empty() {
             return Err(DecodeError::EmptyPayload(PacketType::Subscribe));
         }
-        let mut filters = Vec::new();
+        let mut filters = Vec::with_capacity(r.count_fields(1));
         while !r.is_empty() {
-            let filter = read_filter(r)?;
+            let filter = r.topic_filter()?;
             let options = SubscriptionOptions::from_byte(r.u8()?, version)?;
             if options.no_local && topic::parse_shared(&filter).is_some() {
                 return Err(DecodeError::NoLocalOnSharedSubscription);
@@ -168,7 +159,7 @@ impl Subscribe {
         for subscription in &self.filters {
             subscription.options.to_byte(version)?;
             let filter = &subscription.filter;
-            check_topic(topic::check_topic_filter(filter), filter)?;
+            check_topic_filter(filter)?;
             if subscription.options.no_local && topic::parse_shared(&subscription.filter).is_some()
             {
                 return Err(EncodeError::NoLocalOnSharedSubscription);
@@ -214,9 +205,9 @@ impl Unsubscribe {
         if r.is_empty() {
             return Err(DecodeError::EmptyPayload(PacketType::Unsubscribe));
         }
-        let mut filters = Vec::new();
+        let mut filters = Vec::with_capacity(r.count_fields(0));
         while !r.is_empty() {
-            filters.push(read_filter(r)?);
+            filters.push(r.topic_filter()?);
         }
         Ok(Unsubscribe {
             packet_id,
@@ -238,7 +229,7 @@ impl Unsubscribe {
             Version::V3_1_1 => {}
         }
         for filter in &self.filters {
-            check_topic(topic::check_topic_filter(filter), filter)?;
+            check_topic_filter(filter)?;
             len += field_len(filter.as_bytes())?;
         }
         Ok(len)

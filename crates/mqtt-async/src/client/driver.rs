@@ -66,10 +66,14 @@ struct LocalSubscription {
 
 impl LocalSubscription {
     fn matches(&self, name: &str) -> bool {
-        match topic::parse_shared(&self.filter) {
-            Some(shared) => topic::matches(shared.filter, name),
-            None => topic::matches(&self.filter, name),
-        }
+        filter_matches(&self.filter, name)
+    }
+}
+
+fn filter_matches(filter: &str, name: &str) -> bool {
+    match topic::parse_shared(filter) {
+        Some(shared) => topic::matches(shared.filter, name),
+        None => topic::matches(filter, name),
     }
 }
 
@@ -122,6 +126,10 @@ pub(crate) struct Driver {
     written: Vec<Reply<Option<PublishOutcome>>>,
     deliveries: VecDeque<Delivery>,
     sending: Option<Sending>,
+    /// Messages no subscription matched, acknowledged, for the next subscription that does: a
+    /// resumed session's queued messages arrive right after CONNACK, before the application
+    /// could subscribe again. Bounded by `queue_capacity`; the oldest give way.
+    unclaimed: VecDeque<Publish>,
     disconnect_done: Vec<Sender<()>>,
     shutdown: bool,
     _control_tx: Sender<Control>,
@@ -171,6 +179,7 @@ impl Driver {
             written: Vec::new(),
             deliveries: VecDeque::new(),
             sending: None,
+            unclaimed: VecDeque::new(),
             disconnect_done: Vec::new(),
             shutdown: false,
             _control_tx: control_tx,
@@ -530,6 +539,10 @@ impl Driver {
             if let Some(token) = token {
                 let _ = conn.ack(self.runtime.now(), token);
             }
+            if self.unclaimed.len() >= self.options.queue_capacity {
+                self.unclaimed.pop_front();
+            }
+            self.unclaimed.push_back(publish);
             return;
         }
         let last = targets.len() - 1;
@@ -626,7 +639,6 @@ impl Driver {
         let key = self.next_key;
         self.next_key += 1;
         let capacity = options.capacity.unwrap_or(self.options.queue_capacity);
-        let (queue, messages) = async_channel::bounded(capacity);
         let filter = options.filter.filter.clone();
         match conn.subscribe(
             self.runtime.now(),
@@ -634,6 +646,21 @@ impl Driver {
             SubscribeProperties::default(),
         ) {
             Ok(packet_id) => {
+                let mut claimed = Vec::new();
+                self.unclaimed.retain(|publish| {
+                    let matches = filter_matches(&filter, &publish.topic);
+                    if matches {
+                        claimed.push(publish.clone());
+                    }
+                    !matches
+                });
+                let (queue, messages) = async_channel::bounded(capacity.max(claimed.len()));
+                for publish in claimed {
+                    let _ = queue.try_send(Message {
+                        publish,
+                        acker: None,
+                    });
+                }
                 self.subscriptions.push(LocalSubscription {
                     key,
                     filter,

@@ -175,6 +175,10 @@ impl<R> Client<R> {
     }
 
     /// Subscribes to `filter` at `qos`; messages arrive on the returned stream.
+    ///
+    /// Messages that arrived for no subscription (a resumed session's queued messages come
+    /// right after the connection is accepted, before the application subscribes again) were
+    /// kept, acknowledged: the first subscription that matches them receives them first.
     pub async fn subscribe(
         &self,
         filter: impl Into<ByteString>,

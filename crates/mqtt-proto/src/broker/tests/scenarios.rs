@@ -841,3 +841,137 @@ fn stats_count_traffic() {
     assert_eq!((stats.messages_in, stats.bytes_in), (1, 5));
     assert_eq!((stats.messages_out, stats.bytes_out), (1, 5));
 }
+
+/// A two-step challenge/response method: the server asks for "proof" and accepts "secret".
+struct Challenge;
+
+impl crate::broker::Authenticator for Challenge {
+    fn connect(&mut self, connect: &Connect) -> crate::broker::AuthDecision {
+        use crate::broker::AuthDecision;
+        match connect.properties.authentication_method.as_deref() {
+            Some("CHALLENGE") => AuthDecision::Continue(crate::packet::AuthProperties {
+                authentication_method: Some("CHALLENGE".into()),
+                authentication_data: Some(Bytes::from_static(b"proof?")),
+                ..Default::default()
+            }),
+            Some(_) => AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod),
+            None => AuthDecision::Accept,
+        }
+    }
+
+    fn auth(
+        &mut self,
+        _client: ClientInfo<'_>,
+        auth: &crate::packet::Auth,
+    ) -> crate::broker::AuthDecision {
+        use crate::broker::AuthDecision;
+        if auth.properties.authentication_data.as_deref() == Some(b"secret".as_slice()) {
+            AuthDecision::Accept
+        } else {
+            AuthDecision::Refuse(ReasonCode::NotAuthorized)
+        }
+    }
+}
+
+fn auth_step(reason_code: ReasonCode, data: &'static [u8]) -> crate::packet::Auth {
+    crate::packet::Auth {
+        reason_code,
+        properties: crate::packet::AuthProperties {
+            authentication_method: Some("CHALLENGE".into()),
+            authentication_data: Some(Bytes::from_static(data)),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn mqtt_4_12_enhanced_authentication_and_reauthentication_through_the_authenticator() {
+    let mut net = Net::new();
+    net.broker = crate::broker::Broker::new(BrokerConfig::default()).with_authenticator(Challenge);
+    let mut config = Net::config(Version::V5, "scram");
+    config.properties.authentication_method = Some("CHALLENGE".into());
+    let c = net.connect(config.clone());
+    // The server's challenge reaches the application, which answers it.
+    let challenge = net.take(c).into_iter().find_map(|e| match e {
+        ClientEvent::Auth(auth) => Some(auth),
+        _ => None,
+    });
+    assert_eq!(
+        challenge.and_then(|a| a.properties.authentication_data),
+        Some(Bytes::from_static(b"proof?"))
+    );
+    let now = net.now;
+    net.clients[c]
+        .core
+        .auth(
+            now,
+            auth_step(ReasonCode::ContinueAuthentication, b"secret"),
+        )
+        .unwrap();
+    net.pump();
+    assert_eq!(net.clients[c].core.state(), ClientState::Connected);
+
+    // Re-authentication (section 4.12.1): accepted with an AUTH Success.
+    net.clients[c]
+        .core
+        .auth(now, auth_step(ReasonCode::ReAuthenticate, b"secret"))
+        .unwrap();
+    net.pump();
+    assert!(net.take(c).iter().any(|e| matches!(
+        e,
+        ClientEvent::Auth(a) if a.reason_code == ReasonCode::Success
+    )));
+
+    // A wrong answer is refused with the authenticator's reason code.
+    config.client_id = "intruder".into();
+    let bad = net.connect(config);
+    let now = net.now;
+    net.clients[bad]
+        .core
+        .auth(now, auth_step(ReasonCode::ContinueAuthentication, b"guess"))
+        .unwrap();
+    net.pump();
+    assert!(matches!(
+        net.disconnected(bad),
+        Some(DisconnectReason::Refused {
+            reason_code: ReasonCode::NotAuthorized,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn mqtt_3_2_2_15_packet_larger_than_the_broker_maximum_is_disconnected_with_0x95() {
+    let mut config = BrokerConfig::default();
+    config.connection.max_packet_size = 256;
+    let mut net = Net::with_config(config);
+    let c = net.join(Version::V5, "big");
+    // The client learnt the limit from CONNACK and refuses locally...
+    let now = net.now;
+    let big = Publish::new("t", vec![0u8; 1000]);
+    assert!(net.clients[c].core.publish(now, big).is_err());
+    // ...and a peer that ignores it is disconnected with Packet too large.
+    let mut wire = BytesMut::new();
+    codec::encode(
+        &Packet::Publish(Publish::new("t", vec![0u8; 1000])),
+        Version::V5,
+        &mut wire,
+    )
+    .unwrap();
+    let conn = net.clients[c].conn;
+    net.broker.handle_bytes(conn, now, &wire);
+    net.pump();
+    assert!(net.broker_events.iter().any(|e| matches!(
+        e,
+        crate::broker::BrokerEvent::ClientDisconnected {
+            reason: DisconnectReason::Protocol(crate::connection::ProtocolError::Decode(
+                crate::codec::DecodeError::PacketTooLarge { .. }
+            )),
+            ..
+        }
+    )));
+    assert!(matches!(
+        net.disconnected(c),
+        Some(DisconnectReason::Remote(d)) if d.reason_code == ReasonCode::PacketTooLarge
+    ));
+}

@@ -5,3 +5,5 @@
 
 mod examples;
 mod mosquitto;
+mod mosquitto_clients;
+mod tls;

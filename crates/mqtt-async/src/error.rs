@@ -13,7 +13,8 @@ pub enum Error {
     /// reconnect on, the client retries by itself.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    /// TLS could not be set up (bad certificate file, invalid server name).
+    /// TLS could not be set up (bad certificate file, invalid server name) or the handshake
+    /// failed (the server's certificate is not trusted or not valid for its name).
     #[error("TLS error: {0}")]
     Tls(String),
     /// The server refused the connection (CONNACK reason code).

@@ -108,7 +108,11 @@ impl TlsOptions {
     ) -> Result<BoxTransport, Error> {
         let name = self.server_name.as_deref().unwrap_or(host).to_owned();
         let name = ServerName::try_from(name).map_err(|e| Error::Tls(e.to_string()))?;
-        let stream = self.connector()?.connect(name, transport).await?;
+        let stream = self
+            .connector()?
+            .connect(name, transport)
+            .await
+            .map_err(handshake_error)?;
         Ok(Box::new(stream))
     }
 }
@@ -141,6 +145,18 @@ impl ServerTls {
             .with_single_cert(read_certs(&self.cert)?, read_key(&self.key)?)
             .map_err(tls_error)?;
         Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// A handshake the peer's certificate or protocol made fail is a TLS error (retrying will not
+/// help); the network failing under it stays an I/O error.
+fn handshake_error(error: std::io::Error) -> Error {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => Error::Tls(tls.to_string()),
+        None => Error::Io(error),
     }
 }
 

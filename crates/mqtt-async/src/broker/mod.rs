@@ -25,6 +25,9 @@ use crate::Error;
 use crate::runtime::{BoxTransport, Listener, Runtime, SharedRuntime, accept};
 use crate::tls::ServerTls;
 
+mod auth_file;
+pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
+
 /// Chunks of output a connection may have waiting before it counts as not reading.
 const OUTPUT_QUEUE: usize = 256;
 

@@ -31,6 +31,9 @@ pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
 /// Chunks of output a connection may have waiting before it counts as not reading.
 const OUTPUT_QUEUE: usize = 256;
 
+/// How long a TLS client has to complete its handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 enum ToRouter {
     Open(Sender<Bytes>, Sender<Option<ConnectionId>>),
     Bytes(ConnectionId, Bytes),
@@ -300,10 +303,22 @@ async fn accept_loop(
         let inner = runtime.clone();
         runtime.spawn(Box::pin(async move {
             let transport: BoxTransport = match tls {
-                Some(acceptor) => match acceptor.accept(transport).await {
-                    Ok(stream) => Box::new(stream),
-                    Err(_) => return,
-                },
+                Some(acceptor) => {
+                    // A peer that never finishes the handshake must not hold a task and a
+                    // socket forever (the connect timeout starts only after it).
+                    let deadline = inner.now() + TLS_HANDSHAKE_TIMEOUT;
+                    let sleep = inner.sleep_until(deadline);
+                    let handshake = async { Some(acceptor.accept(transport).await) };
+                    match future::or(handshake, async {
+                        sleep.await;
+                        None
+                    })
+                    .await
+                    {
+                        Some(Ok(stream)) => Box::new(stream),
+                        Some(Err(_)) | None => return,
+                    }
+                }
                 None => transport,
             };
             serve_connection(inner, transport, to_router).await;

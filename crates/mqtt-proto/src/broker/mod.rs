@@ -546,6 +546,26 @@ impl Broker {
         };
         let version = connect.protocol_version;
 
+        // A will is a publish made in advance: it needs the same permission, checked now (as
+        // mosquitto does) rather than when nobody is left to tell.
+        if let Some(will) = &connect.will {
+            let username = conn.username.clone();
+            let info = ClientInfo {
+                client_id: &client_id,
+                username: username.as_deref(),
+            };
+            if !self.authorizer.publish(info, &will.topic) {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    let _ = conn.server.refuse(
+                        now,
+                        ReasonCode::NotAuthorized,
+                        ConnAckProperties::default(),
+                    );
+                }
+                return;
+            }
+        }
+
         // Session takeover (MQTT-3.1.4-3): the old connection is told and closed first.
         if let Some(&key) = self.by_client_id.get(&client_id)
             && let Some(old) = self.session(key).and_then(|s| s.connection)

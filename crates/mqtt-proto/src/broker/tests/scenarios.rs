@@ -975,3 +975,22 @@ fn mqtt_3_2_2_15_packet_larger_than_the_broker_maximum_is_disconnected_with_0x95
         Some(DisconnectReason::Remote(d)) if d.reason_code == ReasonCode::PacketTooLarge
     ));
 }
+
+#[test]
+fn a_will_on_a_forbidden_topic_is_refused_at_connect() {
+    let mut net = Net::new();
+    net.broker = crate::broker::Broker::new(BrokerConfig::default()).with_authorizer(Acl);
+    let mut config = Net::config(Version::V5, "alice");
+    config.will = Some(Will::new("bob/status", "spoofed", QoS::AtMostOnce));
+    let c = net.connect(config.clone());
+    assert!(matches!(
+        net.disconnected(c),
+        Some(DisconnectReason::Refused {
+            reason_code: ReasonCode::NotAuthorized,
+            ..
+        })
+    ));
+    config.will = Some(Will::new("alice/status", "offline", QoS::AtMostOnce));
+    let ok = net.connect(config);
+    assert_eq!(net.clients[ok].core.state(), ClientState::Connected);
+}

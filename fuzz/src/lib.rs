@@ -4,6 +4,10 @@
 //! bit), bytes 1 to 4 the decoder's maximum packet size (little endian, any value, 0 included),
 //! and the rest is what the peer sent.
 
+mod stream;
+
+pub use stream::{broker_stream, client_stream};
+
 use bytes::BytesMut;
 use mqtt_proto::codec::{self, Limits};
 use mqtt_proto::packet::{Packet, Version};

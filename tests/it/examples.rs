@@ -135,3 +135,56 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String>
         String::from_utf8_lossy(&text).into_owned()
     })
 }
+
+#[test]
+fn tokio_client_example() {
+    check_client_example("tokio_client", "tokio");
+}
+
+#[test]
+fn smol_client_example() {
+    check_client_example("smol_client", "smol");
+}
+
+#[test]
+fn async_std_client_example() {
+    check_client_example("async_std_client", "async-std");
+}
+
+/// Runs a runtime's client example twice, with its own embedded broker (no argument) and
+/// against our broker in this process: each run must exit 0 having received the three messages
+/// it published, one per QoS, and printed `done`.
+fn check_client_example(name: &str, runtime: &str) {
+    let (broker, addrs) = mqtt_tokio::Broker::start_in_thread(
+        mqtt_tokio::Broker::builder().bind(([127, 0, 0, 1], 0).into()),
+    )
+    .expect("starting our broker");
+    let path = example(name);
+    for args in [vec![], vec![addrs[0].to_string()]] {
+        let mut command = Command::new(&path);
+        command.args(&args);
+        let run = run_with_timeout(command, RUN_TIMEOUT);
+        let context = format!(
+            "{name} {}: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            args.join(" "),
+            run.status
+                .map_or("timed out, killed".to_string(), |status| status.to_string()),
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            run.status.is_some_and(|status| status.success()),
+            "{context}"
+        );
+        for qos in 0..3 {
+            let expected = format!(
+                "received mqtt-rs/examples/{runtime} qos={qos} \
+                 payload=\"hello from {runtime} at QoS {qos}\""
+            );
+            let received = run.stdout.lines().filter(|line| *line == expected).count();
+            assert_eq!(received, 1, "the QoS {qos} message, once\n{context}");
+        }
+        assert_eq!(run.stdout.lines().last(), Some("done"), "{context}");
+    }
+    futures_lite::future::block_on(broker.stop());
+}

@@ -2,7 +2,10 @@
 //!
 //! - `mosquitto`: a real mosquitto broker on a free loopback port, per test.
 //! - `examples`: every example of `mqtt-examples` runs against mosquitto and must succeed.
+//! - `client_suite`: the async client on tokio, smol and async-std (one suite, a macro per
+//!   runtime) against our broker and mosquitto, in 3.1.1 and 5.0.
 
+mod client_suite;
 mod examples;
 mod mosquitto;
 mod mosquitto_clients;

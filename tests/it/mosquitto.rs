@@ -52,6 +52,7 @@ log_type all
 /// A running mosquitto, killed on drop.
 pub(crate) struct Mosquitto {
     child: Child,
+    program: PathBuf,
     port: u16,
     /// Holds the configuration and the log; removed on drop.
     dir: TempDir,
@@ -64,7 +65,8 @@ impl Mosquitto {
     }
 
     /// Starts a broker listening on 127.0.0.1 with the base configuration plus `extra_config`
-    /// lines, and returns once it accepts connections.
+    /// lines, and returns once it accepts connections. `{dir}` in a line stands for the broker's
+    /// scratch directory (e.g. `persistence_location {dir}/`).
     ///
     /// The program is `MOSQUITTO` if that is set, else `mosquitto` on `PATH` or in `/usr/sbin`.
     /// Returns `None` after printing a notice when it is not there and the `CI` environment
@@ -125,28 +127,50 @@ impl Mosquitto {
 
         let mut config = format!("listener {port} 127.0.0.1\n{BASE_CONFIG}");
         for line in extra_config {
-            config.push_str(line);
+            config.push_str(&line.replace("{dir}", &dir.path().display().to_string()));
             config.push('\n');
         }
         let config_path = dir.path().join("mosquitto.conf");
         fs::write(&config_path, config)
             .map_err(|error| format!("cannot write {}: {error}", config_path.display()))?;
-        let log = File::create(dir.path().join("mosquitto.log"))
-            .and_then(|log| Ok((log.try_clone()?, log)))
-            .map_err(|error| format!("cannot create the log file: {error}"))?;
-
-        let child = Command::new(program)
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.0)
-            .stderr(log.1)
-            .spawn()
-            .map_err(|error| format!("cannot run {}: {error}", program.display()))?;
+        let child = spawn(program, dir.path())?;
         // From here on, dropping the guard kills the child, whatever happens next.
-        let mut broker = Mosquitto { child, port, dir };
+        let mut broker = Mosquitto {
+            child,
+            program: program.to_path_buf(),
+            port,
+            dir,
+        };
         broker.wait_until_ready()?;
         Ok(broker)
+    }
+
+    /// Stops the broker as a service manager would (SIGTERM, so that with `persistence true` it
+    /// saves its sessions and queued messages), then starts it again with the same configuration
+    /// on the same port, and returns once it accepts connections. Panics if it does not.
+    pub(crate) fn restart(&mut self) {
+        let terminated = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(
+            terminated.as_ref().is_ok_and(|status| status.success()),
+            "cannot send SIGTERM to mosquitto: {terminated:?}"
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not exit on SIGTERM within {START_TIMEOUT:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child =
+            spawn(&self.program, self.dir.path()).unwrap_or_else(|error| panic!("{error}"));
+        if let Err(error) = self.wait_until_ready() {
+            panic!("restarting: {error}");
+        }
     }
 
     /// Polls until the port accepts a connection, the broker exits, or the start timeout passes.
@@ -193,6 +217,24 @@ impl Drop for Mosquitto {
             );
         }
     }
+}
+
+/// Runs `program` on the configuration in `dir`, appending its output to the log there.
+fn spawn(program: &Path, dir: &Path) -> Result<Child, String> {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("mosquitto.log"))
+        .and_then(|log| Ok((log.try_clone()?, log)))
+        .map_err(|error| format!("cannot open the log file: {error}"))?;
+    Command::new(program)
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdin(Stdio::null())
+        .stdout(log.0)
+        .stderr(log.1)
+        .spawn()
+        .map_err(|error| format!("cannot run {}: {error}", program.display()))
 }
 
 /// `MOSQUITTO` if set, else `mosquitto` on `PATH`, else a known install location; the error

@@ -1,0 +1,114 @@
+//! The async client, the same suite on every runtime (tokio, smol, async-std), against our
+//! broker (in-process, on the test's runtime) and a real mosquitto, for MQTT 3.1.1 and 5.0.
+//!
+//! `runtime_suite!` instantiates every case of [`cases`] for one runtime as
+//! `client_suite::RUNTIME::{ours,mosquitto}::{v3_1_1,v5}::CASE`, each run with that runtime's
+//! `block_on` under an overall deadline.
+
+mod cases;
+mod support;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use mqtt_async::runtime::{BoxFuture, Runtime};
+
+/// How long one test may take in all.
+const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a case with a runtime's `block_on`, failing it if it does not finish in time.
+fn run<R: Runtime + Default>(
+    block_on: fn(BoxFuture<'static, ()>),
+    case: impl Future<Output = ()> + Send + 'static,
+) {
+    block_on(Box::pin(async move {
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        let timeout = async move {
+            R::default().sleep_until(deadline).await;
+            panic!("the test did not finish within {TEST_TIMEOUT:?}");
+        };
+        future::or(case, timeout).await;
+    }));
+}
+
+/// Every case, for one runtime, target and version.
+macro_rules! cases {
+    ($runtime:ty, $block_on:expr, $target:expr, $version:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                crate::client_suite::run::<$runtime>(
+                    $block_on,
+                    crate::client_suite::cases::$case::<$runtime>($target, $version),
+                );
+            }
+        )*
+    };
+}
+
+/// The suite for one runtime: every case against both brokers, in both versions.
+macro_rules! runtime_suite {
+    ($name:ident, $runtime:ty, $block_on:expr) => {
+        mod $name {
+            runtime_suite!(@target ours, $runtime, $block_on, crate::client_suite::support::Target::Ours);
+            runtime_suite!(@target mosquitto, $runtime, $block_on, crate::client_suite::support::Target::Mosquitto);
+        }
+    };
+    (@target $name:ident, $runtime:ty, $block_on:expr, $target:expr) => {
+        mod $name {
+            runtime_suite!(@version v3_1_1, $runtime, $block_on, $target, mqtt_async::Version::V3_1_1);
+            runtime_suite!(@version v5, $runtime, $block_on, $target, mqtt_async::Version::V5);
+        }
+    };
+    (@version $name:ident, $runtime:ty, $block_on:expr, $target:expr, $version:expr) => {
+        mod $name {
+            cases!($runtime, $block_on, $target, $version;
+                qos_both_ways,
+                retained,
+                will,
+                session_resume,
+                manual_ack_order,
+                slow_consumer_loses_no_qos1,
+                restart,
+            );
+        }
+    };
+}
+
+runtime_suite!(
+    tokio,
+    mqtt_tokio::TokioRuntime,
+    crate::client_suite::tokio_block_on
+);
+runtime_suite!(
+    smol,
+    mqtt_smol::SmolRuntime,
+    crate::client_suite::smol_block_on
+);
+runtime_suite!(
+    async_std,
+    mqtt_async_std::AsyncStdRuntime,
+    crate::client_suite::async_std_block_on
+);
+
+/// A multi-threaded tokio runtime of its own per test, as `#[tokio::test(flavor =
+/// "multi_thread")]` would make.
+fn tokio_block_on(test: BoxFuture<'static, ()>) {
+    ::tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test);
+}
+
+/// smol's `block_on` on the test's thread; background tasks run on smol's global executor.
+fn smol_block_on(test: BoxFuture<'static, ()>) {
+    ::smol::block_on(test);
+}
+
+/// async-std's `block_on` on the test's thread; background tasks run on its global executor.
+fn async_std_block_on(test: BoxFuture<'static, ()>) {
+    ::async_std::task::block_on(test);
+}

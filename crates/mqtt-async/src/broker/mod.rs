@@ -256,18 +256,19 @@ impl<R: 'static> Broker<R> {
             ..
         } = self;
         let mut stop_listeners = Vec::new();
+        // Each accept loop holds a sender, dropped once its listener is closed.
+        let (listening, all_closed) = async_channel::bounded::<()>(1);
         for (listener, tls) in listeners {
             let (stop, stopped) = async_channel::bounded::<()>(1);
             stop_listeners.push(stop);
-            runtime.spawn(Box::pin(accept_loop(
-                runtime.clone(),
-                listener,
-                tls,
-                to_router.clone(),
-                stopped,
-            )));
+            let accepting = accept_loop(runtime.clone(), listener, tls, to_router.clone(), stopped);
+            let listening = listening.clone();
+            runtime.spawn(Box::pin(async move {
+                accepting.await;
+                drop(listening);
+            }));
         }
-        drop(to_router);
+        drop((to_router, listening));
         Router {
             runtime,
             core,
@@ -276,6 +277,8 @@ impl<R: 'static> Broker<R> {
         .run(inbox)
         .await;
         drop(stop_listeners);
+        // `stop` returns only once the ports are free again, so that a new broker can bind them.
+        let _ = all_closed.recv().await;
         drop(done_tx);
     }
 }

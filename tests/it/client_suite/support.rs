@@ -109,30 +109,9 @@ impl Server {
     pub(crate) async fn restart<R: Runtime + Default>(&mut self) {
         match &mut self.kind {
             ServerKind::Ours(handle) => {
+                // `stop` returns once the port is free: binding it again succeeds at once.
                 handle.stop().await;
-                // The listener closes as its task ends, which may be a moment after `stop`.
-                let deadline = Instant::now() + WAIT;
-                loop {
-                    let built = Broker::<R>::builder()
-                        .bind(self.addr)
-                        .config(our_config())
-                        .build()
-                        .await;
-                    match built {
-                        Ok(broker) => {
-                            *handle = broker.spawn();
-                            return;
-                        }
-                        Err(error) => {
-                            assert!(
-                                Instant::now() < deadline,
-                                "rebinding {}: {error}",
-                                self.addr
-                            );
-                            sleep::<R>(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
+                *handle = spawn_our_broker::<R>(self.addr).await.0;
             }
             ServerKind::Mosquitto(broker) => broker.restart(),
         }

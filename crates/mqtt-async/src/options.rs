@@ -31,7 +31,10 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options for a plain TCP connection to `host:port`: MQTT 5.0, an empty client identifier
-    /// (the server assigns one), clean start, 60 s keep alive, automatic reconnect.
+    /// (the server assigns one), clean start, 60 s keep alive, automatic reconnect, and a Receive
+    /// Maximum of 100 (5.0: at most that many QoS 1/2 messages in flight towards us, which is
+    /// how a full subscription queue slows the broker down; set another in
+    /// [`config_mut`](Self::config_mut)).
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),

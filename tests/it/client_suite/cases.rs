@@ -248,8 +248,9 @@ pub(crate) async fn manual_ack_order<R: Runtime + Default>(target: Target, versi
 }
 
 /// A subscriber that stalls, then reads slowly, through a queue of 4 loses none of 500 QoS 1
-/// messages of 16 KiB (more than the sockets buffer): while its queue is full the client stops
-/// reading from the network (backpressure), and the broker holds the rest.
+/// messages of 64 KiB (far more than the sockets buffer): while its queue is full the client
+/// stops reading from the network, and the broker, bounded by the client's Receive Maximum
+/// (5.0) or its own in-flight window (3.1.1), holds the rest.
 pub(crate) async fn slow_consumer_loses_no_qos1<R: Runtime + Default>(
     target: Target,
     version: Version,
@@ -268,7 +269,7 @@ pub(crate) async fn slow_consumer_loses_no_qos1<R: Runtime + Default>(
         .await
         .unwrap();
     let b = connect::<R>(server.options(version, "slow-b")).await;
-    let padding = "x".repeat(16 * 1024);
+    let padding = "x".repeat(64 * 1024);
     within::<R, _>("for the publisher", async {
         for i in 0..COUNT {
             let payload = format!("{i:08} {padding}");

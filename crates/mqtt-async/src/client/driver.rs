@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
+use std::num::NonZeroU16;
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -26,6 +27,9 @@ use super::ConnectionEvent;
 use super::subscription::{Acker, Message, SubscribeOptions};
 use crate::runtime::{BoxTransport, SharedRuntime};
 use crate::{ClientOptions, Error};
+
+/// The Receive Maximum announced to 5.0 brokers unless the options set one.
+const DEFAULT_RECEIVE_MAXIMUM: NonZeroU16 = NonZeroU16::new(100).expect("non-zero");
 
 type Reply<T> = Sender<Result<T, Error>>;
 /// What a subscribe resolves to: the subscription's key, its queue, and the granted code.
@@ -158,6 +162,15 @@ impl Driver {
         // The driver acknowledges once a message is in its subscription's queue (or, with
         // manual acknowledgement, when the application says so).
         options.config.manual_ack = true;
+        // Backpressure reaches a 5.0 broker only through our Receive Maximum. Without one
+        // (65,535) it may send more than the socket buffers hold while a subscription is full,
+        // and a broker that disconnects clients which stop reading (ours does, once their output
+        // queue is full) would lose a clean session's messages.
+        options
+            .config
+            .properties
+            .receive_maximum
+            .get_or_insert(DEFAULT_RECEIVE_MAXIMUM);
         Self {
             runtime,
             options,

@@ -11,8 +11,8 @@ use super::inbound::Received;
 use super::session::Request;
 use super::timer::Timer;
 use super::{
-    AckToken, Core, DisconnectReason, OutboundAliases, ProtocolError, PublishOutcome, Session,
-    UsageError,
+    AckToken, Acked, Core, DisconnectReason, OutboundAliases, ProtocolError, PublishOutcome,
+    Session, UsageError, handle_ack,
 };
 use crate::ReasonCode;
 use crate::codec::Limits;
@@ -542,43 +542,17 @@ impl ClientConnection {
                 other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
             };
         }
+        let packet = match handle_ack(&mut self.core, &mut self.session.outbound, packet)? {
+            Acked::Completed(outcome) => {
+                self.events.push_back(ClientEvent::Published(outcome));
+                self.fill_window(now);
+                return Ok(());
+            }
+            Acked::Handled => return Ok(()),
+            Acked::Other(packet) => packet,
+        };
         match packet {
             Packet::Publish(publish) => self.on_publish(publish),
-            Packet::PubAck(ack) => {
-                let outcome = self.session.outbound.on_puback(
-                    ack.packet_id,
-                    ack.reason_code,
-                    ack.properties,
-                )?;
-                self.events.push_back(ClientEvent::Published(outcome));
-                self.fill_window(now);
-                Ok(())
-            }
-            Packet::PubRec(rec) => {
-                match self.session.outbound.on_pubrec(
-                    rec.packet_id,
-                    rec.reason_code,
-                    rec.properties,
-                )? {
-                    Ok(pubrel) => self.core.send(Packet::PubRel(pubrel)),
-                    Err(refused) => {
-                        self.events.push_back(ClientEvent::Published(refused));
-                        self.fill_window(now);
-                    }
-                }
-                Ok(())
-            }
-            Packet::PubComp(comp) => {
-                let outcome = self.session.outbound.on_pubcomp(comp)?;
-                self.events.push_back(ClientEvent::Published(outcome));
-                self.fill_window(now);
-                Ok(())
-            }
-            Packet::PubRel(rel) => {
-                let comp = self.core.inbound.on_pubrel(&rel, self.config.version);
-                self.core.send(Packet::PubComp(comp));
-                Ok(())
-            }
             Packet::SubAck(ack) => {
                 let Some(Request::Subscribe(subscribe)) = self.take_request(ack.packet_id) else {
                     return Err(ProtocolError::UnknownPacketId(ack.packet_id.get()));

@@ -35,6 +35,46 @@ use alias::OutboundAliases;
 use inbound::Inbound;
 use timer::TimerTable;
 
+/// What an acknowledgement did, for the role that received it.
+pub(crate) enum Acked {
+    /// One of our publishes completed (or was refused): report it, refill the window.
+    Completed(PublishOutcome),
+    /// Handled, nothing to report.
+    Handled,
+    /// Not an acknowledgement: the role handles it.
+    Other(Packet),
+}
+
+/// The QoS 1/2 acknowledgements both roles handle alike: PUBACK, PUBREC and PUBCOMP of our
+/// publishes, PUBREL of the peer's.
+pub(crate) fn handle_ack(
+    core: &mut Core,
+    outbound: &mut outbound::Outbound,
+    packet: Packet,
+) -> Result<Acked, ProtocolError> {
+    Ok(match packet {
+        Packet::PubAck(ack) => {
+            Acked::Completed(outbound.on_puback(ack.packet_id, ack.reason_code, ack.properties)?)
+        }
+        Packet::PubRec(rec) => {
+            match outbound.on_pubrec(rec.packet_id, rec.reason_code, rec.properties)? {
+                Ok(pubrel) => {
+                    core.send(Packet::PubRel(pubrel));
+                    Acked::Handled
+                }
+                Err(refused) => Acked::Completed(refused),
+            }
+        }
+        Packet::PubComp(comp) => Acked::Completed(outbound.on_pubcomp(comp)?),
+        Packet::PubRel(rel) => {
+            let comp = core.inbound.on_pubrel(&rel, core.version);
+            core.send(Packet::PubComp(comp));
+            Acked::Handled
+        }
+        other => Acked::Other(other),
+    })
+}
+
 /// What both roles share: buffers, the transmit queue, timers, inbound state, aliases.
 #[derive(Debug)]
 pub(crate) struct Core {

@@ -11,8 +11,8 @@ use super::inbound::Received;
 use super::outbound::Outbound;
 use super::timer::Timer;
 use super::{
-    AckToken, Core, DisconnectReason, Message, OutboundAliases, ProtocolError, PublishOutcome,
-    UsageError,
+    AckToken, Acked, Core, DisconnectReason, Message, OutboundAliases, ProtocolError,
+    PublishOutcome, UsageError, handle_ack,
 };
 use crate::ReasonCode;
 use crate::codec::{DecodeError, Limits};
@@ -618,6 +618,15 @@ impl ServerConnection {
     }
 
     fn handle_connected(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
+        let packet = match handle_ack(&mut self.core, &mut self.outbound, packet)? {
+            Acked::Completed(outcome) => {
+                self.events.push_back(ServerEvent::Delivered(outcome));
+                self.fill_window(now);
+                return Ok(());
+            }
+            Acked::Handled => return Ok(()),
+            Acked::Other(packet) => packet,
+        };
         match packet {
             Packet::Publish(publish) => {
                 // MQTT-3.3.4-6: a client never sends Subscription Identifiers.
@@ -636,38 +645,6 @@ impl ServerConnection {
                     self.events
                         .push_back(ServerEvent::Message(Message { publish, ack }));
                 }
-                Ok(())
-            }
-            Packet::PubAck(ack) => {
-                let outcome =
-                    self.outbound
-                        .on_puback(ack.packet_id, ack.reason_code, ack.properties)?;
-                self.events.push_back(ServerEvent::Delivered(outcome));
-                self.fill_window(now);
-                Ok(())
-            }
-            Packet::PubRec(rec) => {
-                match self
-                    .outbound
-                    .on_pubrec(rec.packet_id, rec.reason_code, rec.properties)?
-                {
-                    Ok(pubrel) => self.core.send(Packet::PubRel(pubrel)),
-                    Err(refused) => {
-                        self.events.push_back(ServerEvent::Delivered(refused));
-                        self.fill_window(now);
-                    }
-                }
-                Ok(())
-            }
-            Packet::PubComp(comp) => {
-                let outcome = self.outbound.on_pubcomp(comp)?;
-                self.events.push_back(ServerEvent::Delivered(outcome));
-                self.fill_window(now);
-                Ok(())
-            }
-            Packet::PubRel(rel) => {
-                let comp = self.core.inbound.on_pubrel(&rel, self.core.version);
-                self.core.send(Packet::PubComp(comp));
                 Ok(())
             }
             Packet::Subscribe(subscribe) => {

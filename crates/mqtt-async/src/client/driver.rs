@@ -136,7 +136,6 @@ pub(crate) struct Driver {
     unclaimed: VecDeque<Publish>,
     disconnect_done: Vec<Sender<()>>,
     shutdown: bool,
-    _control_tx: Sender<Control>,
 }
 
 impl Driver {
@@ -147,7 +146,6 @@ impl Driver {
         commands: Receiver<Command>,
         control: Receiver<Control>,
         command_tx: Sender<Command>,
-        control_tx: Sender<Control>,
         events: Sender<ConnectionEvent>,
         ready: Sender<Result<ByteString, Error>>,
     ) -> Self {
@@ -195,7 +193,6 @@ impl Driver {
             unclaimed: VecDeque::new(),
             disconnect_done: Vec::new(),
             shutdown: false,
-            _control_tx: control_tx,
         }
     }
 

@@ -115,7 +115,6 @@ impl<R> Client<R> {
             command_rx,
             control_rx,
             commands.clone(),
-            control.clone(),
             events_tx,
             ready_tx,
         );

@@ -731,7 +731,7 @@ impl Broker {
         targets.sort_unstable_by_key(|(key, _)| *key);
         let mut reached = 0;
         let mut index = 0;
-        while let Some(&(key, first)) = targets.get(index) {
+        while let Some(&(key, _)) = targets.get(index) {
             let mut qos = QoS::AtMostOnce;
             let mut retain_as_published = false;
             let mut identifiers = Vec::new();
@@ -750,7 +750,6 @@ impl Broker {
                 retain_as_published |= value.options.retain_as_published;
                 identifiers.extend(value.identifier);
             }
-            let _ = first;
             if !any {
                 continue;
             }

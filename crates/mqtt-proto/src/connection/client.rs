@@ -846,16 +846,5 @@ fn check_publish(
     if publish.retain && !retain_available {
         return Err(UsageError::RetainNotSupported);
     }
-    if let Some(max) = max_size {
-        // Sized with its packet identifier and full topic: an alias only makes it smaller.
-        let mut sized = publish.clone();
-        if sized.qos != QoS::AtMostOnce && sized.packet_id.is_none() {
-            sized.packet_id = PacketId::new(1);
-        }
-        let size = Packet::Publish(sized).encoded_len(version)?;
-        if size > max as usize {
-            return Err(UsageError::PacketTooLarge { size, max });
-        }
-    }
-    Ok(())
+    super::check_publish_size(publish, version, max_size)
 }

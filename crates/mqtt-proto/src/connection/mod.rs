@@ -30,10 +30,25 @@ pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerSession, Ser
 pub use session::{ActiveSubscription, Session};
 
 use crate::codec::{self, Limits};
-use crate::packet::{Packet, Version};
+use crate::packet::{Packet, Publish, Version};
 use alias::OutboundAliases;
 use inbound::Inbound;
 use timer::TimerTable;
+
+/// See [`Core::check_publish_size`].
+pub(crate) fn check_publish_size(
+    publish: &Publish,
+    version: Version,
+    max: Option<u32>,
+) -> Result<(), UsageError> {
+    if let Some(max) = max {
+        let size = publish.wire_len(version)?;
+        if size > max as usize {
+            return Err(UsageError::PacketTooLarge { size, max });
+        }
+    }
+    Ok(())
+}
 
 /// What an acknowledgement did, for the role that received it.
 pub(crate) enum Acked {
@@ -161,6 +176,12 @@ impl Core {
             Some(max) if size > max as usize => Err(UsageError::PacketTooLarge { size, max }),
             _ => Ok(()),
         }
+    }
+
+    /// Checks a PUBLISH against the peer's Maximum Packet Size, sized with a packet identifier
+    /// for QoS 1 and 2 and its full topic (an alias only makes it smaller), without copying it.
+    pub(crate) fn check_publish_size(&self, publish: &Publish) -> Result<(), UsageError> {
+        check_publish_size(publish, self.version, self.peer_max_packet_size)
     }
 
     /// The earliest armed timer.

@@ -433,10 +433,7 @@ impl ServerConnection {
         publish.dup = false;
         publish.packet_id = None;
         publish.properties.topic_alias = None;
-        if publish.qos != QoS::AtMostOnce {
-            publish.packet_id = PacketId::new(1);
-        }
-        self.core.check_size(&Packet::Publish(publish.clone()))?;
+        self.core.check_publish_size(&publish)?;
         if publish.qos == QoS::AtMostOnce {
             if self.state != ServerState::Connected {
                 return Err(UsageError::NotConnected);

@@ -4,7 +4,9 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::{PacketId, PacketType, PublishProperties, QoS, Version};
-use crate::codec::wire::{Put, Reader, check_topic_name, field_len, put_binary};
+use crate::codec::wire::{
+    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, put_binary, varint_len,
+};
 use crate::codec::{DecodeError, EncodeError};
 
 /// PUBLISH: an application message, in either direction.
@@ -104,6 +106,21 @@ impl Publish {
         if self.dup && self.qos == QoS::AtMostOnce {
             return Err(EncodeError::DupWithQoS0);
         }
+        self.remaining_len(version, self.packet_id.is_some())
+    }
+
+    /// The size on the wire for `version`, fixed header included, counting a packet identifier
+    /// for QoS 1 and 2 whether or not one is allocated yet: what a peer's Maximum Packet Size is
+    /// compared with before the message is queued.
+    pub(crate) fn wire_len(&self, version: Version) -> Result<usize, EncodeError> {
+        let remaining = self.remaining_len(version, self.qos != QoS::AtMostOnce)?;
+        if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
+            return Err(EncodeError::PacketTooLarge(remaining));
+        }
+        Ok(1 + varint_len(remaining) + remaining)
+    }
+
+    fn remaining_len(&self, version: Version, with_packet_id: bool) -> Result<usize, EncodeError> {
         if self.topic.is_empty()
             && (version == Version::V3_1_1 || self.properties.topic_alias.is_none())
         {
@@ -113,7 +130,7 @@ impl Publish {
             check_topic_name(&self.topic)?;
         }
         let mut len = field_len(self.topic.as_bytes())? + self.payload.len();
-        if self.packet_id.is_some() {
+        if with_packet_id {
             len += 2;
         }
         if version == Version::V5 {

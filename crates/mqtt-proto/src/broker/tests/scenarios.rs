@@ -994,3 +994,31 @@ fn a_will_on_a_forbidden_topic_is_refused_at_connect() {
     let ok = net.connect(config);
     assert_eq!(net.clients[ok].core.state(), ClientState::Connected);
 }
+
+#[test]
+fn mqtt_3_1_2_25_messages_larger_than_the_client_accepts_are_dropped_and_counted() {
+    let mut net = Net::new();
+    let mut config = Net::config(Version::V5, "small");
+    // A QoS 1 PUBLISH to "t" with an n-byte payload is 2 + 3 + 2 + 1 + n bytes (fixed header,
+    // topic, packet identifier, empty properties).
+    config.max_packet_size = 8 + 20;
+    let small = net.connect(config);
+    net.subscribe(small, "t", QoS::AtLeastOnce);
+    let publisher = net.join(Version::V5, "pub");
+    let fits = Publish {
+        qos: QoS::AtLeastOnce,
+        ..Publish::new("t", vec![b'x'; 20])
+    };
+    // One byte more does not fit once the packet identifier is counted.
+    let too_big = Publish {
+        qos: QoS::AtLeastOnce,
+        ..Publish::new("t", vec![b'y'; 21])
+    };
+    net.publish_packet(publisher, too_big);
+    net.publish_packet(publisher, fits);
+    let got = net.messages(small);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload.len(), 20);
+    assert_eq!(net.broker.stats().dropped.too_large, 1);
+    assert_eq!(net.clients[small].core.state(), ClientState::Connected);
+}

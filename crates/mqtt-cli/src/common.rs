@@ -1,0 +1,112 @@
+//! Connection options shared by `publish`, `subscribe` and `monitor`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mqtt_tokio::{Client, ClientOptions, TlsOptions, Version};
+
+/// How to reach the broker (names as in `mosquitto_pub` / `mosquitto_sub`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConnectArgs {
+    /// Broker host.
+    #[arg(short = 'h', long = "host", default_value = "localhost")]
+    pub(crate) host: String,
+    /// Broker port (default 1883, or 8883 with TLS).
+    #[arg(short = 'p', long = "port")]
+    pub(crate) port: Option<u16>,
+    /// Broker URL, `mqtt://host[:port]` or `mqtts://host[:port]` (overrides -h and -p).
+    #[arg(short = 'L', long = "url")]
+    pub(crate) url: Option<String>,
+    /// Client identifier (default: assigned by the broker).
+    #[arg(short = 'i', long = "id")]
+    pub(crate) id: Option<String>,
+    /// Keep alive in seconds (0 turns it off).
+    #[arg(short = 'k', long = "keepalive", default_value_t = 60)]
+    pub(crate) keepalive: u16,
+    /// Keep the session when disconnecting (`-c` as in mosquitto: no clean start).
+    #[arg(short = 'c', long = "disable-clean-session")]
+    pub(crate) no_clean: bool,
+    /// User name.
+    #[arg(short = 'u', long = "username")]
+    pub(crate) username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long = "pw", requires = "username")]
+    pub(crate) password: Option<String>,
+    /// Protocol version: 311 (MQTT 3.1.1) or 5 (MQTT 5.0).
+    #[arg(short = 'V', long = "protocol-version", default_value = "5", value_parser = parse_version)]
+    pub(crate) version: Version,
+    /// Trust the CA certificates in this PEM file (turns TLS on).
+    #[arg(long = "cafile")]
+    pub(crate) cafile: Option<PathBuf>,
+    /// Client certificate chain (PEM), with --key.
+    #[arg(long = "cert", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Client private key (PEM), with --cert.
+    #[arg(long = "key", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Verify the server's certificate against this name instead of the host.
+    #[arg(long = "tls-server-name")]
+    pub(crate) tls_server_name: Option<String>,
+    /// Print help.
+    #[arg(long = "help", action = clap::ArgAction::Help)]
+    pub(crate) help: Option<bool>,
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    match s {
+        "5" | "50" | "mqttv5" => Ok(Version::V5),
+        "311" | "4" | "mqttv311" => Ok(Version::V3_1_1),
+        _ => Err(format!("unknown protocol version {s:?} (use 311 or 5)")),
+    }
+}
+
+impl ConnectArgs {
+    /// The client options these arguments describe. Reconnect is off: a command-line client
+    /// reports a lost connection instead of retrying behind the user's back.
+    pub(crate) fn options(&self) -> anyhow::Result<ClientOptions> {
+        let mut options = match &self.url {
+            Some(url) => ClientOptions::from_url(url)?,
+            None => {
+                let tls = self.cafile.is_some() || self.cert.is_some();
+                let port = self.port.unwrap_or(if tls { 8883 } else { 1883 });
+                ClientOptions::new(self.host.clone(), port)
+            }
+        };
+        if self.cafile.is_some() || self.cert.is_some() {
+            let mut tls = match &self.cafile {
+                Some(ca) => TlsOptions::ca_file(ca),
+                None => TlsOptions::default(),
+            };
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                tls = tls.client_cert(cert, key);
+            }
+            if let Some(name) = &self.tls_server_name {
+                tls = tls.server_name(name);
+            }
+            options = options.tls(tls);
+        }
+        options = options
+            .version(self.version)
+            .keep_alive(Duration::from_secs(self.keepalive.into()))
+            .clean_start(!self.no_clean)
+            .reconnect(None);
+        if let Some(id) = &self.id {
+            options = options.client_id(id.clone());
+        }
+        if let Some(user) = &self.username {
+            let password = self.password.clone().unwrap_or_default();
+            options = options.credentials(user.clone(), password.into_bytes());
+        }
+        Ok(options)
+    }
+
+    /// Connects, with the broker's address in the error.
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
+        let options = self.options()?;
+        let target = format!("{}:{}", options.host(), options.port());
+        Client::connect(options)
+            .await
+            .with_context(|| format!("cannot connect to {target}"))
+    }
+}

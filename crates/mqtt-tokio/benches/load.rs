@@ -1,0 +1,3 @@
+//! Load benchmark over loopback (to be written).
+
+fn main() {}

@@ -18,7 +18,9 @@ pub use client::{Client, ConnectionEvent, Message, Published, SubscribeOptions, 
 pub use error::Error;
 pub use mqtt_proto::ReasonCode;
 pub use mqtt_proto::backoff::BackoffConfig;
-pub use mqtt_proto::packet::{Publish, QoS, RetainHandling, Version, Will};
+pub use mqtt_proto::packet::{
+    PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, UserProperty, Version, Will,
+};
 pub use options::ClientOptions;
 pub use runtime::{Runtime, SharedRuntime};
 pub use tls::{Roots, ServerTls, TlsOptions};

@@ -4,6 +4,7 @@
 
 mod broker;
 mod common;
+mod format;
 mod monitor;
 mod publish;
 mod subscribe;
@@ -34,7 +35,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("mqtt: cannot start the runtime: {error}");

@@ -9,4 +9,5 @@ mod client_suite;
 mod examples;
 mod mosquitto;
 mod mosquitto_clients;
+mod peer_events;
 mod tls;

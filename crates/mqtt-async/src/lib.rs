@@ -13,11 +13,12 @@ mod options;
 pub mod runtime;
 mod tls;
 
-pub use broker::{Broker, BrokerBuilder, BrokerHandle};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, PeerEvent};
 pub use client::{Client, ConnectionEvent, Message, Published, SubscribeOptions, Subscription};
 pub use error::Error;
 pub use mqtt_proto::ReasonCode;
 pub use mqtt_proto::backoff::BackoffConfig;
+pub use mqtt_proto::connection::DisconnectReason;
 pub use mqtt_proto::packet::{
     PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, UserProperty, Version, Will,
 };

@@ -20,6 +20,8 @@ pub use mqtt_proto::broker::{
     AllowAll, AuthDecision, Authenticator, Authorizer, BrokerConfig, ClientInfo, Stats,
 };
 use mqtt_proto::broker::{Broker as Core, BrokerEvent, ConnectionId};
+use mqtt_proto::connection::DisconnectReason;
+use mqtt_proto::packet::ByteString;
 
 use crate::Error;
 use crate::runtime::{BoxTransport, Listener, Runtime, SharedRuntime, accept};
@@ -34,8 +36,41 @@ const OUTPUT_QUEUE: usize = 256;
 /// How long a TLS client has to complete its handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What happened to a client's connection, for logs and metrics: see
+/// [`BrokerBuilder::on_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// A client was accepted (CONNACK with Success went out).
+    Connected {
+        /// The client's address.
+        peer: SocketAddr,
+        /// Its client identifier (assigned by the broker when it sent none).
+        client_id: ByteString,
+        /// Whether it resumed a session.
+        session_present: bool,
+    },
+    /// A connection ended: the client left, broke the protocol, timed out, or was refused
+    /// (`reason` is then [`DisconnectReason::Refused`] with the CONNACK reason code).
+    Disconnected {
+        /// The client's address.
+        peer: SocketAddr,
+        /// The client identifier, if the client got as far as sending CONNECT.
+        client_id: Option<ByteString>,
+        /// Why it ended.
+        reason: DisconnectReason,
+    },
+    /// A connection was closed at once because the broker has `max_connections` clients.
+    Rejected {
+        /// The client's address.
+        peer: SocketAddr,
+    },
+}
+
+type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
+
 enum ToRouter {
-    Open(Sender<Bytes>, Sender<Option<ConnectionId>>),
+    Open(Sender<Bytes>, Sender<Option<ConnectionId>>, SocketAddr),
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
@@ -49,6 +84,7 @@ pub struct BrokerBuilder<R> {
     config: BrokerConfig,
     authenticator: Option<Box<dyn Authenticator>>,
     authorizer: Option<Box<dyn Authorizer>>,
+    on_event: Option<EventHook>,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -91,6 +127,14 @@ impl<R> BrokerBuilder<R> {
         self
     }
 
+    /// Calls `hook` for each client that connects, disconnects or is refused (see
+    /// [`PeerEvent`]). It runs on the broker's routing task, between packets: it should be quick
+    /// (write a log line, bump a counter) and must not block.
+    pub fn on_event(mut self, hook: impl FnMut(&PeerEvent) + Send + 'static) -> Self {
+        self.on_event = Some(Box::new(hook));
+        self
+    }
+
     /// Binds the listeners.
     pub async fn build(self) -> Result<Broker<R>, Error> {
         let mut listeners = Vec::new();
@@ -112,6 +156,7 @@ impl<R> BrokerBuilder<R> {
             runtime: self.runtime,
             listeners,
             core,
+            on_event: self.on_event,
             to_router,
             inbox,
             done_tx,
@@ -126,6 +171,7 @@ pub struct Broker<R> {
     runtime: SharedRuntime,
     listeners: Vec<(Box<dyn Listener>, Option<futures_rustls::TlsAcceptor>)>,
     core: Core,
+    on_event: Option<EventHook>,
     to_router: Sender<ToRouter>,
     inbox: Receiver<ToRouter>,
     /// Dropped when the router ends, which is what handles wait for.
@@ -216,6 +262,7 @@ impl<R: 'static> Broker<R> {
             config: BrokerConfig::default(),
             authenticator: None,
             authorizer: None,
+            on_event: None,
             _runtime: PhantomData,
         }
     }
@@ -250,6 +297,7 @@ impl<R: 'static> Broker<R> {
             runtime,
             listeners,
             core,
+            on_event,
             to_router,
             inbox,
             done_tx,
@@ -273,6 +321,8 @@ impl<R: 'static> Broker<R> {
             runtime,
             core,
             outputs: HashMap::new(),
+            on_event,
+            peers: HashMap::new(),
         }
         .run(inbox)
         .await;
@@ -297,7 +347,7 @@ async fn accept_loop(
         })
         .await;
         let Some(accepted) = accepted else { return };
-        let Ok((transport, _peer)) = accepted else {
+        let Ok((transport, peer)) = accepted else {
             // Out of file descriptors and the like: keep serving the others.
             continue;
         };
@@ -324,7 +374,7 @@ async fn accept_loop(
                 }
                 None => transport,
             };
-            serve_connection(inner, transport, to_router).await;
+            serve_connection(inner, transport, to_router, peer).await;
         }));
     }
 }
@@ -334,11 +384,12 @@ async fn serve_connection(
     runtime: SharedRuntime,
     transport: BoxTransport,
     to_router: Sender<ToRouter>,
+    peer: SocketAddr,
 ) {
     let (output_tx, output) = async_channel::bounded::<Bytes>(OUTPUT_QUEUE);
     let (reply, id) = async_channel::bounded(1);
     if to_router
-        .send(ToRouter::Open(output_tx, reply))
+        .send(ToRouter::Open(output_tx, reply, peer))
         .await
         .is_err()
     {
@@ -384,6 +435,9 @@ struct Router {
     runtime: SharedRuntime,
     core: Core,
     outputs: HashMap<ConnectionId, Sender<Bytes>>,
+    on_event: Option<EventHook>,
+    /// Each connection's address, kept only when there is a hook to tell.
+    peers: HashMap<ConnectionId, SocketAddr>,
 }
 
 impl Router {
@@ -402,10 +456,15 @@ impl Router {
             .await;
             let now = self.runtime.now();
             match message {
-                Some(ToRouter::Open(output, reply)) => {
+                Some(ToRouter::Open(output, reply, peer)) => {
                     let id = self.core.open(now);
                     if let Some(id) = id {
                         self.outputs.insert(id, output);
+                        if self.on_event.is_some() {
+                            self.peers.insert(id, peer);
+                        }
+                    } else if let Some(hook) = &mut self.on_event {
+                        hook(&PeerEvent::Rejected { peer });
                     }
                     let _ = reply.try_send(id);
                 }
@@ -435,6 +494,45 @@ impl Router {
         }
     }
 
+    /// Passes connects and disconnects to the hook, with the peer's address.
+    fn tell(&mut self, event: &BrokerEvent) {
+        let Some(hook) = &mut self.on_event else {
+            return;
+        };
+        match event {
+            BrokerEvent::ClientConnected {
+                connection,
+                client_id,
+                session_present,
+            } => {
+                if let Some(&peer) = self.peers.get(connection) {
+                    hook(&PeerEvent::Connected {
+                        peer,
+                        client_id: client_id.clone(),
+                        session_present: *session_present,
+                    });
+                }
+            }
+            BrokerEvent::ClientDisconnected {
+                connection,
+                client_id,
+                reason,
+            } => {
+                if let Some(peer) = self.peers.remove(connection) {
+                    hook(&PeerEvent::Disconnected {
+                        peer,
+                        client_id: client_id.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            BrokerEvent::Close(connection) => {
+                self.peers.remove(connection);
+            }
+            _ => {}
+        }
+    }
+
     /// Hands every ready connection its bytes; a connection whose queue is full is not reading
     /// and is disconnected.
     fn flush(&mut self, out: &mut BytesMut, now: std::time::Instant) {
@@ -457,6 +555,7 @@ impl Router {
             let mut any = false;
             while let Some(event) = self.core.poll_event() {
                 any = true;
+                self.tell(&event);
                 if let BrokerEvent::Close(id) = event {
                     // Send what is left, then let the writer close the transport.
                     out.clear();

@@ -1,0 +1,92 @@
+//! The broker's event hook ([`mqtt_tokio::BrokerBuilder::on_event`]): connects, disconnects and
+//! refusals, with the client's address.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use mqtt_tokio::broker::PasswordFile;
+use mqtt_tokio::{
+    Broker, Client, ClientOptions, DisconnectReason, Error, PeerEvent, ReasonCode, Version,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn hook_sees_connects_disconnects_and_refusals() {
+    let (events_tx, events) = async_channel::unbounded();
+    // Anonymous clients get in; `mallory` with a wrong password does not.
+    let mut passwords = PasswordFile::new().allow_anonymous(true);
+    passwords
+        .insert(
+            "mallory",
+            mqtt_tokio::broker::PasswordHash::with_iterations(b"secret", 1).expect("hash"),
+        )
+        .expect("add a user");
+    let broker = Broker::builder()
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .authenticator(passwords)
+        .on_event(move |event| {
+            let _ = events_tx.try_send(event.clone());
+        })
+        .build()
+        .await
+        .expect("build the broker");
+    let addr = broker.local_addrs()[0];
+    let handle = broker.spawn();
+    let next = || async {
+        tokio::time::timeout(TIMEOUT, events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the hook is alive")
+    };
+    let options = |id: &str| {
+        ClientOptions::new("127.0.0.1", addr.port())
+            .version(Version::V5)
+            .client_id(id)
+            .reconnect(None)
+    };
+
+    let client = Client::connect(options("alice")).await.expect("connect");
+    let local = match next().await {
+        PeerEvent::Connected {
+            peer,
+            client_id,
+            session_present,
+        } => {
+            assert_eq!((&*client_id, session_present), ("alice", false));
+            peer
+        }
+        other => panic!("expected Connected, got {other:?}"),
+    };
+    client.disconnect().await.expect("disconnect");
+    match next().await {
+        PeerEvent::Disconnected {
+            peer,
+            client_id,
+            reason: DisconnectReason::Remote(_),
+        } => assert_eq!((peer, client_id.as_deref()), (local, Some("alice"))),
+        other => panic!("expected a remote Disconnected, got {other:?}"),
+    }
+
+    let refused = Client::connect(options("m").credentials("mallory", "x")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Refused {
+                reason_code: ReasonCode::BadUserNameOrPassword,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    match next().await {
+        PeerEvent::Disconnected {
+            reason: DisconnectReason::Refused { reason_code, .. },
+            ..
+        } => assert_eq!(reason_code, ReasonCode::BadUserNameOrPassword),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    tokio::time::timeout(TIMEOUT, handle.stop())
+        .await
+        .expect("the broker stops");
+}

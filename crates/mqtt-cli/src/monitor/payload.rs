@@ -1,0 +1,209 @@
+//! One-line payload previews in the monitor's three formats.
+//!
+//! `crate::format` renders whole payloads for `subscribe` (a multi-line hex dump); a table cell
+//! needs one bounded line instead, built from a bounded prefix of the payload.
+
+use std::fmt::Write as _;
+
+/// How the monitor shows payloads; `f` cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Format {
+    /// Text when the payload is printable UTF-8, else hex.
+    #[default]
+    Auto,
+    /// Hex bytes.
+    Binary,
+    /// Text, invalid UTF-8 shown as U+FFFD.
+    Text,
+}
+
+impl Format {
+    /// The format after this one: auto, binary, text, auto, …
+    pub(crate) fn next(self) -> Self {
+        match self {
+            Format::Auto => Format::Binary,
+            Format::Binary => Format::Text,
+            Format::Text => Format::Auto,
+        }
+    }
+
+    /// Its name in the menu.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Binary => "binary",
+            Format::Text => "text",
+        }
+    }
+}
+
+/// How many payload bytes a message keeps for its preview: more than a terminal line shows in
+/// any format. Copying this prefix also frees the (possibly large, shared) receive buffer.
+pub(crate) const PREVIEW_BYTES: usize = 1024;
+
+/// A one-line preview of `prefix` (the first bytes of a payload of `size` bytes) in at most
+/// `max_chars` characters; a truncated preview ends in `…`.
+pub(crate) fn preview(prefix: &[u8], size: usize, format: Format, max_chars: usize) -> String {
+    let truncated = prefix.len() < size;
+    let text = match format {
+        Format::Auto => match printable_text(prefix, truncated) {
+            Some(text) => text,
+            None => return hex_line(prefix, truncated, max_chars),
+        },
+        Format::Binary => return hex_line(prefix, truncated, max_chars),
+        Format::Text => String::from_utf8_lossy(prefix).into_owned(),
+    };
+    text_line(&text, truncated, max_chars)
+}
+
+/// The prefix as text if it is UTF-8 without control characters other than white space. A
+/// prefix cut inside a character is still text.
+fn printable_text(prefix: &[u8], truncated: bool) -> Option<String> {
+    let text = match std::str::from_utf8(prefix) {
+        Ok(text) => text,
+        Err(error) if truncated && error.error_len().is_none() => {
+            std::str::from_utf8(prefix.get(..error.valid_up_to())?).ok()?
+        }
+        Err(_) => return None,
+    };
+    let printable = text
+        .chars()
+        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
+    printable.then(|| text.to_owned())
+}
+
+/// Text on one line: control characters (line breaks included) become `·`.
+fn text_line(text: &str, truncated: bool, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().map(|c| if c.is_control() { '·' } else { c });
+    for _ in 0..max_chars {
+        match chars.next() {
+            Some(c) => out.push(c),
+            None => {
+                if truncated {
+                    ellipsis(&mut out, max_chars);
+                }
+                return out;
+            }
+        }
+    }
+    if chars.next().is_some() || truncated {
+        ellipsis(&mut out, max_chars);
+    }
+    out
+}
+
+/// Hex bytes separated by spaces: `de ad be ef`, or `de ad…` when they do not all fit.
+fn hex_line(prefix: &[u8], truncated: bool, max_chars: usize) -> String {
+    // `n` bytes take 3n - 1 characters; with an ellipsis, 3n.
+    let all_fit = prefix.len() * 3 <= max_chars + 1;
+    let (shown, ellipsis) = if all_fit && !truncated {
+        (prefix.len(), false)
+    } else {
+        (prefix.len().min(max_chars / 3), max_chars > 0)
+    };
+    let mut out = String::with_capacity(shown * 3);
+    for (i, byte) in prefix.iter().take(shown).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{byte:02x}");
+    }
+    if ellipsis {
+        out.push('…');
+    }
+    out
+}
+
+/// Ends `out` with `…`, dropping its last character if there is no room.
+fn ellipsis(out: &mut String, max_chars: usize) {
+    if max_chars == 0 {
+        return;
+    }
+    if out.chars().count() >= max_chars {
+        out.pop();
+    }
+    out.push('…');
+}
+
+/// A size for the table: `512 B`, `1.5 KiB`, `12.0 MiB`.
+pub(crate) fn human_size(size: usize) -> String {
+    const KIB: f64 = 1024.0;
+    // Display only: the precision lost converting to f64 is far below what one decimal shows.
+    let bytes = size as f64;
+    if size < 1024 {
+        format!("{size} B")
+    } else if bytes < KIB * KIB {
+        format!("{:.1} KiB", bytes / KIB)
+    } else if bytes < KIB * KIB * KIB {
+        format!("{:.1} MiB", bytes / (KIB * KIB))
+    } else {
+        format!("{:.1} GiB", bytes / (KIB * KIB * KIB))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn show(payload: &[u8], format: Format, max: usize) -> String {
+        preview(payload, payload.len(), format, max)
+    }
+
+    #[test]
+    fn formats_cycle_auto_binary_text() {
+        let mut format = Format::default();
+        let mut labels = Vec::new();
+        for _ in 0..4 {
+            labels.push(format.label());
+            format = format.next();
+        }
+        assert_eq!(labels, ["auto", "binary", "text", "auto"]);
+    }
+
+    #[test]
+    fn auto_shows_printable_utf8_as_text_and_the_rest_as_hex() {
+        assert_eq!(show("héllo".as_bytes(), Format::Auto, 40), "héllo");
+        assert_eq!(show(b"a\nb", Format::Auto, 40), "a·b");
+        assert_eq!(
+            show(&[0xde, 0xad, 0xbe, 0xef], Format::Auto, 40),
+            "de ad be ef"
+        );
+        assert_eq!(show(b"ab\0", Format::Auto, 40), "61 62 00");
+        assert_eq!(show(b"", Format::Auto, 40), "");
+    }
+
+    #[test]
+    fn binary_and_text_are_forced() {
+        assert_eq!(show(b"hi", Format::Binary, 40), "68 69");
+        assert_eq!(show(&[0xff, b'a'], Format::Text, 40), "\u{fffd}a");
+        assert_eq!(show(b"a\0b", Format::Text, 40), "a·b");
+    }
+
+    #[test]
+    fn previews_fit_their_width() {
+        assert_eq!(show(b"abcdef", Format::Text, 4), "abc…");
+        assert_eq!(show(b"abcd", Format::Text, 4), "abcd");
+        assert_eq!(show(&[1, 2, 3, 4], Format::Binary, 8), "01 02…");
+        assert_eq!(show(&[1, 2, 3], Format::Binary, 8), "01 02 03");
+        assert_eq!(show(b"abc", Format::Text, 0), "");
+        assert_eq!(show(b"abc", Format::Binary, 0), "");
+        assert_eq!(show(b"abc", Format::Binary, 1), "…");
+    }
+
+    #[test]
+    fn a_truncated_prefix_says_so_and_may_end_inside_a_character() {
+        // "é" is two bytes; the prefix keeps only the first.
+        assert_eq!(preview(&[b'a', 0xc3], 3, Format::Auto, 40), "a…");
+        assert_eq!(preview(b"ab", 10, Format::Binary, 40), "61 62…");
+        assert_eq!(preview(b"ab", 10, Format::Text, 40), "ab…");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(12 * 1024 * 1024), "12.0 MiB");
+    }
+}

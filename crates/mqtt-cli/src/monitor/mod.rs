@@ -67,9 +67,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     for filter in &args.filters {
         check_filter(filter).with_context(|| format!("invalid topic filter {filter:?}"))?;
     }
-    if !io::stdout().is_terminal() {
-        bail!("the monitor needs a terminal (standard output is not one); try `mqtt subscribe`");
-    }
     let options = args.connect.options()?;
     let source = format!(
         "{}:{} {}",
@@ -100,6 +97,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Once every subscription has ended, `messages` reports the end.
     drop(messages_tx);
+    // Checked after connecting, so that connection errors are reported the same everywhere.
+    if !io::stdout().is_terminal() {
+        bail!("the monitor needs a terminal (standard output is not one); try `mqtt subscribe`");
+    }
 
     let monitor = Monitor::new(Instant::now(), args.keep).with_source(source);
     let result = {

@@ -80,6 +80,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         1 => QoS::AtLeastOnce,
         _ => QoS::ExactlyOnce,
     };
+    // One task per filter feeds one channel. Each subscription has a queue of its own in the
+    // client, so messages of different filters that arrive close together may be listed in
+    // either order; within a filter the order is the broker's.
     let (messages_tx, messages) = mpsc::channel(BATCH);
     for filter in &args.filters {
         let mut subscription = client

@@ -107,6 +107,23 @@ impl Tmux {
         self.run(&args);
     }
 
+    /// The process id of the program (the child of the pane's shell), from `/proc`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn program_pid(&self) -> u32 {
+        let shell = self.display("#{pane_pid}");
+        let entries = std::fs::read_dir("/proc").expect("/proc");
+        entries
+            .filter_map(|entry| {
+                let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+                let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                (ppid == shell).then_some(pid)
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no child of the pane's shell {shell}"))
+    }
+
     /// Waits until the screen satisfies `condition` and returns it; panics with `what` and the
     /// last screen after the deadline.
     pub(crate) fn wait_for(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {

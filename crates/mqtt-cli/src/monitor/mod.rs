@@ -49,8 +49,9 @@ const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true, disable_version_flag = true)]
 pub(crate) struct Args {
+    // Boxed: the subcommands' options are variants of one enum, and these are large.
     #[command(flatten)]
-    connect: ConnectArgs,
+    connect: Box<ConnectArgs>,
     /// Subscribe at this QoS (0, 1 or 2).
     #[arg(short = 'q', long = "qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     qos: u8,

@@ -225,6 +225,40 @@ fn a_lost_connection_restores_the_terminal_and_says_so_in_one_line() {
     assert!(errors[0].starts_with("mqtt: connection lost"), "{screen}");
 }
 
+#[test]
+fn tiny_and_wide_terminals_are_drawn_without_failing() {
+    if !Tmux::available() {
+        return;
+    }
+    let Some(broker) = Broker::ours() else { return };
+    let tmux = monitor(broker.port(), &["#"]);
+    Publisher::connect(broker.port()).publish("a/b", b"payload");
+    tmux.wait_for_all(&["a/b", "1 msgs"]);
+    for (width, height) in [(20, 5), (1, 1), (160, 40), (40, 3)] {
+        tmux.resize(width, height);
+        // Every size has its own first line: wait until the monitor has redrawn for it.
+        tmux.wait_for(&format!("a redraw at {width}x{height}"), |screen| {
+            let lines: Vec<&str> = screen.lines().collect();
+            lines.len() == usize::from(height)
+                && lines
+                    .first()
+                    .is_some_and(|line| line.contains("Messages") || width < 12)
+        });
+    }
+    // Wide: the panes side by side, both titles on the first line.
+    tmux.resize(160, 40);
+    tmux.wait_for("the panes side by side", |screen| {
+        screen
+            .lines()
+            .next()
+            .is_some_and(|line| line.contains("Messages 1") && line.contains("Topics 1"))
+    });
+    tmux.resize(80, 24);
+    tmux.wait_for_all(&["q Quit", "LIVE", "a/b"]);
+    tmux.send_keys(&["q"]);
+    assert_eq!(tmux.wait_for_exit(), 0);
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn sigterm_restores_the_terminal_and_exits_0() {

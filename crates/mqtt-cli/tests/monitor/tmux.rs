@@ -124,6 +124,12 @@ impl Tmux {
             .unwrap_or_else(|| panic!("no child of the pane's shell {shell}"))
     }
 
+    /// Resizes the window (and so the pane) to `width` x `height`.
+    pub(crate) fn resize(&self, width: u16, height: u16) {
+        let (width, height) = (width.to_string(), height.to_string());
+        self.run(&["resize-window", "-t", "t", "-x", &width, "-y", &height]);
+    }
+
     /// Waits until the screen satisfies `condition` and returns it; panics with `what` and the
     /// last screen after the deadline.
     pub(crate) fn wait_for(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {

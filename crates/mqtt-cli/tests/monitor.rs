@@ -147,21 +147,21 @@ fn pause_freezes_the_view_while_messages_are_counted(port: u16) {
 fn f_cycles_the_payload_format_auto_binary_text(port: u16) {
     let tmux = monitor(port, &["#"]);
     let publisher = Publisher::connect(port);
-    publisher.publish("bin", &[0x01, 0x02, b'A', b'B', b'C']);
+    // Not UTF-8 (0xff), so auto shows it as hex.
+    publisher.publish("bin", &[0xff, 0x00, b'A', b'B', b'C']);
     publisher.publish("txt", b"hello");
-    // Auto: text when printable, else hex.
-    tmux.wait_for_all(&["f Format: auto", "01 02 41 42 43", "hello"]);
+    tmux.wait_for_all(&["f Format: auto", "ff 00 41 42 43", "hello"]);
 
     tmux.send_keys(&["f"]);
-    let screen = tmux.wait_for_all(&["f Format: binary", "01 02 41 42 43", "68 65 6c 6c 6f"]);
+    let screen = tmux.wait_for_all(&["f Format: binary", "ff 00 41 42 43", "68 65 6c 6c 6f"]);
     assert!(!screen.contains("hello"), "{screen}");
 
     tmux.send_keys(&["f"]);
-    let screen = tmux.wait_for_all(&["f Format: text", "ABC", "hello"]);
+    let screen = tmux.wait_for_all(&["f Format: text", "\u{fffd}·ABC", "hello"]);
     assert!(!screen.contains("41 42 43"), "{screen}");
 
     tmux.send_keys(&["f"]);
-    tmux.wait_for_all(&["f Format: auto", "01 02 41 42 43", "hello"]);
+    tmux.wait_for_all(&["f Format: auto", "ff 00 41 42 43", "hello"]);
 
     tmux.send_keys(&["q"]);
     assert_eq!(tmux.wait_for_exit(), 0);

@@ -128,11 +128,7 @@ fn entry(message: &Message) -> Entry {
     Entry {
         at: SystemTime::now(),
         topic: message.topic().to_owned(),
-        qos: match message.qos() {
-            QoS::AtMostOnce => 0,
-            QoS::AtLeastOnce => 1,
-            QoS::ExactlyOnce => 2,
-        },
+        qos: crate::format::qos_number(message.qos()),
         retain: message.retain(),
         size: payload.len(),
         prefix: Bytes::copy_from_slice(prefix),

@@ -269,7 +269,7 @@ impl Monitor {
         match command {
             Command::Quit => return false,
             Command::TogglePause => self.toggle_pause(now),
-            Command::CycleFormat => self.format = self.format.next(),
+            Command::CycleFormat => self.format = super::payload::next(self.format),
             Command::SwitchPane => {
                 self.focus = match self.focus {
                     Pane::Messages => Pane::Topics,

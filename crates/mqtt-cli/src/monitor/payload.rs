@@ -1,39 +1,30 @@
 //! One-line payload previews in the monitor's three formats.
 //!
-//! `crate::format` renders whole payloads for `subscribe` (a multi-line hex dump); a table cell
-//! needs one bounded line instead, built from a bounded prefix of the payload.
+//! The formats and their rules are `subscribe`'s ([`crate::format::Format`]: auto is text when
+//! the payload is UTF-8, else hex). A table cell needs one bounded line rather than
+//! `subscribe`'s multi-line hex dump, built from a bounded prefix of the payload.
 
 use std::fmt::Write as _;
 
-/// How the monitor shows payloads; `f` cycles through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Format {
-    /// Text when the payload is printable UTF-8, else hex.
-    #[default]
-    Auto,
-    /// Hex bytes.
-    Binary,
-    /// Text, invalid UTF-8 shown as U+FFFD.
-    Text,
+pub(crate) use crate::format::Format;
+
+/// The format after this one, as `f` cycles: auto, binary, text, auto, …
+pub(crate) fn next(format: Format) -> Format {
+    match format {
+        Format::Auto => Format::Binary,
+        Format::Binary => Format::Text,
+        // JSON is for `subscribe`'s output, not for a table cell.
+        Format::Text | Format::Json => Format::Auto,
+    }
 }
 
-impl Format {
-    /// The format after this one: auto, binary, text, auto, …
-    pub(crate) fn next(self) -> Self {
-        match self {
-            Format::Auto => Format::Binary,
-            Format::Binary => Format::Text,
-            Format::Text => Format::Auto,
-        }
-    }
-
-    /// Its name in the menu.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Format::Auto => "auto",
-            Format::Binary => "binary",
-            Format::Text => "text",
-        }
+/// Its name in the menu (as `subscribe --format` spells it).
+pub(crate) fn label(format: Format) -> &'static str {
+    match format {
+        Format::Auto => "auto",
+        Format::Binary => "binary",
+        Format::Text => "text",
+        Format::Json => "json",
     }
 }
 
@@ -46,30 +37,25 @@ pub(crate) const PREVIEW_BYTES: usize = 1024;
 pub(crate) fn preview(prefix: &[u8], size: usize, format: Format, max_chars: usize) -> String {
     let truncated = prefix.len() < size;
     let text = match format {
-        Format::Auto => match printable_text(prefix, truncated) {
-            Some(text) => text,
+        Format::Auto | Format::Json => match utf8_text(prefix, truncated) {
+            Some(text) => std::borrow::Cow::Borrowed(text),
             None => return hex_line(prefix, truncated, max_chars),
         },
         Format::Binary => return hex_line(prefix, truncated, max_chars),
-        Format::Text => String::from_utf8_lossy(prefix).into_owned(),
+        Format::Text => String::from_utf8_lossy(prefix),
     };
     text_line(&text, truncated, max_chars)
 }
 
-/// The prefix as text if it is UTF-8 without control characters other than white space. A
-/// prefix cut inside a character is still text.
-fn printable_text(prefix: &[u8], truncated: bool) -> Option<String> {
-    let text = match std::str::from_utf8(prefix) {
-        Ok(text) => text,
+/// The prefix as text if it is UTF-8. A prefix cut inside a character is still text.
+fn utf8_text(prefix: &[u8], truncated: bool) -> Option<&str> {
+    match std::str::from_utf8(prefix) {
+        Ok(text) => Some(text),
         Err(error) if truncated && error.error_len().is_none() => {
-            std::str::from_utf8(prefix.get(..error.valid_up_to())?).ok()?
+            std::str::from_utf8(prefix.get(..error.valid_up_to())?).ok()
         }
-        Err(_) => return None,
-    };
-    let printable = text
-        .chars()
-        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
-    printable.then(|| text.to_owned())
+        Err(_) => None,
+    }
 }
 
 /// Text on one line: control characters (line breaks included) become `·`.
@@ -155,21 +141,22 @@ mod tests {
         let mut format = Format::default();
         let mut labels = Vec::new();
         for _ in 0..4 {
-            labels.push(format.label());
-            format = format.next();
+            labels.push(label(format));
+            format = next(format);
         }
         assert_eq!(labels, ["auto", "binary", "text", "auto"]);
+        assert_eq!(next(Format::Json), Format::Auto);
     }
 
     #[test]
-    fn auto_shows_printable_utf8_as_text_and_the_rest_as_hex() {
+    fn auto_shows_utf8_as_text_and_the_rest_as_hex() {
         assert_eq!(show("héllo".as_bytes(), Format::Auto, 40), "héllo");
-        assert_eq!(show(b"a\nb", Format::Auto, 40), "a·b");
+        // Control characters (line breaks too) keep the preview on one line.
+        assert_eq!(show(b"a\nb\0", Format::Auto, 40), "a·b·");
         assert_eq!(
             show(&[0xde, 0xad, 0xbe, 0xef], Format::Auto, 40),
             "de ad be ef"
         );
-        assert_eq!(show(b"ab\0", Format::Auto, 40), "61 62 00");
         assert_eq!(show(b"", Format::Auto, 40), "");
     }
 

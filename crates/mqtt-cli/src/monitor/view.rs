@@ -202,7 +202,7 @@ fn draw_menu(frame: &mut Frame<'_>, monitor: &Monitor, area: Rect) {
     };
     let status_width = u16::try_from(status.chars().count()).unwrap_or(u16::MAX);
     let play = if monitor.is_paused() { "Play" } else { "Pause" };
-    let format = format!("Format: {}", monitor.format().label());
+    let format = format!("Format: {}", super::payload::label(monitor.format()));
     let items = [
         ("q", "Quit"),
         ("p", play),

@@ -47,8 +47,10 @@ impl Tmux {
             .prefix("mqtt-monitor-tmux-")
             .tempdir()
             .expect("temporary directory");
-        // No status line: the pane gets all 24 rows.
-        std::fs::write(dir.path().join("tmux.conf"), "set -g status off\n").expect("tmux.conf");
+        // No status line: the pane gets all 24 rows. The wrapper below is `sh` syntax, whatever
+        // the user's shell.
+        let config = "set -g status off\nset -g default-shell /bin/sh\n";
+        std::fs::write(dir.path().join("tmux.conf"), config).expect("tmux.conf");
         let mut line = quote(&program.display().to_string());
         for arg in args {
             line.push(' ');
@@ -74,6 +76,8 @@ impl Tmux {
         let socket = self.dir.path().join("socket");
         let config = self.dir.path().join("tmux.conf");
         let output = Command::new("tmux")
+            // Tests run inside a tmux session start a server of their own all the same.
+            .env_remove("TMUX")
             .arg("-S")
             .arg(socket)
             .arg("-f")

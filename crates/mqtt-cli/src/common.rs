@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mqtt_tokio::{Client, ClientOptions, TlsOptions, Version};
+use mqtt_tokio::{Client, ClientOptions, QoS, TlsOptions, Version};
 
 /// How to reach the broker (names as in `mosquitto_pub` / `mosquitto_sub`).
 #[derive(Debug, Clone, clap::Args)]
@@ -109,4 +109,31 @@ impl ConnectArgs {
             .await
             .with_context(|| format!("cannot connect to {target}"))
     }
+}
+
+/// Parses a QoS: 0, 1 or 2.
+pub(crate) fn parse_qos(s: &str) -> Result<QoS, String> {
+    match s {
+        "0" => Ok(QoS::AtMostOnce),
+        "1" => Ok(QoS::AtLeastOnce),
+        "2" => Ok(QoS::ExactlyOnce),
+        _ => Err(format!("QoS must be 0, 1 or 2, not {s:?}")),
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: root`, skipping a cause whose text the
+/// line already ends with (errors that print their source as part of their own message).
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

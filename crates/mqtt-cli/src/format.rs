@@ -3,9 +3,6 @@
 //! Shared by `subscribe` and `monitor`. [`render`] shows a payload alone; [`message_json`] is
 //! the one-object-per-line form of a whole message.
 
-// Until `subscribe` and `monitor` use all of it.
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 
 use mqtt_tokio::{Publish, QoS};
@@ -151,6 +148,24 @@ pub(crate) fn message_json(publish: &Publish) -> Value {
     })
 }
 
+/// [`message_json`] as one line, keys in a reading order: topic, qos, retain, properties,
+/// payload.
+pub(crate) fn message_json_line(publish: &Publish) -> String {
+    let value = message_json(publish);
+    let mut line = String::from("{");
+    for (i, key) in ["topic", "qos", "retain", "properties", "payload"]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            line.push(',');
+        }
+        let _ = write!(line, "\"{key}\":{}", value[key]);
+    }
+    line.push('}');
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +203,10 @@ mod tests {
             .user_properties
             .push(mqtt_tokio::UserProperty::new("k", "v"));
         publish.properties.content_type = Some("text/plain".into());
+        assert_eq!(
+            message_json_line(&publish),
+            r#"{"topic":"a/b","qos":1,"retain":true,"properties":{"content_type":"text/plain","user_properties":[["k","v"]]},"payload":{"hex":"ff"}}"#
+        );
         assert_eq!(
             message_json(&publish).to_string(),
             r#"{"payload":{"hex":"ff"},"properties":{"content_type":"text/plain","user_properties":[["k","v"]]},"qos":1,"retain":true,"topic":"a/b"}"#

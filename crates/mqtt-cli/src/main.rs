@@ -57,7 +57,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line: the error and its causes, no backtrace.
-            eprintln!("mqtt: {error:#}");
+            eprintln!("mqtt: {}", common::one_line(&error));
             ExitCode::FAILURE
         }
     }

@@ -1,10 +1,145 @@
-//! `mqtt subscribe`.
+//! `mqtt subscribe`: prints each message of one or more subscriptions.
+
+use std::io::{ErrorKind, Write as _};
+
+use anyhow::Context as _;
+use mqtt_tokio::{ConnectionEvent, Message, QoS, SubscribeOptions};
+use tokio::sync::mpsc;
+
+use crate::common::{ConnectArgs, parse_qos};
+use crate::format::{Format, message_json_line, render};
 
 /// Options of `mqtt subscribe`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+#[command(disable_help_flag = true, disable_version_flag = true)]
+#[command(after_long_help = OUTPUT_HELP)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Topic filters to subscribe to (wildcards `+` and `#` allowed).
+    #[arg(value_name = "FILTER")]
+    filters: Vec<String>,
+    /// A topic filter (as in mosquitto_sub); repeatable, adds to FILTER arguments.
+    #[arg(short = 't', long = "topic", value_name = "FILTER")]
+    topics: Vec<String>,
+    /// Maximum QoS to receive at: 0, 1 or 2.
+    #[arg(short = 'q', long = "qos", default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
+    /// Print the topic before each payload.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    /// How to print payloads.
+    #[arg(short = 'F', long = "format", value_enum, default_value_t = Format::Auto)]
+    format: Format,
+    /// Exit after this many messages.
+    #[arg(short = 'C', long = "count", value_name = "N")]
+    count: Option<u64>,
+    /// Acknowledge each QoS 1/2 message only once it is printed (and flushed).
+    #[arg(long = "manual-ack")]
+    manual_ack: bool,
+    /// Do not add a line break after each payload.
+    #[arg(short = 'N', long = "no-newline")]
+    no_newline: bool,
+}
+
+const OUTPUT_HELP: &str = "\
+OUTPUT (--format):
+  auto    the payload as text when it is valid UTF-8, else a hex dump
+  text    the payload as text (invalid UTF-8 shown as U+FFFD)
+  binary  a hex dump (offset, 16 bytes in hex, printable ASCII), as `hexdump -C`
+  json    one object per line:
+          {\"topic\":\"a/b\",\"qos\":1,\"retain\":false,\"properties\":{...},\"payload\":\"text\"}
+          properties (5.0, those present): payload_format_indicator, message_expiry_interval,
+          content_type, response_topic, correlation_data, user_properties ([[name, value], ...]),
+          subscription_identifiers. Payload and correlation data are strings when they are
+          UTF-8, else {\"hex\": \"00ff...\"}.
+With -v (auto, text, binary) the topic comes first, then a space (binary: a line break).
+Output is flushed after each message; a closed pipe (`| head -1`) ends the program quietly.";
 
 /// Runs `mqtt subscribe`.
-pub(crate) async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let filters: Vec<String> = args.filters.iter().chain(&args.topics).cloned().collect();
+    if filters.is_empty() {
+        anyhow::bail!("no topic filter: give one or more FILTER arguments or -t FILTER");
+    }
+    let client = args.connect.connect().await?;
+    let events = client.events();
+    let (tx, mut rx) = mpsc::channel::<Message>(64);
+    for filter in &filters {
+        let mut options = SubscribeOptions::new(filter.clone()).qos(args.qos);
+        if args.manual_ack {
+            options = options.manual_ack();
+        }
+        let mut subscription = client
+            .subscribe_with(options)
+            .await
+            .with_context(|| format!("cannot subscribe to {filter:?}"))?;
+        // One stream for all subscriptions; the bounded channel keeps backpressure.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscription.recv().await {
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut received = 0u64;
+    // One listener for the whole run, so that a Ctrl-C between two messages is not missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let outcome = loop {
+        if args.count.is_some_and(|count| received >= count) {
+            break Ok(());
+        }
+        let message = tokio::select! {
+            message = rx.recv() => message,
+            _ = &mut ctrl_c => break Ok(()),
+        };
+        let Some(message) = message else {
+            // Every subscription ended: the connection is gone.
+            let reason = std::iter::from_fn(|| events.try_recv().ok())
+                .filter_map(|event| match event {
+                    ConnectionEvent::Disconnected(reason) => Some(reason.to_string()),
+                    _ => None,
+                })
+                .last()
+                .unwrap_or_else(|| "connection lost".into());
+            break Err(anyhow::anyhow!("disconnected: {reason}"));
+        };
+        match print(&args, &message) {
+            Ok(()) => {}
+            // A reader that went away (`| head -1`) is a normal end.
+            Err(error) if error.kind() == ErrorKind::BrokenPipe => break Ok(()),
+            Err(error) => break Err(anyhow::Error::new(error).context("cannot write to stdout")),
+        }
+        received += 1;
+        if message.needs_ack() {
+            message.ack().await.context("cannot acknowledge")?;
+        }
+    };
+    let _ = client.disconnect().await;
+    outcome
+}
+
+/// Prints one message and flushes, so that a reader sees it at once.
+fn print(args: &Args, message: &Message) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let end = if args.no_newline { "" } else { "\n" };
+    if args.format == Format::Json {
+        write!(out, "{}{end}", message_json_line(message.publish()))?;
+    } else {
+        let payload = render(message.payload(), args.format);
+        if args.verbose {
+            let dump = args.format == Format::Binary
+                || (args.format == Format::Auto && std::str::from_utf8(message.payload()).is_err());
+            // A hex dump starts on a line of its own, so that its columns line up.
+            let separator = if dump { "\n" } else { " " };
+            write!(out, "{}{separator}", message.topic())?;
+        }
+        write!(out, "{payload}{end}")?;
+    }
+    out.flush()
 }

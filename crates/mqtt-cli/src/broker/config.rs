@@ -1,0 +1,257 @@
+//! The broker's TOML configuration file (`mqtt broker --config FILE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mqtt_tokio::QoS;
+use mqtt_tokio::broker::BrokerConfig;
+use serde::Deserialize;
+
+/// The schema, as `--help` shows it (kept next to the types it describes).
+pub(crate) const SCHEMA: &str = r#"CONFIGURATION FILE (--config FILE, TOML; every key is optional, unknown keys are errors;
+relative paths are relative to the file's directory):
+
+  allow_anonymous = true          # clients without a user name may connect (default: true
+                                  # without a password_file, false with one)
+  password_file = "passwd"        # mosquitto_passwd format ($7$ or $6$ hashes)
+  acl_file = "acl"                # mosquitto ACL format (topic / user / pattern lines)
+
+  [[listener]]                    # one table per listener (repeatable)
+  bind = "127.0.0.1:1883"         # address:port (port 0: the kernel picks one)
+
+  [[listener]]
+  bind = "0.0.0.0:8883"
+  tls = { cert = "server.pem", key = "server.key" }   # PEM certificate chain and key
+
+  [limits]
+  max_connections = 10000         # simultaneous connections
+  max_packet_size = 1048576       # bytes, from clients (announced in 5.0)
+  receive_maximum = 100           # QoS 1/2 publishes a 5.0 client may have in flight
+  max_inflight = 20               # QoS 1/2 publishes in flight towards a 3.1.1 client
+  max_queued_messages = 1000      # publishes waiting for a connected client's window
+  max_session_queue = 1000        # messages kept for a disconnected session
+  max_session_expiry = 86400      # seconds a session may outlive its connection
+  max_retained = 100000           # retained messages
+  max_keep_alive = 300            # seconds (default: accept the client's)
+  topic_alias_maximum = 16        # topic aliases a 5.0 client may use
+  connect_timeout = 10            # seconds to wait for CONNECT
+  max_qos = 2                     # highest QoS accepted and granted
+  retain_available = true
+  shared_subscriptions = true"#;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    /// Whether clients without a user name may connect.
+    pub(crate) allow_anonymous: Option<bool>,
+    /// A mosquitto_passwd file.
+    pub(crate) password_file: Option<PathBuf>,
+    /// A mosquitto ACL file.
+    pub(crate) acl_file: Option<PathBuf>,
+    /// Listeners.
+    #[serde(default, rename = "listener")]
+    pub(crate) listeners: Vec<ListenerConfig>,
+    /// Limits.
+    #[serde(default)]
+    pub(crate) limits: Limits,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerConfig {
+    /// Where to listen.
+    pub(crate) bind: SocketAddr,
+    /// TLS on this listener.
+    pub(crate) tls: Option<TlsConfig>,
+}
+
+/// A listener's `tls` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// The certificate chain (PEM).
+    pub(crate) cert: PathBuf,
+    /// The private key (PEM).
+    pub(crate) key: PathBuf,
+}
+
+/// `[limits]`: each one left out keeps the broker's default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    max_connections: Option<usize>,
+    max_packet_size: Option<u32>,
+    receive_maximum: Option<u16>,
+    max_inflight: Option<u16>,
+    max_queued_messages: Option<usize>,
+    max_session_queue: Option<usize>,
+    max_session_expiry: Option<u32>,
+    max_retained: Option<usize>,
+    max_keep_alive: Option<u16>,
+    topic_alias_maximum: Option<u16>,
+    connect_timeout: Option<u64>,
+    max_qos: Option<u8>,
+    retain_available: Option<bool>,
+    shared_subscriptions: Option<bool>,
+}
+
+impl FileConfig {
+    /// Reads and checks a file; paths in it become relative to its directory.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text).map_err(|error| {
+            // toml's message spans several lines (the offending line, a caret); one is enough.
+            let message = error.message().to_owned();
+            match error.span().map(|span| line_of(&text, span.start)) {
+                Some(line) => anyhow::anyhow!("{}, line {line}: {message}", path.display()),
+                None => anyhow::anyhow!("{}: {message}", path.display()),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        config.password_file.as_mut().map(resolve);
+        config.acl_file.as_mut().map(resolve);
+        for listener in &mut config.listeners {
+            if let Some(tls) = &mut listener.tls {
+                resolve(&mut tls.cert);
+                resolve(&mut tls.key);
+            }
+        }
+        config.limits.broker_config()?;
+        Ok(config)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1
+}
+
+impl Limits {
+    /// The broker configuration: defaults, with these limits applied.
+    pub(crate) fn broker_config(&self) -> anyhow::Result<BrokerConfig> {
+        let mut config = BrokerConfig::default();
+        let c = &mut config.connection;
+        if let Some(v) = self.max_connections {
+            config.max_connections = v;
+        }
+        if let Some(v) = self.max_packet_size {
+            anyhow::ensure!(v > 0, "limits.max_packet_size must be positive");
+            c.max_packet_size = v;
+        }
+        if let Some(v) = self.receive_maximum {
+            anyhow::ensure!(v > 0, "limits.receive_maximum must be positive");
+            c.receive_maximum = v;
+        }
+        if let Some(v) = self.max_inflight {
+            anyhow::ensure!(v > 0, "limits.max_inflight must be positive");
+            c.max_inflight_v311 = v;
+        }
+        if let Some(v) = self.max_queued_messages {
+            c.max_queued = v;
+        }
+        if let Some(v) = self.max_keep_alive {
+            c.max_keep_alive = Some(v);
+        }
+        if let Some(v) = self.topic_alias_maximum {
+            c.topic_alias_maximum = v;
+        }
+        if let Some(v) = self.connect_timeout {
+            c.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_session_queue {
+            config.max_session_queue = v;
+        }
+        if let Some(v) = self.max_session_expiry {
+            config.max_session_expiry = v;
+        }
+        if let Some(v) = self.max_retained {
+            config.max_retained = v;
+        }
+        if let Some(v) = self.max_qos {
+            config.max_qos = match v {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                2 => QoS::ExactlyOnce,
+                _ => anyhow::bail!("limits.max_qos must be 0, 1 or 2, not {v}"),
+            };
+        }
+        if let Some(v) = self.retain_available {
+            config.retain_available = v;
+        }
+        if let Some(v) = self.shared_subscriptions {
+            config.shared_subscriptions = v;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("broker.toml");
+        std::fs::write(&path, text)?;
+        FileConfig::load(&path)
+    }
+
+    #[test]
+    fn full_file() {
+        let config = parse(
+            r#"
+            allow_anonymous = false
+            password_file = "passwd"
+            acl_file = "/etc/acl"
+            [[listener]]
+            bind = "127.0.0.1:0"
+            [[listener]]
+            bind = "[::1]:8883"
+            tls = { cert = "c.pem", key = "k.pem" }
+            [limits]
+            max_connections = 5
+            max_packet_size = 1000
+            max_qos = 1
+            connect_timeout = 3
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.allow_anonymous, Some(false));
+        assert!(config.password_file.unwrap().ends_with("passwd"));
+        assert_eq!(config.acl_file.unwrap(), PathBuf::from("/etc/acl"));
+        assert_eq!(config.listeners.len(), 2);
+        assert!(config.listeners[1].tls.as_ref().unwrap().cert.is_absolute());
+        let broker = config.limits.broker_config().unwrap();
+        assert_eq!(broker.max_connections, 5);
+        assert_eq!(broker.connection.max_packet_size, 1000);
+        assert_eq!(broker.max_qos, QoS::AtLeastOnce);
+        assert_eq!(broker.connection.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_one_line_errors() {
+        let error = parse("[limits]\nmax_conections = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 2") && error.contains("max_conections"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "{error}");
+        let error = parse("[[listener]]\nbind = \"nowhere\"\n").unwrap_err();
+        assert!(error.to_string().contains("line 2"), "{error}");
+        let error = parse("[limits]\nmax_qos = 3\n").unwrap_err();
+        assert!(error.to_string().contains("max_qos"), "{error}");
+    }
+}

@@ -1,0 +1,185 @@
+//! `mqtt broker`: our broker on TCP and TLS listeners, configured by flags and a TOML file,
+//! with structured logs of connections and refusals.
+
+mod config;
+
+use std::io::IsTerminal as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use mqtt_tokio::broker::{AclFile, PasswordFile};
+use mqtt_tokio::{Broker, DisconnectReason, PeerEvent, ServerTls};
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use config::FileConfig;
+
+/// Options of `mqtt broker`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = config::SCHEMA)]
+pub(crate) struct Args {
+    /// Listen on this address (an IP, or IP:PORT); repeatable. Without --bind, --port or
+    /// listeners in the config file: 127.0.0.1:1883.
+    #[arg(short = 'b', long = "bind", value_name = "ADDR", value_parser = parse_bind)]
+    bind: Vec<Bind>,
+    /// The port of --bind addresses given without one (default 1883; 0: the kernel picks one,
+    /// and the log says which). Alone, it listens on 127.0.0.1:PORT.
+    #[arg(short = 'p', long = "port")]
+    port: Option<u16>,
+    /// A TOML configuration file: listeners (with TLS), password file, ACL file, anonymous
+    /// access, limits. See the schema below (--help). --bind and --port add to its listeners.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// A `--bind` value: an address with or without a port.
+#[derive(Debug, Clone, Copy)]
+struct Bind {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+fn parse_bind(s: &str) -> Result<Bind, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(Bind {
+            ip: addr.ip(),
+            port: Some(addr.port()),
+        });
+    }
+    let ip = s.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<IpAddr>()
+        .map(|ip| Bind { ip, port: None })
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+}
+
+/// The default port.
+const MQTT_PORT: u16 = 1883;
+
+/// Structured logs to stderr; `RUST_LOG` filters them (default: `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs `mqtt broker` until Ctrl-C (or SIGTERM).
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    init_logging();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut builder = Broker::builder().config(file.limits.broker_config()?);
+
+    let mut listeners = 0;
+    for listener in &file.listeners {
+        builder = match &listener.tls {
+            Some(tls) => builder.bind_tls(listener.bind, ServerTls::new(&tls.cert, &tls.key)),
+            None => builder.bind(listener.bind),
+        };
+        listeners += 1;
+    }
+    let port = args.port.unwrap_or(MQTT_PORT);
+    let mut binds = args.bind.clone();
+    if binds.is_empty() && (args.port.is_some() || listeners == 0) {
+        binds.push(Bind {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: None,
+        });
+    }
+    for bind in binds {
+        builder = builder.bind(SocketAddr::new(bind.ip, bind.port.unwrap_or(port)));
+    }
+
+    let allow_anonymous = file.allow_anonymous.unwrap_or(file.password_file.is_none());
+    match &file.password_file {
+        Some(path) => {
+            let passwords = PasswordFile::load(path)?.allow_anonymous(allow_anonymous);
+            info!(
+                "password file {}: {} user(s), anonymous access {}",
+                path.display(),
+                passwords.len(),
+                if allow_anonymous { "on" } else { "off" }
+            );
+            builder = builder.authenticator(passwords);
+        }
+        None if !allow_anonymous => {
+            anyhow::bail!("allow_anonymous = false needs a password_file: nobody could connect")
+        }
+        None => {}
+    }
+    if let Some(path) = &file.acl_file {
+        builder = builder.authorizer(AclFile::load(path)?);
+        info!("ACL file {}", path.display());
+    }
+    builder = builder.on_event(log_event);
+
+    let broker = builder.build().await.context("cannot start the broker")?;
+    for addr in broker.local_addrs() {
+        info!("listening on {addr}");
+    }
+    let handle = broker.spawn();
+    shutdown_signal().await?;
+    info!("shutting down");
+    handle.stop().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix (as a service manager stops it).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot handle Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot handle Ctrl-C")?;
+    Ok(())
+}
+
+/// One log line per connect, disconnect and refusal.
+fn log_event(event: &PeerEvent) {
+    match event {
+        PeerEvent::Connected {
+            peer,
+            client_id,
+            session_present,
+        } => info!(%peer, client_id = &**client_id, session_present, "client connected"),
+        PeerEvent::Disconnected {
+            peer,
+            client_id,
+            reason: DisconnectReason::Refused { reason_code, .. },
+        } => warn!(
+            %peer,
+            client_id = client_id.as_deref().unwrap_or(""),
+            "connection refused: {reason_code}"
+        ),
+        PeerEvent::Disconnected {
+            peer,
+            client_id: Some(client_id),
+            reason,
+        } => info!(%peer, client_id = &**client_id, %reason, "client disconnected"),
+        // Never sent CONNECT (a port scan, a health check, a TLS client on a plain port).
+        PeerEvent::Disconnected {
+            peer,
+            client_id: None,
+            reason,
+        } => info!(%peer, %reason, "connection closed before CONNECT"),
+        PeerEvent::Rejected { peer } => {
+            warn!(%peer, "connection rejected: too many connections (limits.max_connections)")
+        }
+        _ => {}
+    }
+}

@@ -69,12 +69,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         check_filter(filter).with_context(|| format!("invalid topic filter {filter:?}"))?;
     }
     let options = args.connect.options()?;
-    let source = format!(
-        "{}:{} {}",
-        options.host(),
-        options.port(),
-        args.filters.join(" ")
-    );
+    let target = format!("{}:{}", options.host(), options.port());
+    let source = format!("{target} {}", args.filters.join(" "));
     let client = args.connect.connect().await?;
     let qos = match args.qos {
         0 => QoS::AtMostOnce,
@@ -116,7 +112,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
     match result? {
         Exit::Quit => Ok(()),
-        Exit::ConnectionLost => bail!("connection lost: {}", disconnect_reason(&client)),
+        Exit::ConnectionLost => bail!(
+            "the connection to {target} ended: {}",
+            disconnect_reason(&client)
+        ),
     }
 }
 
@@ -232,7 +231,7 @@ fn disconnect_reason(client: &Client) -> String {
             _ => {}
         }
     }
-    reason.unwrap_or_else(|| "the broker closed the connection".to_owned())
+    reason.unwrap_or_else(|| "closed".to_owned())
 }
 
 /// Checks a topic filter as MQTT does (MQTT-4.7.1): not empty, `#` only as the last level,

@@ -60,6 +60,7 @@ macro_rules! suite {
 
 suite!(ours:
     shows_messages_topics_and_the_menu_and_q_quits,
+    enter_shows_the_selected_message_in_full,
     pause_freezes_the_view_while_messages_are_counted,
     f_cycles_the_payload_format_auto_binary_text,
     ctrl_c_quits,
@@ -68,6 +69,7 @@ suite!(ours:
 
 suite!(mosquitto:
     shows_messages_topics_and_the_menu_and_q_quits,
+    enter_shows_the_selected_message_in_full,
     pause_freezes_the_view_while_messages_are_counted,
     f_cycles_the_payload_format_auto_binary_text,
     ctrl_c_quits,
@@ -163,6 +165,40 @@ fn f_cycles_the_payload_format_auto_binary_text(port: u16) {
     tmux.send_keys(&["f"]);
     tmux.wait_for_all(&["f Format: auto", "ff 00 41 42 43", "hello"]);
 
+    tmux.send_keys(&["q"]);
+    assert_eq!(tmux.wait_for_exit(), 0);
+}
+
+fn enter_shows_the_selected_message_in_full(port: u16) {
+    let tmux = monitor(port, &["#"]);
+    let publisher = Publisher::connect(port);
+    publisher.publish_with("doc", b"{\n  \"line\": 1,\n  \"next\": 2\n}", |publish| {
+        publish.properties.content_type = Some("application/json".into());
+        publish.retain = true;
+    });
+    publisher.publish("other", b"x");
+    // The list shows the document on one line.
+    tmux.wait_for_all(&["{ \"line\": 1, \"next\": 2 }", "other"]);
+
+    // Enter: the newest message (selected) in full, in place of the topic tree.
+    tmux.send_keys(&["Enter"]);
+    let screen = tmux.wait_for_all(&["Message (Esc closes)", "Topic: other", "Enter Close"]);
+    assert!(!screen.contains(" Topics "), "{screen}");
+    // Down selects the document; the details follow, lines kept.
+    tmux.send_keys(&["Down"]);
+    let screen = tmux.wait_for_all(&["Topic: doc", "Content type: application/json"]);
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = lines.iter().position(|line| *line == "  \"line\": 1,");
+    assert!(
+        at.is_some_and(|at| lines.get(at + 1) == Some(&"  \"next\": 2")),
+        "{screen}"
+    );
+    // Binary: the hex dump.
+    tmux.send_keys(&["f"]);
+    tmux.wait_for_all(&["00000000  7b 0a 20 20 22 6c 69 6e"]);
+
+    tmux.send_keys(&["Escape"]);
+    tmux.wait_for_all(&[" Topics 2", "Enter Details"]);
     tmux.send_keys(&["q"]);
     assert_eq!(tmux.wait_for_exit(), 0);
 }

@@ -131,7 +131,42 @@ fn entry(message: &Message) -> Entry {
         retain: message.retain(),
         size: payload.len(),
         prefix: Bytes::copy_from_slice(prefix),
+        properties: properties(message),
     }
+}
+
+/// The message's 5.0 properties, for the details view.
+fn properties(message: &Message) -> Vec<(&'static str, String)> {
+    let p = message.properties();
+    let mut shown = Vec::new();
+    if let Some(format) = p.payload_format_indicator {
+        shown.push(("Payload format", format!("{format:?}")));
+    }
+    if let Some(expiry) = p.message_expiry_interval {
+        shown.push(("Message expiry", format!("{expiry} s")));
+    }
+    if let Some(content_type) = &p.content_type {
+        shown.push(("Content type", content_type.to_string()));
+    }
+    if let Some(topic) = &p.response_topic {
+        shown.push(("Response topic", topic.to_string()));
+    }
+    if let Some(data) = &p.correlation_data {
+        let text = payload::preview(data, data.len(), payload::Format::Auto, 64);
+        shown.push(("Correlation data", text));
+    }
+    for user in &p.user_properties {
+        shown.push(("User property", format!("{} = {}", user.name, user.value)));
+    }
+    if !p.subscription_identifiers.is_empty() {
+        let ids: Vec<String> = p
+            .subscription_identifiers
+            .iter()
+            .map(|id| id.get().to_string())
+            .collect();
+        shown.push(("Subscription ids", ids.join(", ")));
+    }
+    shown
 }
 
 /// Why the monitor stopped.
@@ -206,7 +241,9 @@ fn command(key: KeyEvent) -> Option<Command> {
     let control = key.modifiers.contains(KeyModifiers::CONTROL);
     Some(match key.code {
         KeyCode::Char('c') if control => Command::Quit,
-        KeyCode::Char('q' | 'Q') | KeyCode::Esc => Command::Quit,
+        KeyCode::Char('q' | 'Q') => Command::Quit,
+        KeyCode::Enter => Command::ToggleDetails,
+        KeyCode::Esc => Command::CloseDetails,
         KeyCode::Char('p' | 'P' | ' ') => Command::TogglePause,
         KeyCode::Char('f' | 'F') => Command::CycleFormat,
         KeyCode::Tab | KeyCode::BackTab => Command::SwitchPane,
@@ -419,6 +456,8 @@ mod tests {
         assert_eq!(key(KeyCode::Char('p'), none), Some(Command::TogglePause));
         assert_eq!(key(KeyCode::Char('f'), none), Some(Command::CycleFormat));
         assert_eq!(key(KeyCode::Tab, none), Some(Command::SwitchPane));
+        assert_eq!(key(KeyCode::Enter, none), Some(Command::ToggleDetails));
+        assert_eq!(key(KeyCode::Esc, none), Some(Command::CloseDetails));
         assert_eq!(
             key(KeyCode::PageDown, none),
             Some(Command::Scroll(Scroll::PageDown))

@@ -30,6 +30,8 @@ pub(crate) struct Entry {
     pub(crate) size: usize,
     /// The first bytes of the payload, enough for a preview.
     pub(crate) prefix: Bytes,
+    /// The 5.0 properties present, as (name, value) for display.
+    pub(crate) properties: Vec<(&'static str, String)>,
 }
 
 /// The two scrollable panes.
@@ -70,6 +72,10 @@ pub(crate) enum Command {
     CycleFormat,
     /// Focus the other pane.
     SwitchPane,
+    /// Show or hide the selected message in full.
+    ToggleDetails,
+    /// Hide the message details.
+    CloseDetails,
     /// Scroll the focused pane.
     Scroll(Scroll),
 }
@@ -136,6 +142,7 @@ pub(crate) struct Monitor {
     frozen: Option<Frozen>,
     format: Format,
     focus: Pane,
+    details: bool,
     cursors: [Cursor; 2],
     pages: [usize; 2],
 }
@@ -152,6 +159,7 @@ impl Monitor {
             frozen: None,
             format: Format::default(),
             focus: Pane::default(),
+            details: false,
             cursors: [Cursor::default(); 2],
             pages: [1; 2],
         }
@@ -195,6 +203,17 @@ impl Monitor {
     /// The focused pane.
     pub(crate) fn focus(&self) -> Pane {
         self.focus
+    }
+
+    /// Whether the selected message is shown in full (in place of the topic tree).
+    pub(crate) fn is_showing_details(&self) -> bool {
+        self.details
+    }
+
+    /// The selected message, if the list is not empty.
+    pub(crate) fn selected_message(&self) -> Option<&Entry> {
+        let selected = self.cursor(Pane::Messages).selected;
+        self.message_rows(selected, 1).next()
     }
 
     /// The selection and scroll position of a pane.
@@ -275,7 +294,16 @@ impl Monitor {
                     Pane::Messages => Pane::Topics,
                     Pane::Topics => Pane::Messages,
                 };
+                // The details stand in for the topic tree: showing the tree hides them.
+                if self.focus == Pane::Topics {
+                    self.details = false;
+                }
             }
+            Command::ToggleDetails => {
+                self.details = !self.details;
+                self.focus = Pane::Messages;
+            }
+            Command::CloseDetails => self.details = false,
             Command::Scroll(scroll) => {
                 let pane = self.focus;
                 let rows = self.rows(pane);
@@ -342,6 +370,7 @@ mod tests {
             retain: false,
             size: payload.len(),
             prefix: Bytes::from_static(payload),
+            properties: Vec::new(),
         }
     }
 
@@ -518,6 +547,32 @@ mod tests {
         assert_eq!(monitor.cursor(Pane::Topics).selected, 2);
         assert_eq!(monitor.cursor(Pane::Messages).selected, 0);
         monitor.handle_command(now, Command::SwitchPane);
+        assert_eq!(monitor.focus(), Pane::Messages);
+    }
+
+    #[test]
+    fn details_follow_the_selection_and_give_way_to_the_tree() {
+        let now = Instant::now();
+        let mut monitor = Monitor::new(now, 100);
+        monitor.handle_resize(10, 5);
+        assert_eq!(monitor.selected_message(), None);
+        monitor.handle_message(now, entry("first", b""));
+        monitor.handle_message(now, entry("second", b""));
+        monitor.handle_command(now, Command::ToggleDetails);
+        assert!(monitor.is_showing_details());
+        let selected = |monitor: &Monitor| monitor.selected_message().map(|e| e.topic.clone());
+        assert_eq!(selected(&monitor).as_deref(), Some("second"));
+        monitor.handle_command(now, Command::Scroll(Scroll::Down));
+        assert_eq!(selected(&monitor).as_deref(), Some("first"));
+        monitor.handle_command(now, Command::CloseDetails);
+        assert!(!monitor.is_showing_details());
+        monitor.handle_command(now, Command::ToggleDetails);
+        monitor.handle_command(now, Command::SwitchPane);
+        assert!(!monitor.is_showing_details());
+        assert_eq!(monitor.focus(), Pane::Topics);
+        // Enter from the tree shows the selected message and focuses the list.
+        monitor.handle_command(now, Command::ToggleDetails);
+        assert!(monitor.is_showing_details());
         assert_eq!(monitor.focus(), Pane::Messages);
     }
 

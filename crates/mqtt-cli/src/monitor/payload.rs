@@ -47,6 +47,30 @@ pub(crate) fn preview(prefix: &[u8], size: usize, format: Format, max_chars: usi
     text_line(&text, truncated, max_chars)
 }
 
+/// `prefix` (the first bytes of a payload of `size` bytes) in full, for the details view: text
+/// with its line breaks (tabs as spaces, other control characters as `·`), or `subscribe`'s
+/// hex dump.
+pub(crate) fn full(prefix: &[u8], size: usize, format: Format) -> String {
+    let truncated = prefix.len() < size;
+    let text = match format {
+        Format::Auto | Format::Json => match utf8_text(prefix, truncated) {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => return crate::format::hex_dump(prefix),
+        },
+        Format::Binary => return crate::format::hex_dump(prefix),
+        Format::Text => String::from_utf8_lossy(prefix),
+    };
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' => Some('\n'),
+            '\t' => Some(' '),
+            '\r' => None,
+            _ if c.is_control() => Some('·'),
+            _ => Some(c),
+        })
+        .collect()
+}
+
 /// The prefix as text if it is UTF-8. A prefix cut inside a character is still text.
 fn utf8_text(prefix: &[u8], truncated: bool) -> Option<&str> {
     match std::str::from_utf8(prefix) {
@@ -58,10 +82,23 @@ fn utf8_text(prefix: &[u8], truncated: bool) -> Option<&str> {
     }
 }
 
-/// Text on one line: control characters (line breaks included) become `·`.
+/// Text on one line.
 fn text_line(text: &str, truncated: bool, max_chars: usize) -> String {
     let mut out = String::new();
-    let mut chars = text.chars().map(|c| if c.is_control() { '·' } else { c });
+    // Runs of white space (line breaks, indentation) become one space, so that a multi-line
+    // document previews as one line; other control characters become `·`.
+    let mut previous_space = false;
+    let mut chars = text.chars().filter_map(|c| {
+        let space = c.is_whitespace();
+        let skip = space && previous_space;
+        previous_space = space;
+        match c {
+            _ if skip => None,
+            _ if space => Some(' '),
+            _ if c.is_control() => Some('·'),
+            _ => Some(c),
+        }
+    });
     for _ in 0..max_chars {
         match chars.next() {
             Some(c) => out.push(c),
@@ -151,8 +188,11 @@ mod tests {
     #[test]
     fn auto_shows_utf8_as_text_and_the_rest_as_hex() {
         assert_eq!(show("héllo".as_bytes(), Format::Auto, 40), "héllo");
-        // Control characters (line breaks too) keep the preview on one line.
-        assert_eq!(show(b"a\nb\0", Format::Auto, 40), "a·b·");
+        // One line: white space collapsed, other control characters as `·`.
+        assert_eq!(
+            show(b"{\n  \"a\": 1\n}\0", Format::Auto, 40),
+            "{ \"a\": 1 }·"
+        );
         assert_eq!(
             show(&[0xde, 0xad, 0xbe, 0xef], Format::Auto, 40),
             "de ad be ef"
@@ -184,6 +224,23 @@ mod tests {
         assert_eq!(preview(&[b'a', 0xc3], 3, Format::Auto, 40), "a…");
         assert_eq!(preview(b"ab", 10, Format::Binary, 40), "61 62…");
         assert_eq!(preview(b"ab", 10, Format::Text, 40), "ab…");
+    }
+
+    #[test]
+    fn full_payloads_keep_their_lines() {
+        assert_eq!(
+            full(b"{\n  \"a\": 1\n}", 13, Format::Auto),
+            "{\n  \"a\": 1\n}"
+        );
+        assert_eq!(full(b"a\tb\r\n\0", 6, Format::Text), "a b\n·");
+        assert_eq!(
+            full(b"AB", 2, Format::Binary),
+            "00000000  41 42                                             |AB|"
+        );
+        assert_eq!(
+            full(&[0xff], 1, Format::Auto),
+            full(&[0xff], 1, Format::Binary)
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState, Wrap};
 
 use super::model::{Entry, Monitor, Pane};
-use super::payload::{human_size, preview};
+use super::payload::{PREVIEW_BYTES, full, human_size, preview};
 
 /// Columns from which the panes sit side by side.
 const SIDE_BY_SIDE_WIDTH: u16 = 120;
@@ -65,7 +65,12 @@ pub(crate) fn page_sizes(area: Rect) -> (usize, usize) {
 pub(crate) fn draw(frame: &mut Frame<'_>, monitor: &Monitor, now: Instant) {
     let areas = areas(frame.area());
     draw_messages(frame, monitor, areas.messages);
-    draw_topics(frame, monitor, now, areas.topics);
+    match monitor.selected_message() {
+        Some(entry) if monitor.is_showing_details() => {
+            draw_details(frame, monitor, entry, areas.topics);
+        }
+        _ => draw_topics(frame, monitor, now, areas.topics),
+    }
     draw_menu(frame, monitor, areas.menu);
 }
 
@@ -152,6 +157,51 @@ fn clock(at: SystemTime) -> String {
     )
 }
 
+/// The selected message in full, in place of the topic tree.
+fn draw_details(frame: &mut Frame<'_>, monitor: &Monitor, entry: &Entry, area: Rect) {
+    let block = pane_block(" Message (Esc closes) ".to_owned(), false);
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let field = |name: &str, value: String| {
+        Line::from(vec![
+            Span::styled(format!("{name}: "), bold),
+            Span::raw(value),
+        ])
+    };
+    let mut lines = vec![
+        field("Topic", entry.topic.clone()),
+        field(
+            "Received",
+            format!(
+                "{} UTC · QoS {} · {}{}",
+                clock(entry.at),
+                entry.qos,
+                human_size(entry.size),
+                if entry.retain { " · retained" } else { "" }
+            ),
+        ),
+    ];
+    for (name, value) in &entry.properties {
+        lines.push(field(name, value.clone()));
+    }
+    lines.push(Line::default());
+    let payload = full(&entry.prefix, entry.size, monitor.format());
+    lines.extend(payload.lines().map(|line| Line::from(line.to_owned())));
+    if entry.prefix.len() < entry.size {
+        lines.push(Line::styled(
+            format!(
+                "… the first {} of {} bytes",
+                entry.prefix.len().min(PREVIEW_BYTES),
+                entry.size
+            ),
+            Style::new().add_modifier(Modifier::DIM),
+        ));
+    }
+    let details = Paragraph::new(lines)
+        .block(block)
+        .wrap(Wrap { trim: false });
+    frame.render_widget(details, area);
+}
+
 fn draw_topics(frame: &mut Frame<'_>, monitor: &Monitor, now: Instant, area: Rect) {
     let focused = monitor.focus() == Pane::Topics;
     let (tree, at) = monitor.topic_tree(now);
@@ -203,10 +253,16 @@ fn draw_menu(frame: &mut Frame<'_>, monitor: &Monitor, area: Rect) {
     let status_width = u16::try_from(status.chars().count()).unwrap_or(u16::MAX);
     let play = if monitor.is_paused() { "Play" } else { "Pause" };
     let format = format!("Format: {}", super::payload::label(monitor.format()));
+    let details = if monitor.is_showing_details() {
+        "Close"
+    } else {
+        "Details"
+    };
     let items = [
         ("q", "Quit"),
         ("p", play),
         ("f", format.as_str()),
+        ("Enter", details),
         ("Tab", "Pane"),
         ("↑↓", "Scroll"),
     ];
@@ -274,6 +330,7 @@ mod tests {
                     retain,
                     size: payload.len(),
                     prefix: Bytes::copy_from_slice(payload),
+                    properties: vec![("Content type", "text/plain".to_owned())],
                 },
             );
         }
@@ -330,6 +387,27 @@ mod tests {
     }
 
     #[test]
+    fn details_show_the_selected_message_in_full() {
+        let mut monitor = monitor_with_messages();
+        let now = Instant::now();
+        monitor.handle_command(now, Command::ToggleDetails);
+        let text = screen(&monitor, 80, 24);
+        for item in [
+            "Message (Esc closes)",
+            "Topic: sensors/blob",
+            "Received: 12:34:56.789 UTC · QoS 1 · 4 B · retained",
+            "Content type: text/plain",
+            "00000000  de ad be ef",
+            "Enter Close",
+        ] {
+            assert!(text.contains(item), "{item:?} not in\n{text}");
+        }
+        assert!(!text.contains("Topics 2"), "{text}");
+        monitor.handle_command(now, Command::CloseDetails);
+        assert!(screen(&monitor, 80, 24).contains("Topics 2"));
+    }
+
+    #[test]
     fn wide_screens_put_the_panes_side_by_side() {
         let text = screen(&monitor_with_messages(), 160, 30);
         let first = text.lines().next().unwrap_or_default();
@@ -341,10 +419,15 @@ mod tests {
 
     #[test]
     fn tiny_screens_do_not_panic() {
-        let monitor = monitor_with_messages();
-        for (width, height) in [(20, 5), (1, 1), (80, 1), (1, 24), (0, 0), (5, 3)] {
-            let _ = screen(&monitor, width, height);
-            let _ = page_sizes(Rect::new(0, 0, width, height));
+        let mut monitor = monitor_with_messages();
+        for details in [false, true] {
+            if details {
+                monitor.handle_command(Instant::now(), Command::ToggleDetails);
+            }
+            for (width, height) in [(20, 5), (1, 1), (80, 1), (1, 24), (0, 0), (5, 3)] {
+                let _ = screen(&monitor, width, height);
+                let _ = page_sizes(Rect::new(0, 0, width, height));
+            }
         }
     }
 

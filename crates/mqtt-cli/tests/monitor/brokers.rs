@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mqtt_tokio::{Client, ClientOptions, QoS};
+use mqtt_tokio::{Client, ClientOptions, Publish, QoS};
 use tempfile::TempDir;
 
 /// How long a broker may take to accept connections.
@@ -64,11 +64,22 @@ impl Publisher {
 
     /// Publishes at QoS 1 and returns once the broker acknowledged it.
     pub(crate) fn publish(&self, topic: &str, payload: &[u8]) {
+        self.publish_with(topic, payload, |_| {});
+    }
+
+    /// Publishes at QoS 1 after `setup` changed the PUBLISH (properties, retain), and returns
+    /// once the broker acknowledged it.
+    pub(crate) fn publish_with(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        setup: impl FnOnce(&mut Publish),
+    ) {
+        let mut publish = Publish::new(topic.to_owned(), payload.to_vec());
+        publish.qos = QoS::AtLeastOnce;
+        setup(&mut publish);
         self.runtime
-            .block_on(
-                self.client
-                    .publish(topic.to_owned(), payload.to_vec(), QoS::AtLeastOnce),
-            )
+            .block_on(self.client.publish_with(publish))
             .expect("publish");
     }
 }

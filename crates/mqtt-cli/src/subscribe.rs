@@ -40,6 +40,9 @@ pub(crate) struct Args {
     /// Do not add a line break after each payload.
     #[arg(short = 'N', long = "no-newline")]
     no_newline: bool,
+    /// Say on stderr when connected and when each subscription is granted.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
 }
 
 const OUTPUT_HELP: &str = "\
@@ -63,6 +66,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("no topic filter: give one or more FILTER arguments or -t FILTER");
     }
     let client = args.connect.connect().await?;
+    if args.debug {
+        eprintln!("connected as {}", client.client_id());
+    }
     let events = client.events();
     let (tx, mut rx) = mpsc::channel::<Message>(64);
     for filter in &filters {
@@ -74,6 +80,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             .subscribe_with(options)
             .await
             .with_context(|| format!("cannot subscribe to {filter:?}"))?;
+        if args.debug {
+            eprintln!("subscribed to {filter} ({})", subscription.reason_code());
+        }
         // One stream for all subscriptions; the bounded channel keeps backpressure.
         let tx = tx.clone();
         tokio::spawn(async move {

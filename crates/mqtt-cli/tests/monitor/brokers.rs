@@ -1,9 +1,11 @@
-//! Brokers for the monitor tests, on loopback ports the kernel picks: ours (`mqtt_tokio`,
-//! in this process) and a real mosquitto (as `tests/it/mosquitto.rs` starts one).
+//! Brokers for the monitor tests, on loopback ports the kernel picks: ours (`mqtt broker`, the
+//! same binary) and a real mosquitto (started as `tests/it/mosquitto.rs` does).
 
+use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mqtt_tokio::{Client, ClientOptions, Publish, QoS};
@@ -12,23 +14,48 @@ use tempfile::TempDir;
 /// How long a broker may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A broker the tests talk to: ours or mosquitto.
+/// A broker the tests talk to, killed on drop.
 pub(crate) enum Broker {
-    /// Ours, on a thread of its own; it lives until the test process ends.
-    Ours { port: u16 },
-    /// mosquitto, killed on drop.
+    /// `mqtt broker`.
+    Ours { child: Child, port: u16 },
+    /// mosquitto.
     Mosquitto(Mosquitto),
 }
 
 impl Broker {
-    /// Our broker on 127.0.0.1.
+    /// `mqtt broker` on 127.0.0.1, on the port its log names.
     pub(crate) fn ours() -> Option<Broker> {
-        let builder =
-            mqtt_tokio::Broker::builder().bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-        let (_handle, addrs) =
-            mqtt_tokio::Broker::start_in_thread(builder).expect("our broker starts");
-        let port = addrs.first().expect("a listening address").port();
-        Some(Broker::Ours { port })
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt"))
+            .args(["broker", "--bind", "127.0.0.1", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mqtt broker runs");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (port_tx, port_rx) = mpsc::channel();
+        // Reads the log to its end, so that the broker never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, address)) = line.split_once("listening on ") {
+                    let port = address.trim().parse::<SocketAddr>().map(|a| a.port());
+                    let _ = port_tx.send(port.map_err(|_| line.clone()));
+                }
+            }
+        });
+        let broker = |port| Broker::Ours { child, port };
+        match port_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(port)) => Some(broker(port)),
+            Ok(Err(line)) => {
+                drop(broker(0));
+                panic!("cannot read the address in {line:?}")
+            }
+            Err(_) => {
+                drop(broker(0));
+                panic!("mqtt broker logged no address within {START_TIMEOUT:?}")
+            }
+        }
     }
 
     /// mosquitto on 127.0.0.1; `None` (after a note) when it is not installed, unless `CI` is
@@ -40,8 +67,17 @@ impl Broker {
     /// Its port on 127.0.0.1.
     pub(crate) fn port(&self) -> u16 {
         match self {
-            Broker::Ours { port } => *port,
+            Broker::Ours { port, .. } => *port,
             Broker::Mosquitto(mosquitto) => mosquitto.port,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Broker::Ours { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -117,7 +153,7 @@ impl Mosquitto {
         panic!("mosquitto did not start:\n{}", failures.join("\n"));
     }
 
-    fn try_start(program: &PathBuf, extra: &[&str]) -> Result<Mosquitto, String> {
+    fn try_start(program: &Path, extra: &[&str]) -> Result<Mosquitto, String> {
         let dir = tempfile::Builder::new()
             .prefix("mqtt-monitor-mosquitto-")
             .tempdir()

@@ -30,7 +30,7 @@ use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::layout::Rect;
 use tokio::sync::mpsc;
 
-use crate::common::ConnectArgs;
+use crate::common::{ConnectArgs, parse_qos};
 use model::{Command, Entry, Monitor, Scroll};
 
 /// The shortest time between two redraws caused by messages (keys redraw at once).
@@ -53,8 +53,8 @@ pub(crate) struct Args {
     #[command(flatten)]
     connect: Box<ConnectArgs>,
     /// Subscribe at this QoS (0, 1 or 2).
-    #[arg(short = 'q', long = "qos", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    qos: u8,
+    #[arg(short = 'q', long = "qos", default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
     /// How many messages the list keeps (the oldest make room for new ones).
     #[arg(long = "keep", default_value_t = model::DEFAULT_CAPACITY, value_parser = clap::value_parser!(usize))]
     keep: usize,
@@ -72,18 +72,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let target = format!("{}:{}", options.host(), options.port());
     let source = format!("{target} {}", args.filters.join(" "));
     let client = args.connect.connect().await?;
-    let qos = match args.qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    };
     // One task per filter feeds one channel. Each subscription has a queue of its own in the
     // client, so messages of different filters that arrive close together may be listed in
     // either order; within a filter the order is the broker's.
     let (messages_tx, messages) = mpsc::channel(BATCH);
     for filter in &args.filters {
         let mut subscription = client
-            .subscribe_with(SubscribeOptions::new(filter.clone()).qos(qos))
+            .subscribe_with(SubscribeOptions::new(filter.clone()).qos(args.qos))
             .await
             .with_context(|| format!("cannot subscribe to {filter:?}"))?;
         let messages_tx = messages_tx.clone();
@@ -109,9 +104,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         screen.leave();
         result
     };
-    let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
     match result? {
-        Exit::Quit => Ok(()),
+        Exit::Quit => {
+            let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
+            Ok(())
+        }
         Exit::ConnectionLost => bail!(
             "the connection to {target} ended: {}",
             disconnect_reason(&client)

@@ -297,6 +297,25 @@ fn tiny_and_wide_terminals_are_drawn_without_failing() {
     assert_eq!(tmux.wait_for_exit(), 0);
 }
 
+/// Topics may hold control characters (mosquitto refuses them, our broker does not): an escape
+/// sequence in one must be shown, not obeyed by the terminal.
+#[test]
+fn escape_sequences_in_topics_are_shown_not_obeyed() {
+    if !Tmux::available() {
+        return;
+    }
+    let Some(broker) = Broker::ours() else { return };
+    let tmux = monitor(broker.port(), &["#"]);
+    let publisher = Publisher::connect(broker.port());
+    // Would clear the screen and switch to the main screen.
+    publisher.publish("evil/\u{1b}[2J\u{1b}[?1049l", b"x");
+    let screen = tmux.wait_for_all(&["evil/·[2J·[?1049l", "1 msgs"]);
+    assert!(screen.contains("q Quit"), "{screen}");
+    assert_eq!(tmux.display("#{alternate_on}"), "1");
+    tmux.send_keys(&["q"]);
+    assert_eq!(tmux.wait_for_exit(), 0);
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn sigterm_restores_the_terminal_and_exits_0() {

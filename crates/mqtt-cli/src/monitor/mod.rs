@@ -97,7 +97,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         bail!("the monitor needs a terminal (standard output is not one); try `mqtt subscribe`");
     }
 
-    let monitor = Monitor::new(Instant::now(), args.keep).with_source(source);
+    let monitor = Monitor::new(Instant::now(), args.keep).with_source(payload::printable(&source));
     let result = {
         let mut screen = Screen::enter()?;
         let result = run_loop(&mut screen, monitor, messages).await;
@@ -117,13 +117,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// A message as the list keeps it: a bounded copy of the payload's start, so that the
-/// connection's (possibly large) receive buffers are not held.
+/// connection's (possibly large) receive buffers are not held, and text that is safe to print.
 fn entry(message: &Message) -> Entry {
     let payload = message.payload();
     let prefix = payload.get(..payload::PREVIEW_BYTES).unwrap_or(payload);
     Entry {
         at: SystemTime::now(),
-        topic: message.topic().to_owned(),
+        topic: payload::printable(message.topic()),
         qos: crate::format::qos_number(message.qos()),
         retain: message.retain(),
         size: payload.len(),
@@ -143,17 +143,18 @@ fn properties(message: &Message) -> Vec<(&'static str, String)> {
         shown.push(("Message expiry", format!("{expiry} s")));
     }
     if let Some(content_type) = &p.content_type {
-        shown.push(("Content type", content_type.to_string()));
+        shown.push(("Content type", payload::printable(content_type)));
     }
     if let Some(topic) = &p.response_topic {
-        shown.push(("Response topic", topic.to_string()));
+        shown.push(("Response topic", payload::printable(topic)));
     }
     if let Some(data) = &p.correlation_data {
         let text = payload::preview(data, data.len(), payload::Format::Auto, 64);
         shown.push(("Correlation data", text));
     }
     for user in &p.user_properties {
-        shown.push(("User property", format!("{} = {}", user.name, user.value)));
+        let property = format!("{} = {}", user.name, user.value);
+        shown.push(("User property", payload::printable(&property)));
     }
     if !p.subscription_identifiers.is_empty() {
         let ids: Vec<String> = p

@@ -28,6 +28,14 @@ pub(crate) fn label(format: Format) -> &'static str {
     }
 }
 
+/// `text` with its control characters as `·`: topics and property values from the network
+/// must not reach the terminal as escape sequences (ratatui passes them through).
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '·' } else { c })
+        .collect()
+}
+
 /// How many payload bytes a message keeps for its preview: more than a terminal line shows in
 /// any format. Copying this prefix also frees the (possibly large, shared) receive buffer.
 pub(crate) const PREVIEW_BYTES: usize = 1024;
@@ -241,6 +249,12 @@ mod tests {
             full(&[0xff], 1, Format::Auto),
             full(&[0xff], 1, Format::Binary)
         );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(printable("a/\u{1b}[2J/b\n"), "a/·[2J/b·");
+        assert_eq!(printable("plain/topic"), "plain/topic");
     }
 
     #[test]

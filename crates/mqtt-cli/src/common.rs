@@ -137,3 +137,26 @@ pub(crate) fn one_line(error: &anyhow::Error) -> String {
     }
     line.replace('\n', " ")
 }
+
+/// Listens for Ctrl-C (and, on Unix, SIGTERM) from now on; the future completes at the first.
+/// Registered at once rather than when first polled, so that a signal arriving in between is
+/// not left to the default action (death by signal, a non-zero status).
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use anyhow::Context as _;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

@@ -65,6 +65,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if filters.is_empty() {
         anyhow::bail!("no topic filter: give one or more FILTER arguments or -t FILTER");
     }
+    let stop = crate::common::shutdown_signal()?;
     let client = args.connect.connect().await?;
     if args.debug {
         eprintln!("connected as {}", client.client_id());
@@ -96,16 +97,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     drop(tx);
 
     let mut received = 0u64;
-    // One listener for the whole run, so that a Ctrl-C between two messages is not missed.
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    tokio::pin!(stop);
     let outcome = loop {
         if args.count.is_some_and(|count| received >= count) {
             break Ok(());
         }
         let message = tokio::select! {
             message = rx.recv() => message,
-            _ = &mut ctrl_c => break Ok(()),
+            _ = &mut stop => break Ok(()),
         };
         let Some(message) = message else {
             // Every subscription ended: the connection is gone.

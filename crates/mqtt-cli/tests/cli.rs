@@ -639,3 +639,17 @@ fn subscribe_ends_quietly_when_its_reader_goes_away() {
         "{stderr}"
     );
 }
+
+#[test]
+fn subscribe_exits_cleanly_on_ctrl_c() {
+    for target in TARGETS {
+        let Some(server) = Server::start(target) else {
+            continue;
+        };
+        let sub = subscriber(&server, &["-q", "1", "quiet/#"]);
+        sub.interrupt();
+        let out = sub.finish();
+        assert!(out.status.success(), "{target:?}: {out:#?}");
+        assert!(out.stdout.is_empty(), "{target:?}: {out:#?}");
+    }
+}

@@ -119,33 +119,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     builder = builder.on_event(log_event);
 
+    let stop = crate::common::shutdown_signal()?;
     let broker = builder.build().await.context("cannot start the broker")?;
     for addr in broker.local_addrs() {
         info!("listening on {addr}");
     }
     let handle = broker.spawn();
-    shutdown_signal().await?;
+    stop.await;
     info!("shutting down");
     handle.stop().await;
     info!("stopped");
-    Ok(())
-}
-
-/// Ctrl-C, or SIGTERM on Unix (as a service manager stops it).
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot handle Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot handle Ctrl-C")?;
     Ok(())
 }
 

@@ -526,7 +526,10 @@ fn errors_are_one_line_and_exit_non_zero() {
     let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let error = run(mqtt(["broker", "--port", &port]), b"").one_line_failure();
-    assert!(error.contains("cannot start the broker"), "{error}");
+    assert!(
+        error.contains("cannot start the broker on 127.0.0.1:") && error.contains(&port),
+        "{error}"
+    );
 }
 
 #[test]

@@ -76,24 +76,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut builder = Broker::builder().config(file.limits.broker_config()?);
 
-    let mut listeners = 0;
+    let mut addresses = Vec::new();
     for listener in &file.listeners {
         builder = match &listener.tls {
             Some(tls) => builder.bind_tls(listener.bind, ServerTls::new(&tls.cert, &tls.key)),
             None => builder.bind(listener.bind),
         };
-        listeners += 1;
+        addresses.push(listener.bind);
     }
     let port = args.port.unwrap_or(MQTT_PORT);
     let mut binds = args.bind.clone();
-    if binds.is_empty() && (args.port.is_some() || listeners == 0) {
+    if binds.is_empty() && (args.port.is_some() || addresses.is_empty()) {
         binds.push(Bind {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: None,
         });
     }
     for bind in binds {
-        builder = builder.bind(SocketAddr::new(bind.ip, bind.port.unwrap_or(port)));
+        let addr = SocketAddr::new(bind.ip, bind.port.unwrap_or(port));
+        builder = builder.bind(addr);
+        addresses.push(addr);
     }
 
     let allow_anonymous = file.allow_anonymous.unwrap_or(file.password_file.is_none());
@@ -120,7 +122,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     builder = builder.on_event(log_event);
 
     let stop = crate::common::shutdown_signal()?;
-    let broker = builder.build().await.context("cannot start the broker")?;
+    let broker = builder.build().await.with_context(|| {
+        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        format!("cannot start the broker on {}", list.join(", "))
+    })?;
     for addr in broker.local_addrs() {
         info!("listening on {addr}");
     }

@@ -656,3 +656,24 @@ fn subscribe_exits_cleanly_on_ctrl_c() {
         assert!(out.stdout.is_empty(), "{target:?}: {out:#?}");
     }
 }
+
+/// `[limits]` reach the broker: a 5.0 client learns the maximum packet size from CONNACK and
+/// refuses a larger publish; `max_qos = 1` is granted instead of 2.
+#[test]
+fn broker_limits_from_config_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    fs::write(&config, "[limits]\nmax_packet_size = 200\nmax_qos = 1\n").unwrap();
+    let broker = OurBroker::start(&["--config", config.to_str().unwrap()]);
+    let server = Server::Ours(broker);
+    let big = "x".repeat(300);
+    let error = publish(&server, &["-t", "t", "-m", &big, "-q", "1"], b"").one_line_failure();
+    assert!(error.contains("maximum packet size of 200"), "{error}");
+    publish(&server, &["-t", "t", "-m", "small", "-q", "1"], b"").success();
+    let sub = subscriber(&server, &["-q", "2", "limited"]);
+    assert!(
+        sub.stderr().contains("subscribed to limited (GrantedQoS1"),
+        "{}",
+        sub.stderr()
+    );
+}

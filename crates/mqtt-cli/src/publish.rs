@@ -1,6 +1,7 @@
 //! `mqtt publish`: one message, a file, stdin line by line, or a benchmark (`--count`).
 
-use std::io::{IsTerminal as _, Read as _};
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -245,8 +246,8 @@ async fn benchmark(
         return Err(error.context("publish failed"));
     }
     let secs = elapsed.as_secs_f64().max(1e-9);
-    println!(
-        "Published {count} message(s) in {:.3} seconds from {concurrency} concurrent task(s).",
+    let mut report = format!(
+        "Published {count} message(s) in {:.3} seconds from {concurrency} concurrent task(s).\n",
         elapsed.as_secs_f64()
     );
     #[allow(clippy::cast_precision_loss)] // rates need no more than 52 bits
@@ -254,13 +255,15 @@ async fn benchmark(
         count as f64 / secs,
         (count as f64 * size as f64) / 1e6 / secs,
     );
-    println!(
+    let _ = writeln!(
+        report,
         "{rate:.0} messages/s, {megabytes:.2} MB/s ({size}-byte payloads, QoS {})",
         crate::format::qos_number(qos)
     );
     if qos != QoS::AtMostOnce && !latencies.is_empty() {
         let at = |q: f64| format_micros(latencies.value_at_quantile(q));
-        println!(
+        let _ = writeln!(
+            report,
             "Latency: p50 {}, p90 {}, p99 {}, max {}",
             at(0.5),
             at(0.9),
@@ -268,7 +271,13 @@ async fn benchmark(
             format_micros(latencies.max())
         );
     }
-    Ok(())
+    // `println!` would panic if stdout were closed (`| head -0`); a closed pipe is no error.
+    match std::io::stdout().write_all(report.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn format_micros(micros: u64) -> String {

@@ -677,3 +677,33 @@ fn broker_limits_from_config_apply() {
         sub.stderr()
     );
 }
+
+/// `mqtt publish --count N | head -0`: the summary meets a closed pipe, which is no error.
+#[test]
+fn publish_summary_to_a_closed_pipe_is_no_error() {
+    let server = Server::start(Target::Ours).unwrap();
+    let mut command = mqtt(["publish", "-t", "t", "--count", "10", "-q", "1"]);
+    command.args(server.address_args());
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("publish did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -56,7 +56,8 @@ OUTPUT (--format):
           content_type, response_topic, correlation_data, user_properties ([[name, value], ...]),
           subscription_identifiers. Payload and correlation data are strings when they are
           UTF-8, else {\"hex\": \"00ff...\"}.
-With -v (auto, text, binary) the topic comes first, then a space (binary: a line break).
+With -v (auto, text, binary) the topic comes first, then a space (before a hex dump: a line
+break).
 Output is flushed after each message; a closed pipe (`| head -1`) ends the program quietly.";
 
 /// Runs `mqtt subscribe`.

@@ -160,3 +160,23 @@ pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Outpu
         let _ = tokio::signal::ctrl_c().await;
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_skips_causes_already_in_the_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(mqtt_tokio::Error::Io(io)).context("cannot connect");
+        assert_eq!(one_line(&error), "cannot connect: I/O error: refused");
+        let error = anyhow::anyhow!("two\nlines").context("outer");
+        assert_eq!(one_line(&error), "outer: two lines");
+    }
+
+    #[test]
+    fn qos_values() {
+        assert_eq!(parse_qos("2"), Ok(QoS::ExactlyOnce));
+        assert!(parse_qos("3").is_err());
+    }
+}

@@ -171,3 +171,20 @@ fn log_event(event: &PeerEvent) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_with_and_without_ports() {
+        let bind = parse_bind("0.0.0.0").unwrap();
+        assert_eq!((bind.ip.to_string(), bind.port), ("0.0.0.0".into(), None));
+        let bind = parse_bind("127.0.0.1:1884").unwrap();
+        assert_eq!(bind.port, Some(1884));
+        let bind = parse_bind("[::1]").unwrap();
+        assert_eq!((bind.ip.to_string(), bind.port), ("::1".into(), None));
+        assert_eq!(parse_bind("[::1]:8883").unwrap().port, Some(8883));
+        assert!(parse_bind("localhost").is_err());
+    }
+}

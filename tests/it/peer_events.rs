@@ -90,3 +90,45 @@ async fn hook_sees_connects_disconnects_and_refusals() {
         .await
         .expect("the broker stops");
 }
+
+/// A client that does not speak TLS to a TLS listener is reported, with its address.
+#[tokio::test]
+async fn hook_sees_failed_tls_handshakes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let (events_tx, events) = async_channel::unbounded();
+    let broker = Broker::builder()
+        .bind_tls(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            mqtt_tokio::ServerTls::new(cert, key),
+        )
+        .on_event(move |event| {
+            let _ = events_tx.try_send(event.clone());
+        })
+        .build()
+        .await
+        .expect("build the broker");
+    let addr = broker.local_addrs()[0];
+    let handle = broker.spawn();
+    // Plain MQTT on the TLS port: the handshake fails on the first bytes.
+    let refused = Client::connect(
+        ClientOptions::new("127.0.0.1", addr.port())
+            .reconnect(None)
+            .keep_alive(Duration::from_secs(5)),
+    );
+    let _ = tokio::time::timeout(TIMEOUT, refused).await;
+    match tokio::time::timeout(TIMEOUT, events.recv()).await {
+        Ok(Ok(PeerEvent::TlsFailed { peer, error })) => {
+            assert!(peer.ip().is_loopback(), "{peer}");
+            assert!(!error.is_empty());
+        }
+        other => panic!("expected TlsFailed, got {other:?}"),
+    }
+    tokio::time::timeout(TIMEOUT, handle.stop())
+        .await
+        .expect("the broker stops");
+}

@@ -65,12 +65,21 @@ pub enum PeerEvent {
         /// The client's address.
         peer: SocketAddr,
     },
+    /// A TLS handshake failed (untrusted or invalid certificate, no common protocol, a plain
+    /// MQTT client on a TLS port) or did not finish in time; the connection was closed.
+    TlsFailed {
+        /// The client's address.
+        peer: SocketAddr,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
 
 enum ToRouter {
     Open(Sender<Bytes>, Sender<Option<ConnectionId>>, SocketAddr),
+    TlsFailed(SocketAddr, String),
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
@@ -369,7 +378,16 @@ async fn accept_loop(
                     .await
                     {
                         Some(Ok(stream)) => Box::new(stream),
-                        Some(Err(_)) | None => return,
+                        Some(Err(error)) => {
+                            let error = error.to_string();
+                            let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
+                            return;
+                        }
+                        None => {
+                            let error = format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                            let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
+                            return;
+                        }
                     }
                 }
                 None => transport,
@@ -469,6 +487,11 @@ impl Router {
                     let _ = reply.try_send(id);
                 }
                 Some(ToRouter::Bytes(id, bytes)) => self.core.handle_bytes(id, now, &bytes),
+                Some(ToRouter::TlsFailed(peer, error)) => {
+                    if let Some(hook) = &mut self.on_event {
+                        hook(&PeerEvent::TlsFailed { peer, error });
+                    }
+                }
                 Some(ToRouter::Eof(id)) => {
                     self.core.handle_eof(id, now);
                     self.outputs.remove(&id);

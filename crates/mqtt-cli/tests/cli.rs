@@ -445,6 +445,11 @@ fn broker_serves_tls_from_its_config() {
     ]);
     command.args(["-k", "5"]);
     run(command, b"").one_line_failure();
+    broker
+        .process
+        .wait_stderr("the failed handshake in the log", |l| {
+            l.contains("TLS handshake failed")
+        });
 }
 
 /// Writes ca.pem, server.pem and server.key (for localhost and 127.0.0.1); returns ca.pem.

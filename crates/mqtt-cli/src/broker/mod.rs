@@ -165,6 +165,7 @@ fn log_event(event: &PeerEvent) {
             client_id: None,
             reason,
         } => info!(%peer, %reason, "connection closed before CONNECT"),
+        PeerEvent::TlsFailed { peer, error } => warn!(%peer, "TLS handshake failed: {error}"),
         PeerEvent::Rejected { peer } => {
             warn!(%peer, "connection rejected: too many connections (limits.max_connections)")
         }

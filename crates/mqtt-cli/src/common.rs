@@ -10,43 +10,62 @@ use mqtt_tokio::{Client, ClientOptions, QoS, TlsOptions, Version};
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ConnectArgs {
     /// Broker host.
-    #[arg(short = 'h', long = "host", default_value = "localhost")]
+    #[arg(
+        help_heading = "Connection",
+        short = 'h',
+        long = "host",
+        default_value = "localhost"
+    )]
     pub(crate) host: String,
     /// Broker port (default 1883, or 8883 with TLS).
-    #[arg(short = 'p', long = "port")]
+    #[arg(help_heading = "Connection", short = 'p', long = "port")]
     pub(crate) port: Option<u16>,
     /// Broker URL, `mqtt://host[:port]` or `mqtts://host[:port]` (overrides -h and -p).
-    #[arg(short = 'L', long = "url")]
+    #[arg(help_heading = "Connection", short = 'L', long = "url")]
     pub(crate) url: Option<String>,
     /// Client identifier (default: assigned by the broker).
-    #[arg(short = 'i', long = "id")]
+    #[arg(help_heading = "Connection", short = 'i', long = "id")]
     pub(crate) id: Option<String>,
     /// Keep alive in seconds (0 turns it off).
-    #[arg(short = 'k', long = "keepalive", default_value_t = 60)]
+    #[arg(
+        help_heading = "Connection",
+        short = 'k',
+        long = "keepalive",
+        default_value_t = 60
+    )]
     pub(crate) keepalive: u16,
     /// Keep the session when disconnecting (`-c` as in mosquitto: no clean start).
-    #[arg(short = 'c', long = "disable-clean-session")]
+    #[arg(
+        help_heading = "Connection",
+        short = 'c',
+        long = "disable-clean-session"
+    )]
     pub(crate) no_clean: bool,
     /// User name.
-    #[arg(short = 'u', long = "username")]
+    #[arg(help_heading = "Connection", short = 'u', long = "username")]
     pub(crate) username: Option<String>,
     /// Password.
-    #[arg(short = 'P', long = "pw", requires = "username")]
+    #[arg(
+        help_heading = "Connection",
+        short = 'P',
+        long = "pw",
+        requires = "username"
+    )]
     pub(crate) password: Option<String>,
     /// Protocol version: 311 (MQTT 3.1.1) or 5 (MQTT 5.0).
-    #[arg(short = 'V', long = "protocol-version", default_value = "5", value_parser = parse_version)]
+    #[arg(help_heading = "Connection", short = 'V', long = "protocol-version", default_value = "5", value_parser = parse_version)]
     pub(crate) version: Version,
     /// Trust the CA certificates in this PEM file (turns TLS on).
-    #[arg(long = "cafile")]
+    #[arg(help_heading = "Connection", long = "cafile")]
     pub(crate) cafile: Option<PathBuf>,
     /// Client certificate chain (PEM), with --key.
-    #[arg(long = "cert", requires = "key")]
+    #[arg(help_heading = "Connection", long = "cert", requires = "key")]
     pub(crate) cert: Option<PathBuf>,
     /// Client private key (PEM), with --cert.
-    #[arg(long = "key", requires = "cert")]
+    #[arg(help_heading = "Connection", long = "key", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
     /// Verify the server's certificate against this name instead of the host.
-    #[arg(long = "tls-server-name")]
+    #[arg(help_heading = "Connection", long = "tls-server-name")]
     pub(crate) tls_server_name: Option<String>,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help)]

@@ -63,7 +63,8 @@ pub(crate) struct Args {
     #[arg(long = "correlation-data")]
     correlation_data: Option<String>,
     /// Benchmark: publish N messages (the message from -m/-f/-n, or --size bytes), then print
-    /// the time taken, the rate, and for QoS 1 and 2 the latency percentiles.
+    /// the time taken, the rate, and for QoS 1 and 2 the latency percentiles (a progress bar
+    /// on stderr meanwhile, when it is a terminal).
     #[arg(long = "count", value_name = "N", conflicts_with_all = ["stdin_line", "stdin_file"])]
     count: Option<u64>,
     /// Benchmark payload size in bytes, when no message is given.

@@ -51,9 +51,11 @@ async fn hook_sees_connects_disconnects_and_refusals() {
         PeerEvent::Connected {
             peer,
             client_id,
+            username,
             session_present,
         } => {
             assert_eq!((&*client_id, session_present), ("alice", false));
+            assert_eq!(username, None);
             peer
         }
         other => panic!("expected Connected, got {other:?}"),
@@ -64,6 +66,7 @@ async fn hook_sees_connects_disconnects_and_refusals() {
             peer,
             client_id,
             reason: DisconnectReason::Remote(_),
+            ..
         } => assert_eq!((peer, client_id.as_deref()), (local, Some("alice"))),
         other => panic!("expected a remote Disconnected, got {other:?}"),
     }
@@ -82,8 +85,12 @@ async fn hook_sees_connects_disconnects_and_refusals() {
     match next().await {
         PeerEvent::Disconnected {
             reason: DisconnectReason::Refused { reason_code, .. },
+            username,
             ..
-        } => assert_eq!(reason_code, ReasonCode::BadUserNameOrPassword),
+        } => {
+            assert_eq!(reason_code, ReasonCode::BadUserNameOrPassword);
+            assert_eq!(username.as_deref(), Some("mallory"));
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     tokio::time::timeout(TIMEOUT, handle.stop())

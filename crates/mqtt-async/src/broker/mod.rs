@@ -47,6 +47,8 @@ pub enum PeerEvent {
         peer: SocketAddr,
         /// Its client identifier (assigned by the broker when it sent none).
         client_id: ByteString,
+        /// The user name it authenticated with.
+        username: Option<ByteString>,
         /// Whether it resumed a session.
         session_present: bool,
     },
@@ -57,6 +59,8 @@ pub enum PeerEvent {
         peer: SocketAddr,
         /// The client identifier, if the client got as far as sending CONNECT.
         client_id: Option<ByteString>,
+        /// The user name from its CONNECT, if any (also when it was refused).
+        username: Option<ByteString>,
         /// Why it ended.
         reason: DisconnectReason,
     },
@@ -526,12 +530,14 @@ impl Router {
             BrokerEvent::ClientConnected {
                 connection,
                 client_id,
+                username,
                 session_present,
             } => {
                 if let Some(&peer) = self.peers.get(connection) {
                     hook(&PeerEvent::Connected {
                         peer,
                         client_id: client_id.clone(),
+                        username: username.clone(),
                         session_present: *session_present,
                     });
                 }
@@ -539,12 +545,14 @@ impl Router {
             BrokerEvent::ClientDisconnected {
                 connection,
                 client_id,
+                username,
                 reason,
             } => {
                 if let Some(peer) = self.peers.remove(connection) {
                     hook(&PeerEvent::Disconnected {
                         peer,
                         client_id: client_id.clone(),
+                        username: username.clone(),
                         reason: reason.clone(),
                     });
                 }

@@ -113,6 +113,8 @@ pub enum BrokerEvent {
         connection: ConnectionId,
         /// Its client identifier.
         client_id: ByteString,
+        /// The user name it authenticated with.
+        username: Option<ByteString>,
         /// Whether it resumed a session.
         session_present: bool,
     },
@@ -122,6 +124,8 @@ pub enum BrokerEvent {
         connection: ConnectionId,
         /// The client identifier, if the client got that far.
         client_id: Option<ByteString>,
+        /// The user name from its CONNECT, if any (also when it was refused).
+        username: Option<ByteString>,
         /// Why.
         reason: DisconnectReason,
     },
@@ -646,6 +650,7 @@ impl Broker {
             self.events.push_back(BrokerEvent::ClientConnected {
                 connection: ConnectionId(id),
                 client_id,
+                username: conn.username.clone(),
                 session_present,
             });
         }
@@ -954,6 +959,7 @@ impl Broker {
         }
         conn.closed = true;
         let client_id = conn.client_id.clone();
+        let username = conn.username.clone();
         let will = conn.will.take();
         let key = conn.session.take();
         let delivery = conn.server.take_session();
@@ -1009,6 +1015,7 @@ impl Broker {
         self.events.push_back(BrokerEvent::ClientDisconnected {
             connection: ConnectionId(id),
             client_id,
+            username,
             reason,
         });
         self.events.push_back(BrokerEvent::Close(ConnectionId(id)));

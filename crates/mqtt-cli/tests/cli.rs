@@ -374,7 +374,7 @@ fn broker_config_with_password_and_acl_files() {
         unreachable!()
     };
     broker.process.wait_stderr("a refusal in the log", |l| {
-        l.contains("connection refused: BadUserNameOrPassword")
+        l.contains("connection refused: BadUserNameOrPassword") && l.contains("alice")
     });
 
     // Alice reads and writes her topics, and may not publish to public/ (5.0: PUBACK 0x87).

@@ -143,27 +143,38 @@ fn log_event(event: &PeerEvent) {
         PeerEvent::Connected {
             peer,
             client_id,
+            username,
             session_present,
-        } => info!(%peer, client_id = &**client_id, session_present, "client connected"),
+        } => info!(
+            %peer,
+            client_id = &**client_id,
+            username = username.as_deref().unwrap_or(""),
+            session_present,
+            "client connected"
+        ),
         PeerEvent::Disconnected {
             peer,
             client_id,
+            username,
             reason: DisconnectReason::Refused { reason_code, .. },
         } => warn!(
             %peer,
             client_id = client_id.as_deref().unwrap_or(""),
+            username = username.as_deref().unwrap_or(""),
             "connection refused: {reason_code}"
         ),
         PeerEvent::Disconnected {
             peer,
             client_id: Some(client_id),
             reason,
+            ..
         } => info!(%peer, client_id = &**client_id, %reason, "client disconnected"),
         // Never sent CONNECT (a port scan, a health check, a TLS client on a plain port).
         PeerEvent::Disconnected {
             peer,
             client_id: None,
             reason,
+            ..
         } => info!(%peer, %reason, "connection closed before CONNECT"),
         PeerEvent::TlsFailed { peer, error } => warn!(%peer, "TLS handshake failed: {error}"),
         PeerEvent::Rejected { peer } => {

@@ -58,6 +58,8 @@ OUTPUT (--format):
           UTF-8, else {\"hex\": \"00ff...\"}.
 With -v (auto, text, binary) the topic comes first, then a space (before a hex dump: a line
 break).
+A message matching several FILTERs is printed once, unless the broker sends it once per
+subscription (mosquitto does in 5.0).
 Output is flushed after each message; a closed pipe (`| head -1`) ends the program quietly.";
 
 /// Runs `mqtt subscribe`.
@@ -72,8 +74,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("connected as {}", client.client_id());
     }
     let events = client.events();
-    let (tx, mut rx) = mpsc::channel::<Message>(64);
-    for filter in &filters {
+    let (tx, mut rx) = mpsc::channel::<(usize, Message)>(64);
+    for (index, filter) in filters.iter().enumerate() {
         let mut options = SubscribeOptions::new(filter.clone()).qos(args.qos);
         if args.manual_ack {
             options = options.manual_ack();
@@ -89,7 +91,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(message) = subscription.recv().await {
-                if tx.send(message).await.is_err() {
+                if tx.send((index, message)).await.is_err() {
                     return;
                 }
             }
@@ -107,7 +109,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             message = rx.recv() => message,
             _ = &mut stop => break Ok(()),
         };
-        let Some(message) = message else {
+        let Some((index, message)) = message else {
             // Every subscription ended: the connection is gone.
             let reason = std::iter::from_fn(|| events.try_recv().ok())
                 .filter_map(|event| match event {
@@ -118,6 +120,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "connection lost".into());
             break Err(anyhow::anyhow!("disconnected: {reason}"));
         };
+        // The client hands each incoming message to every subscription it matches: print it
+        // once, from the first of them. (What the broker itself sends twice is shown twice.)
+        let earlier = filters.get(..index).unwrap_or_default();
+        if earlier.iter().any(|f| filter_matches(f, message.topic())) {
+            if message.needs_ack() {
+                message.ack().await.context("cannot acknowledge")?;
+            }
+            continue;
+        }
         match print(&args, &message) {
             Ok(()) => {}
             // A reader that went away (`| head -1`) is a normal end.
@@ -151,4 +162,52 @@ fn print(args: &Args, message: &Message) -> std::io::Result<()> {
         write!(out, "{payload}{end}")?;
     }
     out.flush()
+}
+
+/// Whether `filter` (possibly `$share/GROUP/filter`) matches `topic`: `+` is one level, `#` the
+/// rest (the parent level included), and wildcards at the start never match `$` topics.
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    let filter = match filter.strip_prefix("$share/") {
+        Some(shared) => shared.split_once('/').map_or("", |(_, f)| f),
+        None => filter,
+    };
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match (level, topic_levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (level, Some(name)) if level == name => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_matches;
+
+    #[test]
+    fn filters() {
+        for (filter, topic, expected) in [
+            ("a/b", "a/b", true),
+            ("a/b", "a/c", false),
+            ("a/+", "a/b", true),
+            ("a/+", "a/b/c", false),
+            ("a/#", "a", true),
+            ("a/#", "a/b/c", true),
+            ("#", "a/b", true),
+            ("#", "$SYS/x", false),
+            ("+/x", "$SYS/x", false),
+            ("$SYS/#", "$SYS/x", true),
+            ("+/+", "/x", true),
+            ("$share/g/a/+", "a/b", true),
+            ("a/b", "a/b/c", false),
+        ] {
+            assert_eq!(filter_matches(filter, topic), expected, "{filter} {topic}");
+        }
+    }
 }

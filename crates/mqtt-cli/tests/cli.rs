@@ -712,3 +712,21 @@ fn publish_summary_to_a_closed_pipe_is_no_error() {
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// Overlapping filters (`dup/#` and `dup/x`): our broker sends one copy, and the client's two
+/// subscriptions both see it; it is printed once.
+#[test]
+fn overlapping_filters_print_a_message_once() {
+    let server = Server::start(Target::Ours).unwrap();
+    for version in VERSIONS {
+        let sub = subscriber(
+            &server,
+            &["-V", version, "-q", "1", "-C", "2", "dup/#", "dup/x"],
+        );
+        publish(&server, &["-t", "dup/x", "-m", "one", "-q", "1"], b"").success();
+        publish(&server, &["-t", "dup/y", "-m", "two", "-q", "1"], b"").success();
+        assert_eq!(sub.line(), "one", "-V {version}");
+        assert_eq!(sub.line(), "two", "-V {version}");
+        sub.finish().success();
+    }
+}

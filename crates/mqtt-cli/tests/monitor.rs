@@ -387,7 +387,7 @@ fn a_connack_refusal_is_one_line_with_its_reason() {
     for version in ["5", "311"] {
         let stderr = fails_with_one_line(&["-h", "127.0.0.1", "-p", &port, "-V", version, "#"]);
         assert!(stderr.contains("connection refused"), "{stderr}");
-        assert!(stderr.contains("NotAuthorized"), "{stderr}");
+        assert!(stderr.contains("Not authorized (0x87)"), "{stderr}");
     }
 }
 

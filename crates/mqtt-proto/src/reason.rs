@@ -116,6 +116,56 @@ pub(crate) enum ReasonContext {
 }
 
 impl ReasonCode {
+    /// The code's name as the specification's table 2-6 writes it ("Bad User Name or
+    /// Password"); for 0x00, "Success".
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::Success => "Success",
+            Self::GrantedQoS1 => "Granted QoS 1",
+            Self::GrantedQoS2 => "Granted QoS 2",
+            Self::DisconnectWithWillMessage => "Disconnect with Will Message",
+            Self::NoMatchingSubscribers => "No matching subscribers",
+            Self::NoSubscriptionExisted => "No subscription existed",
+            Self::ContinueAuthentication => "Continue authentication",
+            Self::ReAuthenticate => "Re-authenticate",
+            Self::UnspecifiedError => "Unspecified error",
+            Self::MalformedPacket => "Malformed Packet",
+            Self::ProtocolError => "Protocol Error",
+            Self::ImplementationSpecificError => "Implementation specific error",
+            Self::UnsupportedProtocolVersion => "Unsupported Protocol Version",
+            Self::ClientIdentifierNotValid => "Client Identifier not valid",
+            Self::BadUserNameOrPassword => "Bad User Name or Password",
+            Self::NotAuthorized => "Not authorized",
+            Self::ServerUnavailable => "Server unavailable",
+            Self::ServerBusy => "Server busy",
+            Self::Banned => "Banned",
+            Self::ServerShuttingDown => "Server shutting down",
+            Self::BadAuthenticationMethod => "Bad authentication method",
+            Self::KeepAliveTimeout => "Keep Alive timeout",
+            Self::SessionTakenOver => "Session taken over",
+            Self::TopicFilterInvalid => "Topic Filter invalid",
+            Self::TopicNameInvalid => "Topic Name invalid",
+            Self::PacketIdentifierInUse => "Packet Identifier in use",
+            Self::PacketIdentifierNotFound => "Packet Identifier not found",
+            Self::ReceiveMaximumExceeded => "Receive Maximum exceeded",
+            Self::TopicAliasInvalid => "Topic Alias invalid",
+            Self::PacketTooLarge => "Packet too large",
+            Self::MessageRateTooHigh => "Message rate too high",
+            Self::QuotaExceeded => "Quota exceeded",
+            Self::AdministrativeAction => "Administrative action",
+            Self::PayloadFormatInvalid => "Payload format invalid",
+            Self::RetainNotSupported => "Retain not supported",
+            Self::QoSNotSupported => "QoS not supported",
+            Self::UseAnotherServer => "Use another server",
+            Self::ServerMoved => "Server moved",
+            Self::SharedSubscriptionsNotSupported => "Shared Subscriptions not supported",
+            Self::ConnectionRateExceeded => "Connection rate exceeded",
+            Self::MaximumConnectTime => "Maximum connect time",
+            Self::SubscriptionIdentifiersNotSupported => "Subscription Identifiers not supported",
+            Self::WildcardSubscriptionsNotSupported => "Wildcard Subscriptions not supported",
+        }
+    }
+
     /// Normal disconnection (0x00), the DISCONNECT name of [`ReasonCode::Success`].
     pub const NORMAL_DISCONNECTION: ReasonCode = ReasonCode::Success;
     /// Granted QoS 0 (0x00), the SUBACK name of [`ReasonCode::Success`].
@@ -330,7 +380,7 @@ impl ReasonCode {
 
 impl std::fmt::Display for ReasonCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} (0x{:02X})", self, self.as_u8())
+        write!(f, "{} (0x{:02X})", self.description(), self.as_u8())
     }
 }
 
@@ -343,6 +393,19 @@ impl From<ReasonCode> for u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_uses_the_specification_names() {
+        assert_eq!(
+            ReasonCode::BadUserNameOrPassword.to_string(),
+            "Bad User Name or Password (0x86)"
+        );
+        assert_eq!(ReasonCode::Success.to_string(), "Success (0x00)");
+        assert_eq!(
+            ReasonCode::WildcardSubscriptionsNotSupported.description(),
+            "Wildcard Subscriptions not supported"
+        );
+    }
 
     #[test]
     fn every_value_round_trips() {

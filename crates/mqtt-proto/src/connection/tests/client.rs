@@ -1161,10 +1161,10 @@ fn disconnect_reasons_read_as_one_line() {
     };
     assert_eq!(
         refused.to_string(),
-        "connection refused: NotAuthorized (0x87)"
+        "connection refused: Not authorized (0x87)"
     );
     assert_eq!(
         DisconnectReason::Protocol(ProtocolError::ReceiveMaximumExceeded).to_string(),
-        "protocol error: receive maximum exceeded (ReceiveMaximumExceeded (0x93))"
+        "protocol error: receive maximum exceeded (Receive Maximum exceeded (0x93))"
     );
 }

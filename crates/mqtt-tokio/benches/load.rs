@@ -79,6 +79,10 @@ struct Args {
     messages: u64,
     connections: usize,
     runs: usize,
+    /// Only relays whose name contains this.
+    relay: Option<String>,
+    /// Only these brokers.
+    brokers: Option<String>,
 }
 
 impl Args {
@@ -90,6 +94,8 @@ impl Args {
             messages: 100_000,
             connections: 10_000,
             runs: 1,
+            relay: None,
+            brokers: None,
         };
         let mut quick = false;
         let mut iter = std::env::args().skip(1);
@@ -102,11 +108,14 @@ impl Args {
                 "--messages" => args.messages = number(iter.next())?,
                 "--connections" => args.connections = number(iter.next())?,
                 "--runs" => args.runs = number::<usize>(iter.next())?.max(1),
+                "--relay" => args.relay = iter.next(),
+                "--brokers" => args.brokers = iter.next(),
                 // What cargo passes to every bench binary.
                 "--bench" => {}
                 other => bail!(
                     "unknown argument {other:?}; use client, broker, memory, --quick, \
-                     --messages N, --connections N, --runs N"
+                     --messages N, --connections N, --runs N, --relay NAME, \
+                     --brokers ours,mosquitto,rumqttd"
                 ),
             }
         }
@@ -118,6 +127,18 @@ impl Args {
             args.connections /= 10;
         }
         Ok(args)
+    }
+
+    fn wants(&self, broker: BrokerKind) -> bool {
+        self.brokers
+            .as_ref()
+            .is_none_or(|list| list.split(',').any(|b| b == broker.name()))
+    }
+
+    fn wants_relay(&self, relay: &Relay) -> bool {
+        self.relay
+            .as_ref()
+            .is_none_or(|name| relay.name.contains(name.as_str()))
     }
 }
 
@@ -250,6 +271,22 @@ impl BrokerProcess {
         Ok(Some(broker))
     }
 
+    /// CPU time the broker used so far (user and system).
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.pid().context("broker exited")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which may contain spaces, ends with ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    }
+
     /// Resident memory in bytes.
     fn rss(&self) -> anyhow::Result<u64> {
         let pid = self.pid().context("broker exited")?;
@@ -262,6 +299,20 @@ impl BrokerProcess {
             .context("no VmRSS")?;
         Ok(kb * 1024)
     }
+}
+
+/// Clock ticks per second, the unit of /proc/PID/stat's CPU times.
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
 }
 
 fn installed(candidates: &[&str]) -> Option<PathBuf> {
@@ -516,9 +567,13 @@ struct RelayResult {
     p50_us: u64,
     p99_us: u64,
     lost: u64,
+    /// Broker CPU time per delivered message: less sensitive to what else runs on the machine
+    /// than the rate.
+    cpu_ns: f64,
 }
 
-async fn relay(addr: SocketAddr, relay: Relay, messages: u64) -> anyhow::Result<RelayResult> {
+async fn relay(broker: &BrokerProcess, relay: Relay, messages: u64) -> anyhow::Result<RelayResult> {
+    let addr = broker.addr();
     let per_publisher = messages / relay.publishers as u64;
     let total = per_publisher * relay.publishers as u64;
     let progress = Arc::new(Progress {
@@ -544,6 +599,7 @@ async fn relay(addr: SocketAddr, relay: Relay, messages: u64) -> anyhow::Result<
     for i in 0..relay.publishers {
         raws.push(Raw::connect(addr, &format!("load-pub-{i}")).await?);
     }
+    let cpu_before = broker.cpu()?;
     let start = Instant::now();
     for (i, raw) in raws.into_iter().enumerate() {
         let topic = if relay.publishers > 1 {
@@ -571,6 +627,7 @@ async fn relay(addr: SocketAddr, relay: Relay, messages: u64) -> anyhow::Result<
         end = end.max(last);
         histogram.add(h)?;
     }
+    let cpu = broker.cpu()?.saturating_sub(cpu_before);
     let expected = total * relay.subscribers as u64;
     let elapsed = end.duration_since(start).as_secs_f64();
     Ok(RelayResult {
@@ -578,6 +635,7 @@ async fn relay(addr: SocketAddr, relay: Relay, messages: u64) -> anyhow::Result<
         p50_us: histogram.value_at_quantile(0.5),
         p99_us: histogram.value_at_quantile(0.99),
         lost: expected - received,
+        cpu_ns: cpu.as_nanos() as f64 / received.max(1) as f64,
     })
 }
 
@@ -853,6 +911,9 @@ async fn run_once(args: &Args) -> anyhow::Result<Values> {
         for kind in [BrokerKind::Mosquitto, BrokerKind::Ours] {
             for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
                 for client in [ClientKind::Ours, ClientKind::Rumqttc] {
+                    if !args.wants(kind) {
+                        continue;
+                    }
                     // A fresh broker each time: nothing left over from the previous client.
                     let Some(broker) = BrokerProcess::start(kind).await? else {
                         continue;
@@ -875,12 +936,15 @@ async fn run_once(args: &Args) -> anyhow::Result<Values> {
         }
     }
     if args.broker {
-        for relay_case in RELAYS {
+        for relay_case in RELAYS.iter().filter(|r| args.wants_relay(r)) {
             for kind in [BrokerKind::Ours, BrokerKind::Mosquitto, BrokerKind::Rumqttd] {
+                if !args.wants(kind) {
+                    continue;
+                }
                 let Some(broker) = BrokerProcess::start(kind).await? else {
                     continue;
                 };
-                let result = relay(broker.addr(), relay_case, args.messages)
+                let result = relay(&broker, *relay_case, args.messages)
                     .await
                     .with_context(|| format!("{} on {}", relay_case.name, kind.name()))?;
                 put(
@@ -903,11 +967,19 @@ async fn run_once(args: &Args) -> anyhow::Result<Values> {
                     &format!("{} lost", kind.name()),
                     result.lost as f64,
                 );
+                put(
+                    relay_case.name,
+                    &format!("{} CPU ns/msg", kind.name()),
+                    result.cpu_ns,
+                );
             }
         }
     }
     if args.memory {
         for kind in [BrokerKind::Ours, BrokerKind::Mosquitto, BrokerKind::Rumqttd] {
+            if !args.wants(kind) {
+                continue;
+            }
             let Some(broker) = BrokerProcess::start(kind).await? else {
                 continue;
             };
@@ -976,7 +1048,7 @@ fn print_table(args: &Args, runs: &[Values]) {
             "| relay | ours msg/s (p99 µs) | mosquitto msg/s (p99 µs) | rumqttd msg/s (p99 µs) | ours / mosquitto | ours / rumqttd | lost (ours, mosq., rumqttd) |"
         );
         println!("|---|---|---|---|---|---|---|");
-        for relay_case in RELAYS {
+        for relay_case in RELAYS.iter().filter(|r| args.wants_relay(r)) {
             let rate = |b: &str| value(relay_case.name, &format!("{b} msg/s"));
             let p99 = |b: &str| value(relay_case.name, &format!("{b} p99 µs"));
             let lost = |b: &str| cell(value(relay_case.name, &format!("{b} lost")));
@@ -992,6 +1064,25 @@ fn print_table(args: &Args, runs: &[Values]) {
                 lost("ours"),
                 lost("mosquitto"),
                 lost("rumqttd"),
+            );
+        }
+    }
+    if args.broker {
+        println!();
+        println!(
+            "| relay, broker CPU ns per delivered message | ours | mosquitto | rumqttd | mosquitto / ours | rumqttd / ours |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for relay_case in RELAYS.iter().filter(|r| args.wants_relay(r)) {
+            let cpu = |b: &str| value(relay_case.name, &format!("{b} CPU ns/msg"));
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                relay_case.name,
+                cell(cpu("ours")),
+                cell(cpu("mosquitto")),
+                cell(cpu("rumqttd")),
+                ratio(cpu("mosquitto"), cpu("ours")),
+                ratio(cpu("rumqttd"), cpu("ours")),
             );
         }
     }

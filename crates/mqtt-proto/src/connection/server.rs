@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::inbound::Received;
-use super::outbound::Outbound;
+use super::outbound::{Inflight, Outbound};
 use super::timer::Timer;
 use super::{
     AckToken, Acked, Core, DisconnectReason, Message, OutboundAliases, ProtocolError,
@@ -450,8 +450,19 @@ impl ServerConnection {
             .properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        self.outbound.enqueue(publish, expires_at);
-        self.fill_window(now);
+        if expires_at.is_none()
+            && self.state == ServerState::Connected
+            && self.outbound.queued.is_empty()
+            && self.outbound.inflight.len() < self.window
+        {
+            // What `fill_window` would do with a queue of one, without moving the message
+            // through the queue: a broker does this for every delivery.
+            self.core.send(Packet::Publish(publish.clone()));
+            self.outbound.inflight.push_back(Inflight::Publish(publish));
+        } else {
+            self.outbound.enqueue(publish, expires_at);
+            self.fill_window(now);
+        }
         Ok(Some(packet_id))
     }
 

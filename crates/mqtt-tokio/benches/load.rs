@@ -24,7 +24,9 @@
 //!   opened in batches of 50; the broker's resident memory (VmRSS) before and after, per
 //!   connection.
 //!
-//! Our broker runs as this same binary re-executed with `MQTT_LOAD_BROKER_PORT` set.
+//! Our broker runs as this same binary re-executed with `MQTT_LOAD_BROKER_PORT` set, on a
+//! multi-thread tokio runtime with 2 workers (`MQTT_LOAD_BROKER_THREADS=1`: a current-thread
+//! runtime instead).
 //! mosquitto (`/usr/sbin/mosquitto`) and rumqttd (`~/.cargo/bin/rumqttd`, from
 //! `cargo install rumqttd`) are skipped with a note when missing.
 
@@ -368,10 +370,20 @@ fn rumqttd_conf(port: u16) -> String {
 
 /// The child process: our broker on `port`, its limits raised so that nothing is dropped.
 fn run_our_broker(port: u16) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let threads: usize = std::env::var("MQTT_LOAD_BROKER_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         let mut config = mqtt_tokio::broker::BrokerConfig::default();
         config.max_connections = 1_000_000;

@@ -643,7 +643,7 @@ impl Broker {
         if expiry > max_expiry {
             properties.session_expiry_interval = Some(max_expiry);
         }
-        let delivery = std::mem::take(&mut session.delivery);
+        let delivery = session.delivery.take().map(|d| *d).unwrap_or_default();
         if connect.client_id.is_empty() {
             properties.assigned_client_identifier = Some(client_id.clone());
         }
@@ -829,7 +829,10 @@ impl Broker {
         };
         let result = match session.connection.and_then(|c| self.conns.get_mut(&c)) {
             Some(conn) => conn.server.publish(now, publish).map(|_| None),
-            None => session.delivery.enqueue(now, publish, max_queue),
+            None => session
+                .delivery
+                .get_or_insert_with(Box::default)
+                .enqueue(now, publish, max_queue),
         };
         match result {
             Ok(dropped) => {
@@ -993,7 +996,7 @@ impl Broker {
                 && session.connection == Some(id)
             {
                 session.connection = None;
-                session.delivery = delivery;
+                session.delivery = Some(Box::new(delivery));
                 if let DisconnectReason::Remote(d) = &reason
                     && let Some(expiry) = d.properties.session_expiry_interval
                 {

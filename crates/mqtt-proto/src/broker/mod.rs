@@ -286,7 +286,11 @@ impl Broker {
         self.conns.insert(
             id,
             Box::new(Conn {
-                server: ServerConnection::new(self.config.connection.clone(), now),
+                server: {
+                    let mut server = ServerConnection::new(self.config.connection.clone(), now);
+                    server.report_delivered = false;
+                    server
+                },
                 session: None,
                 client_id: None,
                 username: None,

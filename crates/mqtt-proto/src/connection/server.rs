@@ -169,6 +169,9 @@ pub struct ServerConnection {
     connect_session_expiry: u32,
     keep_alive: u16,
     window: usize,
+    /// Whether acknowledged deliveries are reported ([`ServerEvent::Delivered`]); the broker
+    /// router has no use for them and gets one per message it relays at QoS 1 or 2.
+    pub(crate) report_delivered: bool,
 }
 
 impl ServerConnection {
@@ -191,6 +194,7 @@ impl ServerConnection {
             connect_session_expiry: 0,
             keep_alive: 0,
             window: 0,
+            report_delivered: true,
         }
     }
 
@@ -628,7 +632,9 @@ impl ServerConnection {
     fn handle_connected(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
         let packet = match handle_ack(&mut self.core, &mut self.outbound, packet)? {
             Acked::Completed(outcome) => {
-                self.events.push_back(ServerEvent::Delivered(outcome));
+                if self.report_delivered {
+                    self.events.push_back(ServerEvent::Delivered(outcome));
+                }
                 self.fill_window(now);
                 return Ok(());
             }

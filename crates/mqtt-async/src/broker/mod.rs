@@ -1,20 +1,19 @@
 //! The async [`Broker`]: TCP and TLS listeners around the sans-I/O broker core.
 //!
-//! One router task owns the [`mqtt_proto::broker::Broker`]; each connection has a reader task
-//! and a writer task that only move bytes. The router hands each connection its bytes through a
-//! bounded queue: a client that stops reading fills it and is disconnected, so one slow or
-//! malicious client never stalls the others.
+//! One router task owns the [`mqtt_proto::broker::Broker`]; each connection has one task that
+//! only moves bytes. The router appends each connection's packets to its bounded outbox: a
+//! client that stops reading fills it and is disconnected, so one slow or malicious client never
+//! stalls the others.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::future;
-use futures_lite::io::split;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mqtt_proto::ReasonCode;
 pub use mqtt_proto::broker::{
     AllowAll, AuthDecision, Authenticator, Authorizer, BrokerConfig, ClientInfo, Stats,
@@ -24,13 +23,16 @@ use mqtt_proto::connection::DisconnectReason;
 use mqtt_proto::packet::ByteString;
 
 use crate::Error;
-use crate::runtime::{BoxTransport, Listener, Runtime, SharedRuntime, accept};
+use crate::runtime::{Listener, Runtime, SharedRuntime, accept};
 use crate::tls::ServerTls;
 
 mod auth_file;
+mod connection;
 pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
+use connection::Outbox;
 
-/// Chunks of output a connection may have waiting before it counts as not reading.
+/// Chunks of output (one per turn of the router that had something for the connection) it may
+/// have waiting before it counts as not reading.
 const OUTPUT_QUEUE: usize = 256;
 
 /// How long a TLS client has to complete its handshake.
@@ -82,7 +84,7 @@ pub enum PeerEvent {
 type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
 
 enum ToRouter {
-    Open(Sender<Bytes>, Sender<Option<ConnectionId>>, SocketAddr),
+    Open(Arc<Outbox>, Sender<Option<ConnectionId>>, SocketAddr),
     TlsFailed(SocketAddr, String),
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
@@ -333,9 +335,9 @@ impl<R: 'static> Broker<R> {
         Router {
             runtime,
             core,
-            outputs: HashMap::new(),
+            outputs: HashMap::default(),
             on_event,
-            peers: HashMap::new(),
+            peers: HashMap::default(),
         }
         .run(inbox)
         .await;
@@ -364,107 +366,80 @@ async fn accept_loop(
             // Out of file descriptors and the like: keep serving the others.
             continue;
         };
-        let tls = tls.clone();
         let to_router = to_router.clone();
+        let Some(acceptor) = tls.clone() else {
+            // Plain TCP: the task is the connection alone, none of the TLS handshake's state
+            // (which would size every idle connection's future).
+            runtime.spawn(Box::pin(connection::serve(transport, to_router, peer)));
+            continue;
+        };
         let inner = runtime.clone();
         runtime.spawn(Box::pin(async move {
-            let transport: BoxTransport = match tls {
-                Some(acceptor) => {
-                    // A peer that never finishes the handshake must not hold a task and a
-                    // socket forever (the connect timeout starts only after it).
-                    let deadline = inner.now() + TLS_HANDSHAKE_TIMEOUT;
-                    let sleep = inner.sleep_until(deadline);
-                    let handshake = async { Some(acceptor.accept(transport).await) };
-                    match future::or(handshake, async {
-                        sleep.await;
-                        None
-                    })
-                    .await
-                    {
-                        Some(Ok(stream)) => Box::new(stream),
-                        Some(Err(error)) => {
-                            let error = error.to_string();
-                            let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
-                            return;
-                        }
-                        None => {
-                            let error = format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
-                            let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
-                            return;
-                        }
-                    }
+            // A peer that never finishes the handshake must not hold a task and a socket
+            // forever (the connect timeout starts only after it).
+            let deadline = inner.now() + TLS_HANDSHAKE_TIMEOUT;
+            let sleep = inner.sleep_until(deadline);
+            let handshake = async { Some(acceptor.accept(transport).await) };
+            let stream = match future::or(handshake, async {
+                sleep.await;
+                None
+            })
+            .await
+            {
+                Some(Ok(stream)) => stream,
+                Some(Err(error)) => {
+                    let error = error.to_string();
+                    let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
+                    return;
                 }
-                None => transport,
+                None => {
+                    let error = format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                    let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
+                    return;
+                }
             };
-            serve_connection(inner, transport, to_router, peer).await;
+            // A task of its own, which holds none of the handshake's state either.
+            inner.spawn(Box::pin(connection::serve(
+                Box::new(stream),
+                to_router,
+                peer,
+            )));
         }));
     }
 }
 
-/// One connection's I/O: a reader feeding the router and a writer draining the router's output.
-async fn serve_connection(
-    runtime: SharedRuntime,
-    transport: BoxTransport,
-    to_router: Sender<ToRouter>,
-    peer: SocketAddr,
-) {
-    let (output_tx, output) = async_channel::bounded::<Bytes>(OUTPUT_QUEUE);
-    let (reply, id) = async_channel::bounded(1);
-    if to_router
-        .send(ToRouter::Open(output_tx, reply, peer))
-        .await
-        .is_err()
-    {
-        return;
+/// Hashes connection identifiers, which the broker assigns itself (never chosen by a peer, so
+/// there is nothing to defend against): one multiplication instead of SipHash per chunk.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
-    let Ok(Some(id)) = id.recv().await else {
-        return;
-    };
-    let (mut reader, mut writer) = split(transport);
-    runtime.spawn(Box::pin(async move {
-        while let Ok(chunk) = output.recv().await {
-            if writer.write_all(&chunk).await.is_err() {
-                return;
-            }
-            // Coalesce what is already queued before flushing.
-            while let Ok(chunk) = output.try_recv() {
-                if writer.write_all(&chunk).await.is_err() {
-                    return;
-                }
-            }
-            if writer.flush().await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.close().await;
-    }));
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let chunk = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                if to_router.send(ToRouter::Bytes(id, chunk)).await.is_err() {
-                    return;
-                }
-            }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
         }
     }
-    let _ = to_router.send(ToRouter::Eof(id)).await;
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 struct Router {
     runtime: SharedRuntime,
     core: Core,
-    outputs: HashMap<ConnectionId, Sender<Bytes>>,
+    outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
-    peers: HashMap<ConnectionId, SocketAddr>,
+    peers: HashMap<ConnectionId, SocketAddr, BuildHasherDefault<IdHasher>>,
 }
 
 impl Router {
     async fn run(mut self, inbox: Receiver<ToRouter>) {
-        let mut out = BytesMut::new();
         loop {
             let deadline = self.core.poll_timeout();
             let runtime = self.runtime.clone();
@@ -509,7 +484,10 @@ impl Router {
                         self.core
                             .disconnect(id, now, ReasonCode::ServerShuttingDown);
                     }
-                    self.flush(&mut out, now);
+                    self.flush(now);
+                    for output in self.outputs.values() {
+                        output.close();
+                    }
                     self.outputs.clear();
                     inbox.close();
                     return;
@@ -517,7 +495,7 @@ impl Router {
                 None if inbox.is_closed() => return,
                 None => self.core.handle_timeout(now),
             }
-            self.flush(&mut out, now);
+            self.flush(now);
         }
     }
 
@@ -564,35 +542,35 @@ impl Router {
         }
     }
 
-    /// Hands every ready connection its bytes; a connection whose queue is full is not reading
+    /// Hands every ready connection its bytes; a connection whose outbox is full is not reading
     /// and is disconnected.
-    fn flush(&mut self, out: &mut BytesMut, now: std::time::Instant) {
+    fn flush(&mut self, now: std::time::Instant) {
         loop {
             while let Some(id) = self.core.poll_ready() {
-                out.clear();
-                self.core.poll_transmit(id, now, out);
-                let chunk = out.split().freeze();
-                let full = match self.outputs.get(&id) {
-                    Some(output) => output.try_send(chunk).is_err(),
-                    None => false,
+                let Some(output) = self.outputs.get(&id) else {
+                    continue;
                 };
-                if full {
-                    // The client stopped reading: drop its output, close it.
+                if output.chunks() >= OUTPUT_QUEUE {
+                    // The client stopped reading: what is queued goes out, then it is closed.
+                    output.close();
                     self.outputs.remove(&id);
                     self.core.disconnect(id, now, ReasonCode::QuotaExceeded);
                     self.core.handle_eof(id, now);
+                    continue;
                 }
+                let core = &mut self.core;
+                output.fill(|bytes| core.poll_transmit(id, now, bytes));
             }
             let mut any = false;
             while let Some(event) = self.core.poll_event() {
                 any = true;
                 self.tell(&event);
                 if let BrokerEvent::Close(id) = event {
-                    // Send what is left, then let the writer close the transport.
-                    out.clear();
-                    self.core.poll_transmit(id, now, out);
+                    // Send what is left, then let the task close the transport.
                     if let Some(output) = self.outputs.remove(&id) {
-                        let _ = output.try_send(out.split().freeze());
+                        let core = &mut self.core;
+                        output.fill(|bytes| core.poll_transmit(id, now, bytes));
+                        output.close();
                     }
                     self.core.handle_eof(id, now);
                 }

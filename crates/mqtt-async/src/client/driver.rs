@@ -28,6 +28,9 @@ use super::subscription::{Acker, Message, SubscribeOptions};
 use crate::runtime::{BoxTransport, SharedRuntime};
 use crate::{ClientOptions, Error};
 
+/// Commands taken in one turn of the loop, so that a burst of publishes goes out in one write.
+const COMMAND_BATCH: usize = 64;
+
 /// The Receive Maximum announced to 5.0 brokers unless the options set one.
 const DEFAULT_RECEIVE_MAXIMUM: NonZeroU16 = NonZeroU16::new(100).expect("non-zero");
 
@@ -402,7 +405,16 @@ impl Driver {
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => conn.handle_eof(now),
                 Wake::Read(Ok(n)) => conn.handle_bytes(now, read_buf.get(..n).unwrap_or_default()),
                 Wake::Timer => conn.handle_timeout(now),
-                Wake::Command(Some(command)) => self.command(&mut conn, command),
+                Wake::Command(Some(command)) => {
+                    self.command(&mut conn, command);
+                    // Whatever else is already waiting joins the same write.
+                    for _ in 1..COMMAND_BATCH {
+                        let Ok(command) = self.commands.try_recv() else {
+                            break;
+                        };
+                        self.command(&mut conn, command);
+                    }
+                }
                 Wake::Command(None)
                 | Wake::Control(None)
                 | Wake::Control(Some(Control::Shutdown)) => {
@@ -624,16 +636,16 @@ impl Driver {
         publish: Publish,
         done: Reply<Option<PublishOutcome>>,
     ) {
-        let qos = publish.qos;
-        match conn.publish(self.runtime.now(), publish.clone()) {
+        if publish.qos == QoS::AtMostOnce && conn.state() == ClientState::Connecting {
+            // QoS 0 goes out only once connected; QoS 1 and 2 wait in the core's queue.
+            self.offline.push_back((publish, done));
+            return;
+        }
+        match conn.publish(self.runtime.now(), publish) {
             Ok(Some(packet_id)) => {
                 self.pending_publishes.insert(packet_id.get(), done);
             }
             Ok(None) => self.written.push(done),
-            Err(UsageError::NotConnected) if conn.state() == ClientState::Connecting => {
-                debug_assert_eq!(qos, QoS::AtMostOnce);
-                self.offline.push_back((publish, done));
-            }
             Err(error) => {
                 let _ = done.try_send(Err(Error::Usage(error)));
             }

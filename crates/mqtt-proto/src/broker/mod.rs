@@ -40,6 +40,7 @@ pub(crate) mod tree;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -141,6 +142,28 @@ enum TimerKey {
     SessionExpiry(u32),
 }
 
+/// Hashes the connection numbers the broker assigns itself (sequential, never chosen by a peer,
+/// so there is no flooding to defend against): one multiplication instead of SipHash, several
+/// times per packet.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
 #[derive(Debug)]
 struct Conn {
     server: ServerConnection,
@@ -167,7 +190,7 @@ pub struct Broker {
     authorizer: Box<dyn Authorizer>,
     // Boxed so the maps hold pointers: idle connections and sessions are what a broker has most
     // of, and hash tables keep spare capacity.
-    conns: HashMap<u64, Box<Conn>>,
+    conns: HashMap<u64, Box<Conn>, BuildHasherDefault<IdHasher>>,
     next_conn: u64,
     sessions: Vec<Option<Box<BrokerSession>>>,
     free_sessions: Vec<u32>,
@@ -197,7 +220,7 @@ impl Broker {
             config,
             authenticator: Box::new(AllowAll),
             authorizer: Box::new(AllowAll),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             next_conn: 0,
             sessions: Vec::new(),
             free_sessions: Vec::new(),
@@ -267,7 +290,11 @@ impl Broker {
         self.conns.insert(
             id,
             Box::new(Conn {
-                server: ServerConnection::new(self.config.connection.clone(), now),
+                server: {
+                    let mut server = ServerConnection::new(self.config.connection.clone(), now);
+                    server.report_delivered = false;
+                    server
+                },
                 session: None,
                 client_id: None,
                 username: None,
@@ -624,7 +651,7 @@ impl Broker {
         if expiry > max_expiry {
             properties.session_expiry_interval = Some(max_expiry);
         }
-        let delivery = std::mem::take(&mut session.delivery);
+        let delivery = session.delivery.take().map(|d| *d).unwrap_or_default();
         if connect.client_id.is_empty() {
             properties.assigned_client_identifier = Some(client_id.clone());
         }
@@ -811,7 +838,10 @@ impl Broker {
         };
         let result = match session.connection.and_then(|c| self.conns.get_mut(&c)) {
             Some(conn) => conn.server.publish(now, publish).map(|_| None),
-            None => session.delivery.enqueue(now, publish, max_queue),
+            None => session
+                .delivery
+                .get_or_insert_with(Box::default)
+                .enqueue(now, publish, max_queue),
         };
         match result {
             Ok(dropped) => {
@@ -976,7 +1006,7 @@ impl Broker {
                 && session.connection == Some(id)
             {
                 session.connection = None;
-                session.delivery = delivery;
+                session.delivery = Some(Box::new(delivery));
                 if let DisconnectReason::Remote(d) = &reason
                     && let Some(expiry) = d.properties.session_expiry_interval
                 {

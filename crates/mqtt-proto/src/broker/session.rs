@@ -22,8 +22,9 @@ pub(crate) struct BrokerSession {
     pub(crate) version: Version,
     /// The connection serving it, if connected.
     pub(crate) connection: Option<u64>,
-    /// Delivery state while disconnected (inside the connection while connected).
-    pub(crate) delivery: ServerSession,
+    /// Delivery state while disconnected (inside the connection while connected, when this is
+    /// `None`: boxed, so that connected sessions do not carry an empty copy).
+    pub(crate) delivery: Option<Box<ServerSession>>,
     /// Filters subscribed, to remove them all when the session ends.
     pub(crate) filters: HashMap<ByteString, ()>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
@@ -40,7 +41,7 @@ impl BrokerSession {
             client_id,
             version,
             connection: None,
-            delivery: ServerSession::default(),
+            delivery: None,
             filters: HashMap::new(),
             expiry_interval: 0,
             expires_at: None,

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::inbound::Received;
-use super::outbound::Outbound;
+use super::outbound::{Inflight, Outbound};
 use super::timer::Timer;
 use super::{
     AckToken, Acked, Core, DisconnectReason, Message, OutboundAliases, ProtocolError,
@@ -169,6 +169,9 @@ pub struct ServerConnection {
     connect_session_expiry: u32,
     keep_alive: u16,
     window: usize,
+    /// Whether acknowledged deliveries are reported ([`ServerEvent::Delivered`]); the broker
+    /// router has no use for them and gets one per message it relays at QoS 1 or 2.
+    pub(crate) report_delivered: bool,
 }
 
 impl ServerConnection {
@@ -191,6 +194,7 @@ impl ServerConnection {
             connect_session_expiry: 0,
             keep_alive: 0,
             window: 0,
+            report_delivered: true,
         }
     }
 
@@ -450,8 +454,19 @@ impl ServerConnection {
             .properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        self.outbound.enqueue(publish, expires_at);
-        self.fill_window(now);
+        if expires_at.is_none()
+            && self.state == ServerState::Connected
+            && self.outbound.queued.is_empty()
+            && self.outbound.inflight.len() < self.window
+        {
+            // What `fill_window` would do with a queue of one, without moving the message
+            // through the queue: a broker does this for every delivery.
+            self.core.send(Packet::Publish(publish.clone()));
+            self.outbound.inflight.push_back(Inflight::Publish(publish));
+        } else {
+            self.outbound.enqueue(publish, expires_at);
+            self.fill_window(now);
+        }
         Ok(Some(packet_id))
     }
 
@@ -617,7 +632,9 @@ impl ServerConnection {
     fn handle_connected(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
         let packet = match handle_ack(&mut self.core, &mut self.outbound, packet)? {
             Acked::Completed(outcome) => {
-                self.events.push_back(ServerEvent::Delivered(outcome));
+                if self.report_delivered {
+                    self.events.push_back(ServerEvent::Delivered(outcome));
+                }
                 self.fill_window(now);
                 return Ok(());
             }

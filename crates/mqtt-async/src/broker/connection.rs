@@ -1,0 +1,211 @@
+//! One connection's I/O: a single task that writes what the router left in the connection's
+//! [`Outbox`] and reads what the client sends, at the same time.
+//!
+//! An idle connection holds no buffer: reads go through a buffer on the stack that lives for one
+//! poll, and the outbox's bytes are handed to the task whole and freed once written. That is
+//! what keeps ten thousand idle clients cheap.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use async_channel::Sender;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::AsyncWriteExt;
+use futures_lite::future;
+
+use super::ToRouter;
+use crate::runtime::BoxTransport;
+
+/// Bytes read in one go; on the stack, for the length of one poll.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the router has for one connection to write. The router appends encoded packets; the
+/// connection's task takes them all at once.
+#[derive(Debug, Default)]
+pub(super) struct Outbox(Mutex<OutboxState>);
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    bytes: BytesMut,
+    /// How many times the router added to `bytes` since the task last took them.
+    chunks: usize,
+    /// The connection's task, waiting for bytes.
+    waker: Option<Waker>,
+    /// Nothing more will come: write what is there, then close the transport.
+    closed: bool,
+}
+
+impl Outbox {
+    fn state(&self) -> MutexGuard<'_, OutboxState> {
+        // A panic while holding the lock leaves bytes that are still well formed.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many times the router added bytes that the task has not taken yet.
+    pub(super) fn chunks(&self) -> usize {
+        self.state().chunks
+    }
+
+    /// Appends bytes with `fill` and wakes the connection's task if it wrote any.
+    pub(super) fn fill(&self, fill: impl FnOnce(&mut BytesMut) -> bool) {
+        let waker = {
+            let mut state = self.state();
+            if !fill(&mut state.bytes) {
+                return;
+            }
+            state.chunks += 1;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// No more bytes will come: the task writes what is there and closes the transport.
+    pub(super) fn close(&self) {
+        let waker = {
+            let mut state = self.state();
+            state.closed = true;
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+enum Step {
+    /// Bytes from the client.
+    Read(Bytes),
+    /// The client is gone (end of file or an I/O error).
+    Gone,
+    /// The router closed the connection and everything was written.
+    Closed,
+}
+
+/// Serves one connection until either side ends it.
+pub(super) async fn serve(
+    mut transport: BoxTransport,
+    to_router: Sender<ToRouter>,
+    peer: SocketAddr,
+) {
+    let outbox = Arc::new(Outbox::default());
+    let id = {
+        // Scoped: the reply channel is larger than everything else a connection keeps.
+        let (reply, id) = async_channel::bounded(1);
+        if to_router
+            .send(ToRouter::Open(outbox.clone(), reply, peer))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let Ok(Some(id)) = id.recv().await else {
+            return;
+        };
+        id
+    };
+    let mut writing = Writing::default();
+    loop {
+        let step = future::poll_fn(|cx| writing.poll(cx, &mut transport, &outbox)).await;
+        match step {
+            // While the router takes this chunk nothing is read or written; it never waits
+            // for anything but its own inbox, so that is brief.
+            Step::Read(chunk) => {
+                if to_router.send(ToRouter::Bytes(id, chunk)).await.is_err() {
+                    return;
+                }
+            }
+            Step::Gone => break,
+            Step::Closed => {
+                let _ = transport.close().await;
+                break;
+            }
+        }
+    }
+    let _ = to_router.send(ToRouter::Eof(id)).await;
+}
+
+/// The write side's state between polls.
+#[derive(Default)]
+struct Writing {
+    /// Taken from the outbox, not yet written.
+    pending: Bytes,
+    /// Written since the last flush.
+    unflushed: bool,
+}
+
+impl Writing {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        transport: &mut BoxTransport,
+        outbox: &Outbox,
+    ) -> Poll<Step> {
+        if let Poll::Ready(step) = self.poll_write(cx, transport, outbox) {
+            return Poll::Ready(step);
+        }
+        let mut buf = [0u8; READ_CHUNK];
+        match Pin::new(&mut **transport).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Step::Gone),
+            Poll::Ready(Ok(n)) => Poll::Ready(Step::Read(Bytes::copy_from_slice(
+                buf.get(..n).unwrap_or_default(),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Writes everything the outbox holds, as far as the transport takes it. Ready only when
+    /// the connection ended.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        transport: &mut BoxTransport,
+        outbox: &Outbox,
+    ) -> Poll<Step> {
+        loop {
+            if self.pending.is_empty() {
+                let mut state = outbox.state();
+                if !state.bytes.is_empty() {
+                    self.pending = std::mem::take(&mut state.bytes).freeze();
+                    state.chunks = 0;
+                } else if self.unflushed {
+                    drop(state);
+                    match Pin::new(&mut **transport).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => self.unflushed = false,
+                        Poll::Ready(Err(_)) => return Poll::Ready(Step::Gone),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                    continue;
+                } else if state.closed {
+                    return Poll::Ready(Step::Closed);
+                } else {
+                    if !state
+                        .waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        state.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+            }
+            match Pin::new(&mut **transport).poll_write(cx, &self.pending) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Gone),
+                Poll::Ready(Ok(n)) => {
+                    self.pending.advance(n);
+                    self.unflushed = true;
+                    if self.pending.is_empty() {
+                        // Frees the buffer: an idle connection keeps none.
+                        self.pending = Bytes::new();
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

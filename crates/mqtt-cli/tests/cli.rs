@@ -364,7 +364,10 @@ fn broker_config_with_password_and_acl_files() {
         b"",
     )
     .one_line_failure();
-    assert!(error.contains("Bad User Name or Password (0x86)"), "{error}");
+    assert!(
+        error.contains("Bad User Name or Password (0x86)"),
+        "{error}"
+    );
     let error = publish(&server, &["-t", "alice/x", "-m", "x"], b"").one_line_failure();
     assert!(
         error.contains("connection refused") && error.contains("Not authorized (0x87)"),
@@ -677,7 +680,8 @@ fn broker_limits_from_config_apply() {
     publish(&server, &["-t", "t", "-m", "small", "-q", "1"], b"").success();
     let sub = subscriber(&server, &["-q", "2", "limited"]);
     assert!(
-        sub.stderr().contains("subscribed to limited (Granted QoS 1"),
+        sub.stderr()
+            .contains("subscribed to limited (Granted QoS 1"),
         "{}",
         sub.stderr()
     );

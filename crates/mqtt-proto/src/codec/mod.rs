@@ -148,8 +148,9 @@ pub fn decode(
     match header.packet {
         PacketType::Connect => whole(Box::new(Connect::read(r)?), r, Packet::Connect),
         PacketType::ConnAck => whole(Box::new(ConnAck::read(r, version)?), r, Packet::ConnAck),
-        // Its payload takes the rest, so there is nothing to finish.
-        PacketType::Publish => decode_publish(header.flags, r, version),
+        // Read from the slice rather than the reader; its payload takes the rest, so there is
+        // nothing to finish.
+        PacketType::Publish => Publish::decode(header.flags, r.rest(), version),
         PacketType::PubAck => whole(PubAck::read(r, version)?, r, Packet::PubAck),
         PacketType::PubRec => whole(PubRec::read(r, version)?, r, Packet::PubRec),
         PacketType::PubRel => whole(PubRel::read(r, version)?, r, Packet::PubRel),
@@ -174,23 +175,6 @@ fn whole<T>(
 ) -> Result<Option<Packet>, DecodeError> {
     r.check_finished()?;
     Ok(Some(wrap(body)))
-}
-
-/// A PUBLISH body, read in place: PUBLISH is the common case, and its 232 bytes cost a `memcpy`
-/// per move.
-#[inline(always)]
-fn decode_publish(
-    flags: u8,
-    r: &mut Reader,
-    version: Version,
-) -> Result<Option<Packet>, DecodeError> {
-    let mut decoded = Ok(Some(Packet::Publish(Publish::default())));
-    if let Ok(Some(Packet::Publish(publish))) = &mut decoded
-        && let Err(error) = publish.read_into(flags, r, version)
-    {
-        decoded = Err(error);
-    }
-    decoded
 }
 
 impl Packet {

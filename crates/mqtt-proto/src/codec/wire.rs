@@ -107,20 +107,6 @@ impl Reader {
         Ok(self.buf.split_to(n))
     }
 
-    /// A topic name (section 4.7): a UTF-8 string, validated as [`Reader::string`] does, and
-    /// whether it is a valid, non-empty topic name. The caller decides when to report an invalid
-    /// one, so that errors keep their order.
-    pub(crate) fn topic_name(&mut self) -> Result<(ByteString, bool), DecodeError> {
-        let raw = self.binary()?;
-        if has_nul_or_wildcard(&raw) {
-            // Reports U+0000 and bad UTF-8 as `string` does; otherwise a wildcard is present.
-            return Ok((utf8(raw)?, false));
-        }
-        let valid = !raw.is_empty();
-        let name = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)?;
-        Ok((name, valid))
-    }
-
     /// A topic filter (SUBSCRIBE, UNSUBSCRIBE): a UTF-8 string, validated as [`Reader::string`]
     /// does, then as a filter ([`DecodeError::InvalidTopicFilter`]).
     pub(crate) fn topic_filter(&mut self) -> Result<ByteString, DecodeError> {
@@ -304,8 +290,8 @@ fn is_special(byte: u8) -> bool {
     matches!(byte, 0 | b'+' | b'#')
 }
 
-#[inline]
-fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
+#[inline(always)]
+pub(crate) fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
     let (words, tail) = bytes.as_chunks::<8>();
     // Branch-free over the words; the tail is covered by the last eight bytes, which overlap
     // the words (only a string shorter than eight bytes is read one byte at a time).
@@ -412,6 +398,7 @@ pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::{Packet, Publish, Version};
 
     #[test]
     fn varint_boundaries_round_trip() {
@@ -514,10 +501,19 @@ mod tests {
                 }
             });
             assert_eq!(reader().topic_filter(), expected, "{s:?}");
-            let name = reader().topic_name();
-            let expected = string.map(|n| {
-                let valid = topic::is_valid_topic_name(&n);
-                (n, valid)
+            // A 3.1.1 PUBLISH with this topic: decoded, or rejected as the checks above say.
+            let name = Publish::decode(0, field.clone().freeze(), Version::V3_1_1).map(|packet| {
+                match packet {
+                    Some(Packet::Publish(publish)) => publish.topic,
+                    other => panic!("{other:?}"),
+                }
+            });
+            let expected = string.and_then(|n| {
+                if topic::is_valid_topic_name(&n) {
+                    Ok(n)
+                } else {
+                    Err(DecodeError::InvalidTopicName)
+                }
             });
             assert_eq!(name, expected, "{s:?}");
         }

@@ -1,11 +1,12 @@
 //! PUBLISH (section 3.3).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::{PacketId, PacketType, PublishProperties, QoS, Version};
+use super::{Packet, PacketId, PacketType, PublishProperties, QoS, Version};
 use crate::codec::wire::{
-    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, put_binary, varint_len,
+    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, has_nul_or_wildcard,
+    put_binary, utf8, varint_len,
 };
 use crate::codec::{DecodeError, EncodeError};
 
@@ -46,44 +47,104 @@ impl Publish {
         }
     }
 
-    /// Reads a PUBLISH body into `self`, a default `Publish`: filled in place, because moving a
-    /// finished `Publish` costs a `memcpy` of its 232 bytes.
+    /// Decodes a PUBLISH body (the packet without its fixed header), as the packet
+    /// [`codec::decode`](crate::codec::decode) returns: built in the return value, because a
+    /// `Packet` costs a `memcpy` per move.
+    ///
+    /// The topic and packet identifier are read from the slice, so that the only `Bytes`
+    /// operations are one split for the topic and the payload taking what is left; a 5.0
+    /// property block is read with a [`Reader`] only when it is not empty. Errors are reported
+    /// in the order the fields appear.
     #[inline(always)]
-    pub(crate) fn read_into(
-        &mut self,
+    pub(crate) fn decode(
         flags: u8,
-        r: &mut Reader,
+        mut body: Bytes,
         version: Version,
-    ) -> Result<(), DecodeError> {
-        self.qos =
+    ) -> Result<Option<Packet>, DecodeError> {
+        let qos =
             QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).ok_or(DecodeError::InvalidQoS)?;
-        self.dup = flags & flag::DUP != 0;
-        if self.dup && self.qos == QoS::AtMostOnce {
+        let dup = flags & flag::DUP != 0;
+        if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);
         }
-        self.retain = flags & flag::RETAIN != 0;
-        let valid_topic;
-        (self.topic, valid_topic) = r.topic_name()?;
-        if self.qos != QoS::AtMostOnce {
-            self.packet_id = Some(
-                PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId(PacketType::Publish))?,
-            );
-        }
-        if version == Version::V5 {
-            self.properties.read_into(r)?;
-        }
-        if self.topic.is_empty() {
-            if version == Version::V3_1_1 {
-                return Err(DecodeError::InvalidTopicName);
+        let truncated = || DecodeError::Truncated(PacketType::Publish);
+        let (len, rest) = body.split_first_chunk::<2>().ok_or_else(truncated)?;
+        let topic_len = usize::from(u16::from_be_bytes(*len));
+        let (topic, rest) = rest.split_at_checked(topic_len).ok_or_else(truncated)?;
+        let special = has_nul_or_wildcard(topic);
+        let (packet_id, rest) = match qos {
+            QoS::AtMostOnce => (None, rest),
+            _ => {
+                let (id, rest) = rest.split_first_chunk::<2>().ok_or_else(truncated)?;
+                let id = PacketId::new(u16::from_be_bytes(*id))
+                    .ok_or(DecodeError::ZeroPacketId(PacketType::Publish))?;
+                (Some(id), rest)
             }
-            if self.properties.topic_alias.is_none() {
+        };
+        // No properties (3.1.1, or an empty 5.0 block: a single 0) is the common case.
+        let empty_properties = match version {
+            Version::V3_1_1 => true,
+            Version::V5 => rest.first() == Some(&0),
+        };
+        let fixed = body.len() - rest.len();
+        body.advance(2);
+        let topic = body.split_to(topic_len);
+        let topic = if special {
+            utf8(topic)?
+        } else {
+            ByteString::try_from(topic).map_err(|_| DecodeError::InvalidUtf8)?
+        };
+        if !empty_properties {
+            body.advance(fixed - 2 - topic_len);
+            return Self::decode_with_properties(flags, topic, special, packet_id, body);
+        }
+        if topic.is_empty() || special {
+            // Without properties there is no Topic Alias to stand for an empty topic; a topic
+            // that passed `utf8` with a special byte has a wildcard.
+            return Err(match version {
+                Version::V5 if topic.is_empty() => DecodeError::EmptyTopicWithoutAlias,
+                _ => DecodeError::InvalidTopicName,
+            });
+        }
+        body.advance(fixed - 2 - topic_len + usize::from(version == Version::V5));
+        Ok(Some(Packet::Publish(Publish {
+            dup,
+            qos,
+            retain: flags & flag::RETAIN != 0,
+            topic,
+            packet_id,
+            properties: PublishProperties::default(),
+            payload: body,
+        })))
+    }
+
+    /// The rest of [`Self::decode`] for a 5.0 PUBLISH whose property block is not empty.
+    #[inline(never)]
+    fn decode_with_properties(
+        flags: u8,
+        topic: ByteString,
+        special: bool,
+        packet_id: Option<PacketId>,
+        body: Bytes,
+    ) -> Result<Option<Packet>, DecodeError> {
+        let mut r = Reader::new(body, PacketType::Publish);
+        let properties = PublishProperties::read(&mut r)?;
+        if topic.is_empty() {
+            if properties.topic_alias.is_none() {
                 return Err(DecodeError::EmptyTopicWithoutAlias);
             }
-        } else if !valid_topic {
+        } else if special {
             return Err(DecodeError::InvalidTopicName);
         }
-        self.payload = r.rest();
-        Ok(())
+        Ok(Some(Packet::Publish(Publish {
+            dup: flags & flag::DUP != 0,
+            qos: QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).unwrap_or_default(),
+            retain: flags & flag::RETAIN != 0,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })))
     }
 
     pub(crate) fn flags(&self) -> u8 {

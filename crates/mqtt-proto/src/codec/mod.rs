@@ -215,6 +215,9 @@ impl Packet {
 /// broker forwarding a 5.0 message to a 3.1.1 subscriber must do); anything else that 3.1.1
 /// cannot carry is an [`EncodeError::NotInV311`].
 pub fn encode(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    if let Packet::Publish(publish) = packet {
+        return publish.encode(version, buf);
+    }
     let (remaining, flags) = packet.remaining_len(version)?;
     if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
         return Err(EncodeError::PacketTooLarge(remaining));

@@ -6,7 +6,7 @@ use bytestring::ByteString;
 use super::{Packet, PacketId, PacketType, PublishProperties, QoS, Version};
 use crate::codec::wire::{
     MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, has_nul_or_wildcard,
-    put_binary, utf8, varint_len,
+    put_binary, put_varint, utf8, varint_len,
 };
 use crate::codec::{DecodeError, EncodeError};
 
@@ -198,6 +198,56 @@ impl Publish {
             len += self.properties.block_len()?;
         }
         Ok(len)
+    }
+
+    /// Encodes the whole packet, fixed header included: what [`codec::encode`] does for a
+    /// PUBLISH, with the same checks in the same order, in one pass that sizes the property
+    /// block once and reserves once.
+    ///
+    /// [`codec::encode`]: crate::codec::encode
+    #[inline]
+    pub(crate) fn encode(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
+            return Err(EncodeError::PacketIdMismatch);
+        }
+        if self.dup && self.qos == QoS::AtMostOnce {
+            return Err(EncodeError::DupWithQoS0);
+        }
+        let topic = self.topic.as_bytes();
+        if topic.is_empty() {
+            if version == Version::V3_1_1 || self.properties.topic_alias.is_none() {
+                return Err(EncodeError::EmptyTopic);
+            }
+        } else {
+            check_topic_name(&self.topic)?;
+        }
+        let mut remaining = field_len(topic)? + self.payload.len();
+        if self.packet_id.is_some() {
+            remaining += 2;
+        }
+        let properties = match version {
+            Version::V3_1_1 => None,
+            Version::V5 => {
+                let len = self.properties.body_len()?;
+                remaining += varint_len(len) + len;
+                Some(len)
+            }
+        };
+        if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
+            return Err(EncodeError::PacketTooLarge(remaining));
+        }
+        buf.reserve(1 + varint_len(remaining) + remaining);
+        buf.put_u8((PacketType::Publish as u8) << 4 | self.flags());
+        put_varint(buf, remaining);
+        put_binary(buf, topic);
+        if let Some(packet_id) = self.packet_id {
+            buf.put_u16(packet_id.get());
+        }
+        if let Some(len) = properties {
+            self.properties.write(len, buf);
+        }
+        buf.put_slice(&self.payload);
+        Ok(())
     }
 
     pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {

@@ -26,8 +26,8 @@ pub use error::{DecodeError, EncodeError};
 use wire::{MAX_VARIABLE_BYTE_INTEGER, Put, Reader, put_varint, read_varint, varint_len};
 
 use crate::packet::{
-    Auth, ConnAck, Connect, Disconnect, Packet, PacketType, PubAck, PubComp, PubRec, PubRel,
-    Publish, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+    Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType, PubAck, PubComp, PubRec,
+    PubRel, Publish, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
 };
 
 /// Limits the decoder enforces on what the peer sends.
@@ -137,6 +137,10 @@ pub fn decode(
     if buf.len() < total {
         return Ok(None);
     }
+    if let Some(short) = decode_short(&header, buf) {
+        buf.advance(total);
+        return short.map(Some);
+    }
     // Skipping the header on the frozen `Bytes` only moves a pointer; on the `BytesMut` it
     // would also update its bookkeeping.
     let mut body = buf.split_to(total).freeze();
@@ -163,6 +167,27 @@ pub fn decode(
         PacketType::PingResp => whole((), r, |()| Packet::PingResp),
         PacketType::Disconnect => whole(Disconnect::read(r, version)?, r, Packet::Disconnect),
         PacketType::Auth => whole(Auth::read(r)?, r, Packet::Auth),
+    }
+}
+
+/// The packets that keep nothing of the buffer in their common form, read from the slice: a
+/// publish acknowledgement of only a packet identifier (3.1.1, and 5.0 with Success and no
+/// properties) and PINGREQ/PINGRESP. Splitting their bytes off the buffer would count a
+/// reference to its memory up and down again for nothing. `None` for every other packet.
+#[inline]
+fn decode_short(header: &FixedHeader, buf: &[u8]) -> Option<Result<Packet, DecodeError>> {
+    let packet_id = || {
+        let id = buf.get(header.header_len..)?.first_chunk::<2>()?;
+        Some(PacketId::new(u16::from_be_bytes(*id)).ok_or(DecodeError::ZeroPacketId(header.packet)))
+    };
+    match (header.packet, header.remaining_len) {
+        (PacketType::PubAck, 2) => Some(packet_id()?.map(|id| Packet::PubAck(PubAck::new(id)))),
+        (PacketType::PubRec, 2) => Some(packet_id()?.map(|id| Packet::PubRec(PubRec::new(id)))),
+        (PacketType::PubRel, 2) => Some(packet_id()?.map(|id| Packet::PubRel(PubRel::new(id)))),
+        (PacketType::PubComp, 2) => Some(packet_id()?.map(|id| Packet::PubComp(PubComp::new(id)))),
+        (PacketType::PingReq, 0) => Some(Ok(Packet::PingReq)),
+        (PacketType::PingResp, 0) => Some(Ok(Packet::PingResp)),
+        _ => None,
     }
 }
 

@@ -52,22 +52,27 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
         Self { buf, packet }
     }
 
+    #[inline]
     pub(crate) fn packet(&self) -> PacketType {
         self.packet
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
+    #[inline]
     fn need(&self, n: usize) -> Result<(), DecodeError> {
         if self.buf.len() < n {
             Err(DecodeError::Truncated(self.packet))
@@ -76,21 +81,25 @@ impl Reader {
         }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         self.need(1)?;
         Ok(self.buf.get_u8())
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         self.need(2)?;
         Ok(self.buf.get_u16())
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         self.need(4)?;
         Ok(self.buf.get_u32())
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u32, DecodeError> {
         match read_varint(&self.buf)? {
             Some((value, len)) => {
@@ -102,6 +111,7 @@ impl Reader {
     }
 
     /// The next `n` bytes, sharing the input's memory.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         self.need(n)?;
         Ok(self.buf.split_to(n))
@@ -109,6 +119,7 @@ impl Reader {
 
     /// A topic filter (SUBSCRIBE, UNSUBSCRIBE): a UTF-8 string, validated as [`Reader::string`]
     /// does, then as a filter ([`DecodeError::InvalidTopicFilter`]).
+    #[inline]
     pub(crate) fn topic_filter(&mut self) -> Result<ByteString, DecodeError> {
         let raw = self.binary()?;
         if is_plain_topic_filter(&raw) {
@@ -139,16 +150,19 @@ impl Reader {
     }
 
     /// Everything that is left (a PUBLISH payload).
+    #[inline]
     pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
     }
 
     /// A sub-reader over the next `n` bytes (a property block).
+    #[inline]
     pub(crate) fn sub(&mut self, n: usize) -> Result<Reader, DecodeError> {
         Ok(Reader::new(self.take(n)?, self.packet))
     }
 
     /// Binary Data (section 1.5.6): a two-byte length and that many bytes.
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u16()?;
         self.take(usize::from(len))
@@ -156,12 +170,14 @@ impl Reader {
 
     /// A UTF-8 Encoded String (section 1.5.4), validated: well-formed UTF-8 without surrogates
     /// (MQTT-1.5.4-1) and without U+0000 (MQTT-1.5.4-2).
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<ByteString, DecodeError> {
         let raw = self.binary()?;
         utf8(raw)
     }
 
     /// Whether the body was read to its end ([`DecodeError::TrailingBytes`] if not).
+    #[inline]
     pub(crate) fn check_finished(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
@@ -172,9 +188,10 @@ impl Reader {
 }
 
 /// Validates MQTT string bytes (section 1.5.4) without copying them.
+#[inline]
 pub(crate) fn utf8(raw: Bytes) -> Result<ByteString, DecodeError> {
     // `from_utf8` rejects encoded UTF-16 surrogates (U+D800..U+DFFF) as ill-formed.
-    if raw.contains(&0) {
+    if has_nul(&raw) {
         // U+0000 can only be encoded as the single byte 0 in well-formed UTF-8.
         return if std::str::from_utf8(&raw).is_ok() {
             Err(DecodeError::NullCharacter)
@@ -187,6 +204,7 @@ pub(crate) fn utf8(raw: Bytes) -> Result<ByteString, DecodeError> {
 
 /// Reads a Variable Byte Integer from the start of `buf`: `Ok(None)` when more bytes are needed,
 /// else the value and how many bytes it used.
+#[inline]
 pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in buf.iter().take(4).enumerate() {
@@ -208,6 +226,7 @@ pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeErro
 }
 
 /// How many bytes `value` takes as a Variable Byte Integer.
+#[inline]
 pub(crate) fn varint_len(value: usize) -> usize {
     match value {
         0..=127 => 1,
@@ -272,6 +291,7 @@ const WILDCARD: u64 = ONES * 0x2B;
 
 /// Bit 7 set in each byte of `word` (little endian) that is special. Exact, unlike the cheaper
 /// test of [`any_special`]: `(x & 0x7F) + 0x7F` cannot carry into the next byte.
+#[inline]
 fn special_bytes(word: u64) -> u64 {
     const LOW7: u64 = ONES * 0x7F;
     let zero_bytes = |x: u64| !(((x & LOW7) + LOW7) | x | LOW7);
@@ -280,12 +300,14 @@ fn special_bytes(word: u64) -> u64 {
 
 /// Nonzero exactly when some byte of `word` is special (bits may be set above the first special
 /// byte, so this says whether, not where).
+#[inline]
 fn any_special(word: u64) -> u64 {
     const HIGH: u64 = ONES * 0x80;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     has_zero(word) | has_zero((word | BIT3) ^ WILDCARD)
 }
 
+#[inline]
 fn is_special(byte: u8) -> bool {
     matches!(byte, 0 | b'+' | b'#')
 }
@@ -301,6 +323,22 @@ pub(crate) fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
     match bytes.last_chunk::<8>() {
         Some(last) => found | any_special(u64::from_le_bytes(*last)) != 0,
         None => tail.iter().copied().any(is_special),
+    }
+}
+
+/// Whether `bytes` holds a 0, eight bytes at a time (the strings are short: a call to `memchr`
+/// costs more than the search).
+#[inline(always)]
+fn has_nul(bytes: &[u8]) -> bool {
+    const HIGH: u64 = ONES * 0x80;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let (words, tail) = bytes.as_chunks::<8>();
+    let found = words
+        .iter()
+        .fold(0, |found, word| found | has_zero(u64::from_le_bytes(*word)));
+    match bytes.last_chunk::<8>() {
+        Some(last) => found | has_zero(u64::from_le_bytes(*last)) != 0,
+        None => tail.contains(&0),
     }
 }
 
@@ -376,6 +414,7 @@ pub(crate) fn check_topic_filter(filter: &str) -> Result<(), EncodeError> {
 }
 
 /// Converts a topic check into an encoding error; an over-long topic is an over-long field.
+#[inline]
 pub(crate) fn check_topic(
     check: Result<(), crate::topic::TopicError>,
     topic: &str,
@@ -388,8 +427,9 @@ pub(crate) fn check_topic(
 }
 
 /// The length of a UTF-8 string field, which also may not contain U+0000 (MQTT-1.5.4-2).
+#[inline]
 pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
-    if s.as_bytes().contains(&0) {
+    if has_nul(s.as_bytes()) {
         return Err(EncodeError::NullCharacter);
     }
     field_len(s.as_bytes())

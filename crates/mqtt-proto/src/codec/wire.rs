@@ -168,6 +168,17 @@ impl Reader {
         self.take(usize::from(len))
     }
 
+    /// Whether the next Binary Data field (read and skipped) is `expected`: a comparison that
+    /// keeps nothing, so it takes no reference to the input's memory.
+    #[inline]
+    pub(crate) fn binary_is(&mut self, expected: &[u8]) -> Result<bool, DecodeError> {
+        let len = usize::from(self.u16()?);
+        self.need(len)?;
+        let same = self.buf.get(..len) == Some(expected);
+        self.buf.advance(len);
+        Ok(same)
+    }
+
     /// A UTF-8 Encoded String (section 1.5.4), validated: well-formed UTF-8 without surrogates
     /// (MQTT-1.5.4-1) and without U+0000 (MQTT-1.5.4-2).
     #[inline]

@@ -87,15 +87,14 @@ impl Publish {
             Version::V5 => rest.first() == Some(&0),
         };
         let fixed = body.len() - rest.len();
-        body.advance(2);
-        let topic = body.split_to(topic_len);
+        let topic = body.slice(2..2 + topic_len);
         let topic = if special {
             utf8(topic)?
         } else {
             ByteString::try_from(topic).map_err(|_| DecodeError::InvalidUtf8)?
         };
         if !empty_properties {
-            body.advance(fixed - 2 - topic_len);
+            body.advance(fixed);
             return Self::decode_with_properties(flags, topic, special, packet_id, body);
         }
         if topic.is_empty() || special {
@@ -106,7 +105,7 @@ impl Publish {
                 _ => DecodeError::InvalidTopicName,
             });
         }
-        body.advance(fixed - 2 - topic_len + usize::from(version == Version::V5));
+        body.advance(fixed + usize::from(version == Version::V5));
         Ok(Some(Packet::Publish(Publish {
             dup,
             qos,
@@ -243,8 +242,11 @@ impl Publish {
         if let Some(packet_id) = self.packet_id {
             buf.put_u16(packet_id.get());
         }
-        if let Some(len) = properties {
-            self.properties.write(len, buf);
+        match properties {
+            // An empty block, the common case, without a call.
+            Some(0) => buf.put_u8(0),
+            Some(len) => self.properties.write(len, buf),
+            None => {}
         }
         buf.put_slice(&self.payload);
         Ok(())

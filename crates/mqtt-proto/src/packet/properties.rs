@@ -463,6 +463,9 @@ macro_rules! properties {
             }
 
             /// Length of the whole block, length prefix included.
+            // PUBLISH sizes its block in one pass with its other fields; every other packet
+            // uses this.
+            #[allow(dead_code)]
             #[inline]
             pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
                 let body = self.body_len()?;

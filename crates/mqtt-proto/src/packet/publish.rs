@@ -157,15 +157,23 @@ impl Publish {
         flags
     }
 
-    /// Remaining length. Properties are left out for 3.1.1: a broker forwarding a 5.0 message to
-    /// a 3.1.1 subscriber must drop them, and a 3.1.1 peer could not read them.
-    pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
+    /// The checks of the fixed header's view of the packet: a packet identifier exactly for QoS
+    /// 1 and 2, DUP only with them.
+    #[inline]
+    fn check_flags(&self) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
             return Err(EncodeError::PacketIdMismatch);
         }
         if self.dup && self.qos == QoS::AtMostOnce {
             return Err(EncodeError::DupWithQoS0);
         }
+        Ok(())
+    }
+
+    /// Remaining length. Properties are left out for 3.1.1: a broker forwarding a 5.0 message to
+    /// a 3.1.1 subscriber must drop them, and a 3.1.1 peer could not read them.
+    pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
+        self.check_flags()?;
         self.remaining_len(version, self.packet_id.is_some())
     }
 
@@ -181,37 +189,17 @@ impl Publish {
     }
 
     fn remaining_len(&self, version: Version, with_packet_id: bool) -> Result<usize, EncodeError> {
-        if self.topic.is_empty()
-            && (version == Version::V3_1_1 || self.properties.topic_alias.is_none())
-        {
-            return Err(EncodeError::EmptyTopic);
-        }
-        if !self.topic.is_empty() {
-            check_topic_name(&self.topic)?;
-        }
-        let mut len = field_len(self.topic.as_bytes())? + self.payload.len();
-        if with_packet_id {
-            len += 2;
-        }
-        if version == Version::V5 {
-            len += self.properties.block_len()?;
-        }
-        Ok(len)
+        Ok(self.sized(version, with_packet_id)?.0)
     }
 
-    /// Encodes the whole packet, fixed header included: what [`codec::encode`] does for a
-    /// PUBLISH, with the same checks in the same order, in one pass that sizes the property
-    /// block once and reserves once.
-    ///
-    /// [`codec::encode`]: crate::codec::encode
+    /// The remaining length, validating the topic and properties, and the length of the
+    /// property block's body (5.0 only), so that encoding sizes it once.
     #[inline]
-    pub(crate) fn encode(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
-            return Err(EncodeError::PacketIdMismatch);
-        }
-        if self.dup && self.qos == QoS::AtMostOnce {
-            return Err(EncodeError::DupWithQoS0);
-        }
+    fn sized(
+        &self,
+        version: Version,
+        with_packet_id: bool,
+    ) -> Result<(usize, Option<usize>), EncodeError> {
         let topic = self.topic.as_bytes();
         if topic.is_empty() {
             if version == Version::V3_1_1 || self.properties.topic_alias.is_none() {
@@ -220,25 +208,55 @@ impl Publish {
         } else {
             check_topic_name(&self.topic)?;
         }
-        let mut remaining = field_len(topic)? + self.payload.len();
-        if self.packet_id.is_some() {
-            remaining += 2;
+        let mut len = field_len(topic)? + self.payload.len();
+        if with_packet_id {
+            len += 2;
         }
         let properties = match version {
             Version::V3_1_1 => None,
             Version::V5 => {
-                let len = self.properties.body_len()?;
-                remaining += varint_len(len) + len;
-                Some(len)
+                let body = self.properties.body_len()?;
+                len += varint_len(body) + body;
+                Some(body)
             }
         };
+        Ok((len, properties))
+    }
+
+    /// Encodes the whole packet, fixed header included: what [`codec::encode`] does for a
+    /// PUBLISH, with the same checks in the same order, but sizing the property block once
+    /// rather than twice.
+    ///
+    /// [`codec::encode`]: crate::codec::encode
+    #[inline]
+    pub(crate) fn encode(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        self.check_flags()?;
+        let (remaining, properties) = self.sized(version, self.packet_id.is_some())?;
         if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
             return Err(EncodeError::PacketTooLarge(remaining));
         }
         buf.reserve(1 + varint_len(remaining) + remaining);
         buf.put_u8((PacketType::Publish as u8) << 4 | self.flags());
         put_varint(buf, remaining);
-        put_binary(buf, topic);
+        self.write_body(properties, buf);
+        Ok(())
+    }
+
+    /// The body, after [`Self::body_len`] (the generic path of `codec::encode`, which
+    /// [`Self::encode`] takes instead).
+    pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let properties = match version {
+            Version::V3_1_1 => None,
+            Version::V5 => Some(self.properties.body_len()?),
+        };
+        self.write_body(properties, buf);
+        Ok(())
+    }
+
+    /// Writes the body; `properties` is the length of the property block's body for 5.0.
+    #[inline]
+    fn write_body(&self, properties: Option<usize>, buf: &mut BytesMut) {
+        put_binary(buf, self.topic.as_bytes());
         if let Some(packet_id) = self.packet_id {
             buf.put_u16(packet_id.get());
         }
@@ -249,18 +267,5 @@ impl Publish {
             None => {}
         }
         buf.put_slice(&self.payload);
-        Ok(())
-    }
-
-    pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        put_binary(buf, self.topic.as_bytes());
-        if let Some(packet_id) = self.packet_id {
-            buf.put_u16(packet_id.get());
-        }
-        if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
-        }
-        buf.put_slice(&self.payload);
-        Ok(())
     }
 }

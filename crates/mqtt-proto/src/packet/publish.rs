@@ -236,9 +236,23 @@ impl Publish {
             return Err(EncodeError::PacketTooLarge(remaining));
         }
         buf.reserve(1 + varint_len(remaining) + remaining);
-        buf.put_u8((PacketType::Publish as u8) << 4 | self.flags());
-        put_varint(buf, remaining);
-        self.write_body(properties, buf);
+        let first = (PacketType::Publish as u8) << 4 | self.flags();
+        match u8::try_from(remaining) {
+            // A small packet: the fixed header and the topic's length in one write (every write
+            // checks the capacity again).
+            Ok(short) if short < 0x80 => {
+                #[allow(clippy::cast_possible_truncation)] // checked by `field_len`
+                let topic_len = self.topic.len() as u16;
+                buf.put_u32(u32::from(first) << 24 | u32::from(short) << 16 | u32::from(topic_len));
+                buf.put_slice(self.topic.as_bytes());
+                self.write_after_topic(properties, buf);
+            }
+            _ => {
+                buf.put_u8(first);
+                put_varint(buf, remaining);
+                self.write_body(properties, buf);
+            }
+        }
         Ok(())
     }
 
@@ -257,6 +271,12 @@ impl Publish {
     #[inline]
     fn write_body(&self, properties: Option<usize>, buf: &mut BytesMut) {
         put_binary(buf, self.topic.as_bytes());
+        self.write_after_topic(properties, buf);
+    }
+
+    /// The body after the topic.
+    #[inline]
+    fn write_after_topic(&self, properties: Option<usize>, buf: &mut BytesMut) {
         if let Some(packet_id) = self.packet_id {
             buf.put_u16(packet_id.get());
         }

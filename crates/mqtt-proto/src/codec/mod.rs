@@ -26,8 +26,8 @@ pub use error::{DecodeError, EncodeError};
 use wire::{MAX_VARIABLE_BYTE_INTEGER, Put, Reader, put_varint, read_varint, varint_len};
 
 use crate::packet::{
-    Auth, ConnAck, Connect, Disconnect, Packet, PacketType, PubAck, PubComp, PubRec, PubRel,
-    Publish, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+    Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType, PubAck, PubComp, PubRec,
+    PubRel, Publish, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
 };
 
 /// Limits the decoder enforces on what the peer sends.
@@ -137,6 +137,10 @@ pub fn decode(
     if buf.len() < total {
         return Ok(None);
     }
+    if let Some(short) = decode_short(&header, buf) {
+        buf.advance(total);
+        return short.map(Some);
+    }
     // Skipping the header on the frozen `Bytes` only moves a pointer; on the `BytesMut` it
     // would also update its bookkeeping.
     let mut body = buf.split_to(total).freeze();
@@ -148,8 +152,9 @@ pub fn decode(
     match header.packet {
         PacketType::Connect => whole(Box::new(Connect::read(r)?), r, Packet::Connect),
         PacketType::ConnAck => whole(Box::new(ConnAck::read(r, version)?), r, Packet::ConnAck),
-        // Its payload takes the rest, so there is nothing to finish.
-        PacketType::Publish => decode_publish(header.flags, r, version),
+        // Read from the slice rather than the reader; its payload takes the rest, so there is
+        // nothing to finish.
+        PacketType::Publish => Publish::decode(header.flags, r.rest(), version),
         PacketType::PubAck => whole(PubAck::read(r, version)?, r, Packet::PubAck),
         PacketType::PubRec => whole(PubRec::read(r, version)?, r, Packet::PubRec),
         PacketType::PubRel => whole(PubRel::read(r, version)?, r, Packet::PubRel),
@@ -165,6 +170,27 @@ pub fn decode(
     }
 }
 
+/// The packets that keep nothing of the buffer in their common form, read from the slice: a
+/// publish acknowledgement of only a packet identifier (3.1.1, and 5.0 with Success and no
+/// properties) and PINGREQ/PINGRESP. Splitting their bytes off the buffer would count a
+/// reference to its memory up and down again for nothing. `None` for every other packet.
+#[inline]
+fn decode_short(header: &FixedHeader, buf: &[u8]) -> Option<Result<Packet, DecodeError>> {
+    let packet_id = || {
+        let id = buf.get(header.header_len..)?.first_chunk::<2>()?;
+        Some(PacketId::new(u16::from_be_bytes(*id)).ok_or(DecodeError::ZeroPacketId(header.packet)))
+    };
+    match (header.packet, header.remaining_len) {
+        (PacketType::PubAck, 2) => Some(packet_id()?.map(|id| Packet::PubAck(PubAck::new(id)))),
+        (PacketType::PubRec, 2) => Some(packet_id()?.map(|id| Packet::PubRec(PubRec::new(id)))),
+        (PacketType::PubRel, 2) => Some(packet_id()?.map(|id| Packet::PubRel(PubRel::new(id)))),
+        (PacketType::PubComp, 2) => Some(packet_id()?.map(|id| Packet::PubComp(PubComp::new(id)))),
+        (PacketType::PingReq, 0) => Some(Ok(Packet::PingReq)),
+        (PacketType::PingResp, 0) => Some(Ok(Packet::PingResp)),
+        _ => None,
+    }
+}
+
 /// `body`, wrapped as a packet, once `r` has been read to its end.
 #[inline(always)]
 fn whole<T>(
@@ -174,23 +200,6 @@ fn whole<T>(
 ) -> Result<Option<Packet>, DecodeError> {
     r.check_finished()?;
     Ok(Some(wrap(body)))
-}
-
-/// A PUBLISH body, read in place: PUBLISH is the common case, and its 232 bytes cost a `memcpy`
-/// per move.
-#[inline(always)]
-fn decode_publish(
-    flags: u8,
-    r: &mut Reader,
-    version: Version,
-) -> Result<Option<Packet>, DecodeError> {
-    let mut decoded = Ok(Some(Packet::Publish(Publish::default())));
-    if let Ok(Some(Packet::Publish(publish))) = &mut decoded
-        && let Err(error) = publish.read_into(flags, r, version)
-    {
-        decoded = Err(error);
-    }
-    decoded
 }
 
 impl Packet {
@@ -231,6 +240,9 @@ impl Packet {
 /// broker forwarding a 5.0 message to a 3.1.1 subscriber must do); anything else that 3.1.1
 /// cannot carry is an [`EncodeError::NotInV311`].
 pub fn encode(packet: &Packet, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+    if let Packet::Publish(publish) = packet {
+        return publish.encode(version, buf);
+    }
     let (remaining, flags) = packet.remaining_len(version)?;
     if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
         return Err(EncodeError::PacketTooLarge(remaining));

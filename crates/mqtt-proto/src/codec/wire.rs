@@ -52,22 +52,27 @@ pub(crate) struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub(crate) fn new(buf: Bytes, packet: PacketType) -> Self {
         Self { buf, packet }
     }
 
+    #[inline]
     pub(crate) fn packet(&self) -> PacketType {
         self.packet
     }
 
+    #[inline]
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
 
+    #[inline]
     fn need(&self, n: usize) -> Result<(), DecodeError> {
         if self.buf.len() < n {
             Err(DecodeError::Truncated(self.packet))
@@ -76,21 +81,25 @@ impl Reader {
         }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         self.need(1)?;
         Ok(self.buf.get_u8())
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
         self.need(2)?;
         Ok(self.buf.get_u16())
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         self.need(4)?;
         Ok(self.buf.get_u32())
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u32, DecodeError> {
         match read_varint(&self.buf)? {
             Some((value, len)) => {
@@ -102,27 +111,15 @@ impl Reader {
     }
 
     /// The next `n` bytes, sharing the input's memory.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         self.need(n)?;
         Ok(self.buf.split_to(n))
     }
 
-    /// A topic name (section 4.7): a UTF-8 string, validated as [`Reader::string`] does, and
-    /// whether it is a valid, non-empty topic name. The caller decides when to report an invalid
-    /// one, so that errors keep their order.
-    pub(crate) fn topic_name(&mut self) -> Result<(ByteString, bool), DecodeError> {
-        let raw = self.binary()?;
-        if has_nul_or_wildcard(&raw) {
-            // Reports U+0000 and bad UTF-8 as `string` does; otherwise a wildcard is present.
-            return Ok((utf8(raw)?, false));
-        }
-        let valid = !raw.is_empty();
-        let name = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8)?;
-        Ok((name, valid))
-    }
-
     /// A topic filter (SUBSCRIBE, UNSUBSCRIBE): a UTF-8 string, validated as [`Reader::string`]
     /// does, then as a filter ([`DecodeError::InvalidTopicFilter`]).
+    #[inline]
     pub(crate) fn topic_filter(&mut self) -> Result<ByteString, DecodeError> {
         let raw = self.binary()?;
         if is_plain_topic_filter(&raw) {
@@ -153,29 +150,45 @@ impl Reader {
     }
 
     /// Everything that is left (a PUBLISH payload).
+    #[inline]
     pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
     }
 
     /// A sub-reader over the next `n` bytes (a property block).
+    #[inline]
     pub(crate) fn sub(&mut self, n: usize) -> Result<Reader, DecodeError> {
         Ok(Reader::new(self.take(n)?, self.packet))
     }
 
     /// Binary Data (section 1.5.6): a two-byte length and that many bytes.
+    #[inline]
     pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u16()?;
         self.take(usize::from(len))
     }
 
+    /// Whether the next Binary Data field (read and skipped) is `expected`: a comparison that
+    /// keeps nothing, so it takes no reference to the input's memory.
+    #[inline]
+    pub(crate) fn binary_is(&mut self, expected: &[u8]) -> Result<bool, DecodeError> {
+        let len = usize::from(self.u16()?);
+        self.need(len)?;
+        let same = self.buf.get(..len) == Some(expected);
+        self.buf.advance(len);
+        Ok(same)
+    }
+
     /// A UTF-8 Encoded String (section 1.5.4), validated: well-formed UTF-8 without surrogates
     /// (MQTT-1.5.4-1) and without U+0000 (MQTT-1.5.4-2).
+    #[inline]
     pub(crate) fn string(&mut self) -> Result<ByteString, DecodeError> {
         let raw = self.binary()?;
         utf8(raw)
     }
 
     /// Whether the body was read to its end ([`DecodeError::TrailingBytes`] if not).
+    #[inline]
     pub(crate) fn check_finished(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
@@ -186,9 +199,10 @@ impl Reader {
 }
 
 /// Validates MQTT string bytes (section 1.5.4) without copying them.
+#[inline]
 pub(crate) fn utf8(raw: Bytes) -> Result<ByteString, DecodeError> {
     // `from_utf8` rejects encoded UTF-16 surrogates (U+D800..U+DFFF) as ill-formed.
-    if raw.contains(&0) {
+    if has_nul(&raw) {
         // U+0000 can only be encoded as the single byte 0 in well-formed UTF-8.
         return if std::str::from_utf8(&raw).is_ok() {
             Err(DecodeError::NullCharacter)
@@ -201,6 +215,7 @@ pub(crate) fn utf8(raw: Bytes) -> Result<ByteString, DecodeError> {
 
 /// Reads a Variable Byte Integer from the start of `buf`: `Ok(None)` when more bytes are needed,
 /// else the value and how many bytes it used.
+#[inline]
 pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in buf.iter().take(4).enumerate() {
@@ -222,6 +237,7 @@ pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeErro
 }
 
 /// How many bytes `value` takes as a Variable Byte Integer.
+#[inline]
 pub(crate) fn varint_len(value: usize) -> usize {
     match value {
         0..=127 => 1,
@@ -286,6 +302,7 @@ const WILDCARD: u64 = ONES * 0x2B;
 
 /// Bit 7 set in each byte of `word` (little endian) that is special. Exact, unlike the cheaper
 /// test of [`any_special`]: `(x & 0x7F) + 0x7F` cannot carry into the next byte.
+#[inline]
 fn special_bytes(word: u64) -> u64 {
     const LOW7: u64 = ONES * 0x7F;
     let zero_bytes = |x: u64| !(((x & LOW7) + LOW7) | x | LOW7);
@@ -294,18 +311,20 @@ fn special_bytes(word: u64) -> u64 {
 
 /// Nonzero exactly when some byte of `word` is special (bits may be set above the first special
 /// byte, so this says whether, not where).
+#[inline]
 fn any_special(word: u64) -> u64 {
     const HIGH: u64 = ONES * 0x80;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     has_zero(word) | has_zero((word | BIT3) ^ WILDCARD)
 }
 
+#[inline]
 fn is_special(byte: u8) -> bool {
     matches!(byte, 0 | b'+' | b'#')
 }
 
-#[inline]
-fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
+#[inline(always)]
+pub(crate) fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
     let (words, tail) = bytes.as_chunks::<8>();
     // Branch-free over the words; the tail is covered by the last eight bytes, which overlap
     // the words (only a string shorter than eight bytes is read one byte at a time).
@@ -315,6 +334,22 @@ fn has_nul_or_wildcard(bytes: &[u8]) -> bool {
     match bytes.last_chunk::<8>() {
         Some(last) => found | any_special(u64::from_le_bytes(*last)) != 0,
         None => tail.iter().copied().any(is_special),
+    }
+}
+
+/// Whether `bytes` holds a 0, eight bytes at a time (the strings are short: a call to `memchr`
+/// costs more than the search).
+#[inline(always)]
+fn has_nul(bytes: &[u8]) -> bool {
+    const HIGH: u64 = ONES * 0x80;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let (words, tail) = bytes.as_chunks::<8>();
+    let found = words
+        .iter()
+        .fold(0, |found, word| found | has_zero(u64::from_le_bytes(*word)));
+    match bytes.last_chunk::<8>() {
+        Some(last) => found | has_zero(u64::from_le_bytes(*last)) != 0,
+        None => tail.contains(&0),
     }
 }
 
@@ -390,6 +425,7 @@ pub(crate) fn check_topic_filter(filter: &str) -> Result<(), EncodeError> {
 }
 
 /// Converts a topic check into an encoding error; an over-long topic is an over-long field.
+#[inline]
 pub(crate) fn check_topic(
     check: Result<(), crate::topic::TopicError>,
     topic: &str,
@@ -402,8 +438,9 @@ pub(crate) fn check_topic(
 }
 
 /// The length of a UTF-8 string field, which also may not contain U+0000 (MQTT-1.5.4-2).
+#[inline]
 pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
-    if s.as_bytes().contains(&0) {
+    if has_nul(s.as_bytes()) {
         return Err(EncodeError::NullCharacter);
     }
     field_len(s.as_bytes())
@@ -412,6 +449,7 @@ pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::{Packet, Publish, Version};
 
     #[test]
     fn varint_boundaries_round_trip() {
@@ -514,10 +552,19 @@ mod tests {
                 }
             });
             assert_eq!(reader().topic_filter(), expected, "{s:?}");
-            let name = reader().topic_name();
-            let expected = string.map(|n| {
-                let valid = topic::is_valid_topic_name(&n);
-                (n, valid)
+            // A 3.1.1 PUBLISH with this topic: decoded, or rejected as the checks above say.
+            let name = Publish::decode(0, field.clone().freeze(), Version::V3_1_1).map(|packet| {
+                match packet {
+                    Some(Packet::Publish(publish)) => publish.topic,
+                    other => panic!("{other:?}"),
+                }
+            });
+            let expected = string.and_then(|n| {
+                if topic::is_valid_topic_name(&n) {
+                    Ok(n)
+                } else {
+                    Err(DecodeError::InvalidTopicName)
+                }
             });
             assert_eq!(name, expected, "{s:?}");
         }

@@ -87,7 +87,7 @@ impl Connect {
     }
 
     pub(crate) fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        if r.binary()? != PROTOCOL_NAME {
+        if !r.binary_is(PROTOCOL_NAME)? {
             return Err(DecodeError::InvalidProtocolName);
         }
         let level = r.u8()?;

@@ -151,6 +151,14 @@ impl PacketType {
 }
 
 /// One MQTT control packet, of either protocol version.
+///
+/// Size: 232 bytes on 64-bit targets, set by [`Publish`], most of which is its inline
+/// [`PublishProperties`] (160 bytes); CONNECT and CONNACK, rare and larger, are boxed. The codec
+/// builds a decoded PUBLISH directly in [`codec::decode`](crate::codec::decode)'s return value
+/// so that it is not copied on the way out. Boxing the PUBLISH properties would shrink a
+/// `Packet` to about 100 bytes, but would change the type of the public
+/// [`Publish::properties`] field and allocate whenever a property is set (a topic alias on every
+/// outgoing message, for one), so they stay inline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// CONNECT: a client asks to connect.
@@ -233,3 +241,16 @@ impl_from_packet!(
     Disconnect(Disconnect),
     Auth(Auth),
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size documented on [`Packet`]: a change should be deliberate.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn packet_size_is_as_documented() {
+        assert_eq!(std::mem::size_of::<Packet>(), 232);
+        assert_eq!(std::mem::size_of::<PublishProperties>(), 160);
+    }
+}

@@ -138,6 +138,7 @@ pub(crate) trait PropertyValue: Sized {
 }
 
 impl PropertyValue for bool {
+    #[inline]
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         match r.u8()? {
             0 => Ok(false),
@@ -145,15 +146,18 @@ impl PropertyValue for bool {
             _ => Err(DecodeError::InvalidPropertyValue(id)),
         }
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(1)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u8(u8::from(*self));
     }
 }
 
 impl PropertyValue for PayloadFormat {
+    #[inline]
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         Ok(if bool::read(r, id)? {
             PayloadFormat::Utf8
@@ -161,9 +165,11 @@ impl PropertyValue for PayloadFormat {
             PayloadFormat::Unspecified
         })
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(1)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u8(matches!(self, PayloadFormat::Utf8).into());
     }
@@ -171,6 +177,7 @@ impl PropertyValue for PayloadFormat {
 
 /// Maximum QoS (0x24) may only be 0 or 1 (section 3.2.2.3.4).
 impl PropertyValue for QoS {
+    #[inline]
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         match r.u8()? {
             0 => Ok(QoS::AtMostOnce),
@@ -178,111 +185,137 @@ impl PropertyValue for QoS {
             _ => Err(DecodeError::InvalidPropertyValue(id)),
         }
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         if *self == QoS::ExactlyOnce {
             return Err(EncodeError::PropertyOutOfRange(id::MAXIMUM_QOS));
         }
         Ok(1)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u8(self.as_u8());
     }
 }
 
 impl PropertyValue for u16 {
+    #[inline]
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.u16()
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(2)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u16(*self);
     }
 }
 
 impl PropertyValue for NonZeroU16 {
+    #[inline]
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         NonZeroU16::new(r.u16()?).ok_or(DecodeError::InvalidPropertyValue(id))
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(2)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u16(self.get());
     }
 }
 
 impl PropertyValue for u32 {
+    #[inline]
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.u32()
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(4)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u32(*self);
     }
 }
 
 impl PropertyValue for NonZeroU32 {
+    #[inline]
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         NonZeroU32::new(r.u32()?).ok_or(DecodeError::InvalidPropertyValue(id))
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(4)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u32(self.get());
     }
 }
 
 impl PropertyValue for SubscriptionId {
+    #[inline]
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
         SubscriptionId::new(r.varint()?).ok_or(DecodeError::InvalidPropertyValue(id))
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(varint_len(self.get() as usize))
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         put_varint(buf, self.get() as usize);
     }
 }
 
 impl PropertyValue for ByteString {
+    #[inline]
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.string()
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         string_len(self)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self.as_bytes());
     }
 }
 
 impl PropertyValue for Bytes {
+    #[inline]
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         r.binary()
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         field_len(self)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self);
     }
 }
 
 impl PropertyValue for UserProperty {
+    #[inline]
     fn read(r: &mut Reader, _id: u8) -> Result<Self, DecodeError> {
         Ok(UserProperty {
             name: r.string()?,
             value: r.string()?,
         })
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(string_len(&self.name)? + string_len(&self.value)?)
     }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self.name.as_bytes());
         put_binary(buf, self.value.as_bytes());
@@ -299,6 +332,7 @@ pub(crate) trait Slot {
 }
 
 impl<T: PropertyValue> Slot for Option<T> {
+    #[inline]
     fn read_into(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
         if self.is_some() {
             return Err(DecodeError::DuplicateProperty(id));
@@ -306,38 +340,45 @@ impl<T: PropertyValue> Slot for Option<T> {
         *self = Some(T::read(r, id)?);
         Ok(())
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         match self {
             Some(value) => Ok(1 + value.encoded_len()?),
             None => Ok(0),
         }
     }
+    #[inline]
     fn write(&self, id: u8, buf: &mut BytesMut) {
         if let Some(value) = self {
             buf.put_u8(id);
             value.write(buf);
         }
     }
+    #[inline]
     fn is_unset(&self) -> bool {
         self.is_none()
     }
 }
 
 impl<T: PropertyValue> Slot for Vec<T> {
+    #[inline]
     fn read_into(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
         self.push(T::read(r, id)?);
         Ok(())
     }
+    #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         self.iter()
             .try_fold(0, |sum, value| Ok(sum + 1 + value.encoded_len()?))
     }
+    #[inline]
     fn write(&self, id: u8, buf: &mut BytesMut) {
         for value in self {
             buf.put_u8(id);
             value.write(buf);
         }
     }
+    #[inline]
     fn is_unset(&self) -> bool {
         self.is_empty()
     }
@@ -422,6 +463,9 @@ macro_rules! properties {
             }
 
             /// Length of the whole block, length prefix included.
+            // PUBLISH sizes its block in one pass with its other fields; every other packet
+            // uses this.
+            #[allow(dead_code)]
             #[inline]
             pub(crate) fn block_len(&self) -> Result<usize, EncodeError> {
                 let body = self.body_len()?;

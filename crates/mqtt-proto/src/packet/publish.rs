@@ -1,11 +1,12 @@
 //! PUBLISH (section 3.3).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::{PacketId, PacketType, PublishProperties, QoS, Version};
+use super::{Packet, PacketId, PacketType, PublishProperties, QoS, Version};
 use crate::codec::wire::{
-    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, put_binary, varint_len,
+    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, has_nul_or_wildcard,
+    put_binary, put_varint, utf8, varint_len,
 };
 use crate::codec::{DecodeError, EncodeError};
 
@@ -46,44 +47,103 @@ impl Publish {
         }
     }
 
-    /// Reads a PUBLISH body into `self`, a default `Publish`: filled in place, because moving a
-    /// finished `Publish` costs a `memcpy` of its 232 bytes.
+    /// Decodes a PUBLISH body (the packet without its fixed header), as the packet
+    /// [`codec::decode`](crate::codec::decode) returns: built in the return value, because a
+    /// `Packet` costs a `memcpy` per move.
+    ///
+    /// The topic and packet identifier are read from the slice, so that the only `Bytes`
+    /// operations are one split for the topic and the payload taking what is left; a 5.0
+    /// property block is read with a [`Reader`] only when it is not empty. Errors are reported
+    /// in the order the fields appear.
     #[inline(always)]
-    pub(crate) fn read_into(
-        &mut self,
+    pub(crate) fn decode(
         flags: u8,
-        r: &mut Reader,
+        mut body: Bytes,
         version: Version,
-    ) -> Result<(), DecodeError> {
-        self.qos =
+    ) -> Result<Option<Packet>, DecodeError> {
+        let qos =
             QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).ok_or(DecodeError::InvalidQoS)?;
-        self.dup = flags & flag::DUP != 0;
-        if self.dup && self.qos == QoS::AtMostOnce {
+        let dup = flags & flag::DUP != 0;
+        if dup && qos == QoS::AtMostOnce {
             return Err(DecodeError::DupWithQoS0);
         }
-        self.retain = flags & flag::RETAIN != 0;
-        let valid_topic;
-        (self.topic, valid_topic) = r.topic_name()?;
-        if self.qos != QoS::AtMostOnce {
-            self.packet_id = Some(
-                PacketId::new(r.u16()?).ok_or(DecodeError::ZeroPacketId(PacketType::Publish))?,
-            );
-        }
-        if version == Version::V5 {
-            self.properties.read_into(r)?;
-        }
-        if self.topic.is_empty() {
-            if version == Version::V3_1_1 {
-                return Err(DecodeError::InvalidTopicName);
+        let truncated = || DecodeError::Truncated(PacketType::Publish);
+        let (len, rest) = body.split_first_chunk::<2>().ok_or_else(truncated)?;
+        let topic_len = usize::from(u16::from_be_bytes(*len));
+        let (topic, rest) = rest.split_at_checked(topic_len).ok_or_else(truncated)?;
+        let special = has_nul_or_wildcard(topic);
+        let (packet_id, rest) = match qos {
+            QoS::AtMostOnce => (None, rest),
+            _ => {
+                let (id, rest) = rest.split_first_chunk::<2>().ok_or_else(truncated)?;
+                let id = PacketId::new(u16::from_be_bytes(*id))
+                    .ok_or(DecodeError::ZeroPacketId(PacketType::Publish))?;
+                (Some(id), rest)
             }
-            if self.properties.topic_alias.is_none() {
+        };
+        // No properties (3.1.1, or an empty 5.0 block: a single 0) is the common case.
+        let empty_properties = match version {
+            Version::V3_1_1 => true,
+            Version::V5 => rest.first() == Some(&0),
+        };
+        let fixed = body.len() - rest.len();
+        let topic = body.slice(2..2 + topic_len);
+        let topic = if special {
+            utf8(topic)?
+        } else {
+            ByteString::try_from(topic).map_err(|_| DecodeError::InvalidUtf8)?
+        };
+        if !empty_properties {
+            body.advance(fixed);
+            return Self::decode_with_properties(flags, topic, special, packet_id, body);
+        }
+        if topic.is_empty() || special {
+            // Without properties there is no Topic Alias to stand for an empty topic; a topic
+            // that passed `utf8` with a special byte has a wildcard.
+            return Err(match version {
+                Version::V5 if topic.is_empty() => DecodeError::EmptyTopicWithoutAlias,
+                _ => DecodeError::InvalidTopicName,
+            });
+        }
+        body.advance(fixed + usize::from(version == Version::V5));
+        Ok(Some(Packet::Publish(Publish {
+            dup,
+            qos,
+            retain: flags & flag::RETAIN != 0,
+            topic,
+            packet_id,
+            properties: PublishProperties::default(),
+            payload: body,
+        })))
+    }
+
+    /// The rest of [`Self::decode`] for a 5.0 PUBLISH whose property block is not empty.
+    #[inline(never)]
+    fn decode_with_properties(
+        flags: u8,
+        topic: ByteString,
+        special: bool,
+        packet_id: Option<PacketId>,
+        body: Bytes,
+    ) -> Result<Option<Packet>, DecodeError> {
+        let mut r = Reader::new(body, PacketType::Publish);
+        let properties = PublishProperties::read(&mut r)?;
+        if topic.is_empty() {
+            if properties.topic_alias.is_none() {
                 return Err(DecodeError::EmptyTopicWithoutAlias);
             }
-        } else if !valid_topic {
+        } else if special {
             return Err(DecodeError::InvalidTopicName);
         }
-        self.payload = r.rest();
-        Ok(())
+        Ok(Some(Packet::Publish(Publish {
+            dup: flags & flag::DUP != 0,
+            qos: QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).unwrap_or_default(),
+            retain: flags & flag::RETAIN != 0,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })))
     }
 
     pub(crate) fn flags(&self) -> u8 {
@@ -97,15 +157,23 @@ impl Publish {
         flags
     }
 
-    /// Remaining length. Properties are left out for 3.1.1: a broker forwarding a 5.0 message to
-    /// a 3.1.1 subscriber must drop them, and a 3.1.1 peer could not read them.
-    pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
+    /// The checks of the fixed header's view of the packet: a packet identifier exactly for QoS
+    /// 1 and 2, DUP only with them.
+    #[inline]
+    fn check_flags(&self) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) != self.packet_id.is_none() {
             return Err(EncodeError::PacketIdMismatch);
         }
         if self.dup && self.qos == QoS::AtMostOnce {
             return Err(EncodeError::DupWithQoS0);
         }
+        Ok(())
+    }
+
+    /// Remaining length. Properties are left out for 3.1.1: a broker forwarding a 5.0 message to
+    /// a 3.1.1 subscriber must drop them, and a 3.1.1 peer could not read them.
+    pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
+        self.check_flags()?;
         self.remaining_len(version, self.packet_id.is_some())
     }
 
@@ -121,33 +189,103 @@ impl Publish {
     }
 
     fn remaining_len(&self, version: Version, with_packet_id: bool) -> Result<usize, EncodeError> {
-        if self.topic.is_empty()
-            && (version == Version::V3_1_1 || self.properties.topic_alias.is_none())
-        {
-            return Err(EncodeError::EmptyTopic);
-        }
-        if !self.topic.is_empty() {
+        Ok(self.sized(version, with_packet_id)?.0)
+    }
+
+    /// The remaining length, validating the topic and properties, and the length of the
+    /// property block's body (5.0 only), so that encoding sizes it once.
+    #[inline]
+    fn sized(
+        &self,
+        version: Version,
+        with_packet_id: bool,
+    ) -> Result<(usize, Option<usize>), EncodeError> {
+        let topic = self.topic.as_bytes();
+        if topic.is_empty() {
+            if version == Version::V3_1_1 || self.properties.topic_alias.is_none() {
+                return Err(EncodeError::EmptyTopic);
+            }
+        } else {
             check_topic_name(&self.topic)?;
         }
-        let mut len = field_len(self.topic.as_bytes())? + self.payload.len();
+        let mut len = field_len(topic)? + self.payload.len();
         if with_packet_id {
             len += 2;
         }
-        if version == Version::V5 {
-            len += self.properties.block_len()?;
-        }
-        Ok(len)
+        let properties = match version {
+            Version::V3_1_1 => None,
+            Version::V5 => {
+                let body = self.properties.body_len()?;
+                len += varint_len(body) + body;
+                Some(body)
+            }
+        };
+        Ok((len, properties))
     }
 
+    /// Encodes the whole packet, fixed header included: what [`codec::encode`] does for a
+    /// PUBLISH, with the same checks in the same order, but sizing the property block once
+    /// rather than twice.
+    ///
+    /// [`codec::encode`]: crate::codec::encode
+    #[inline]
+    pub(crate) fn encode(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        self.check_flags()?;
+        let (remaining, properties) = self.sized(version, self.packet_id.is_some())?;
+        if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
+            return Err(EncodeError::PacketTooLarge(remaining));
+        }
+        buf.reserve(1 + varint_len(remaining) + remaining);
+        let first = (PacketType::Publish as u8) << 4 | self.flags();
+        match u8::try_from(remaining) {
+            // A small packet: the fixed header and the topic's length in one write (every write
+            // checks the capacity again).
+            Ok(short) if short < 0x80 => {
+                #[allow(clippy::cast_possible_truncation)] // checked by `field_len`
+                let topic_len = self.topic.len() as u16;
+                buf.put_u32(u32::from(first) << 24 | u32::from(short) << 16 | u32::from(topic_len));
+                buf.put_slice(self.topic.as_bytes());
+                self.write_after_topic(properties, buf);
+            }
+            _ => {
+                buf.put_u8(first);
+                put_varint(buf, remaining);
+                self.write_body(properties, buf);
+            }
+        }
+        Ok(())
+    }
+
+    /// The body, after [`Self::body_len`] (the generic path of `codec::encode`, which
+    /// [`Self::encode`] takes instead).
     pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let properties = match version {
+            Version::V3_1_1 => None,
+            Version::V5 => Some(self.properties.body_len()?),
+        };
+        self.write_body(properties, buf);
+        Ok(())
+    }
+
+    /// Writes the body; `properties` is the length of the property block's body for 5.0.
+    #[inline]
+    fn write_body(&self, properties: Option<usize>, buf: &mut BytesMut) {
         put_binary(buf, self.topic.as_bytes());
+        self.write_after_topic(properties, buf);
+    }
+
+    /// The body after the topic.
+    #[inline]
+    fn write_after_topic(&self, properties: Option<usize>, buf: &mut BytesMut) {
         if let Some(packet_id) = self.packet_id {
             buf.put_u16(packet_id.get());
         }
-        if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
+        match properties {
+            // An empty block, the common case, without a call.
+            Some(0) => buf.put_u8(0),
+            Some(len) => self.properties.write(len, buf),
+            None => {}
         }
         buf.put_slice(&self.payload);
-        Ok(())
     }
 }

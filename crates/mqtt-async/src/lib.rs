@@ -22,6 +22,8 @@ pub use mqtt_proto::connection::DisconnectReason;
 pub use mqtt_proto::packet::{
     PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, UserProperty, Version, Will,
 };
+/// Topic names and filters: validation and matching.
+pub use mqtt_proto::topic;
 pub use options::ClientOptions;
 pub use runtime::{Runtime, SharedRuntime};
 pub use tls::{Roots, ServerTls, TlsOptions};

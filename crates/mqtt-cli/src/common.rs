@@ -180,6 +180,19 @@ pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Outpu
     })
 }
 
+/// Checks a topic filter before connecting (MQTT-4.7.1-1, MQTT-4.7.1-2, MQTT-4.7.3-1), so that a
+/// typo is reported as such rather than as whatever the broker makes of it.
+pub(crate) fn check_filter(filter: &str) -> anyhow::Result<()> {
+    mqtt_tokio::topic::check_topic_filter(filter)
+        .map_err(|error| anyhow::anyhow!("invalid topic filter {filter:?}: {error}"))
+}
+
+/// Checks a topic name before connecting (no wildcards, MQTT-3.3.2-2; not empty, MQTT-4.7.3-1).
+pub(crate) fn check_topic(topic: &str) -> anyhow::Result<()> {
+    mqtt_tokio::topic::check_topic_name(topic)
+        .map_err(|error| anyhow::anyhow!("invalid topic {topic:?}: {error}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,6 +146,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if message.is_none() && !args.stdin_line && args.count.is_none() {
         anyhow::bail!("no message: give one of -m, -f, -l, -s or -n (or --count for a benchmark)");
     }
+    crate::common::check_topic(&args.topic)?;
     let client = args.connect.connect().await?;
     let result = match args.count {
         Some(count) => {

@@ -68,6 +68,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if filters.is_empty() {
         anyhow::bail!("no topic filter: give one or more FILTER arguments or -t FILTER");
     }
+    for filter in &filters {
+        crate::common::check_filter(filter)?;
+    }
     let stop = crate::common::shutdown_signal()?;
     let client = args.connect.connect().await?;
     if args.debug {

@@ -66,7 +66,7 @@ pub(crate) struct Args {
 /// Runs `mqtt monitor`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     for filter in &args.filters {
-        check_filter(filter).with_context(|| format!("invalid topic filter {filter:?}"))?;
+        crate::common::check_filter(filter)?;
     }
     let options = args.connect.options()?;
     let target = format!("{}:{}", options.host(), options.port());
@@ -269,33 +269,6 @@ fn disconnect_reason(client: &Client) -> String {
     reason.unwrap_or_else(|| "closed".to_owned())
 }
 
-/// Checks a topic filter as MQTT does (MQTT-4.7.1): not empty, `#` only as the last level,
-/// `+` and `#` only as whole levels, no U+0000, at most 65,535 bytes. The broker would refuse
-/// such a filter too; checking first gives a clearer message, before connecting.
-fn check_filter(filter: &str) -> anyhow::Result<()> {
-    if filter.is_empty() {
-        bail!("a filter cannot be empty");
-    }
-    if filter.len() > usize::from(u16::MAX) {
-        bail!("a filter is at most 65535 bytes long");
-    }
-    if filter.contains('\0') {
-        bail!("a filter cannot contain U+0000");
-    }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        match level {
-            "#" if levels.peek().is_some() => bail!("`#` must be the last level"),
-            "#" | "+" => {}
-            _ if level.contains(['#', '+']) => {
-                bail!("`+` and `#` must stand alone in their level")
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// The terminal in raw mode on the alternate screen; leaving (or dropping) restores it.
 struct Screen {
     terminal: Terminal<CrosstermBackend<Stdout>>,
@@ -468,10 +441,10 @@ mod tests {
     #[test]
     fn filters_are_checked() {
         for good in ["#", "+", "a/+/b", "a/#", "/", "$SYS/#", "$share/g/a/+"] {
-            assert!(check_filter(good).is_ok(), "{good}");
+            assert!(crate::common::check_filter(good).is_ok(), "{good}");
         }
         for bad in ["", "a/#/b", "a#", "a/b+", "a\0b"] {
-            assert!(check_filter(bad).is_err(), "{bad:?}");
+            assert!(crate::common::check_filter(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! - `mosquitto`: a real mosquitto broker on a free loopback port, per test.
 //! - `examples`: every example of `mqtt-examples` runs against mosquitto and must succeed.
+//! - `broker_limits`: our broker with clients that stop reading or send garbage.
 //! - `client_suite`: the async client on tokio, smol and async-std (one suite, a macro per
 //!   runtime) against our broker and mosquitto, in 3.1.1 and 5.0.
 
+mod broker_limits;
 mod client_suite;
 mod examples;
 mod mosquitto;

@@ -45,9 +45,11 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// How many times the router added bytes that the task has not taken yet.
-    pub(super) fn chunks(&self) -> usize {
-        self.state().chunks
+    /// Whether the router added bytes `chunks` times, or `bytes` bytes, that the task has not
+    /// taken yet: the client is not reading.
+    pub(super) fn is_full(&self, chunks: usize, bytes: usize) -> bool {
+        let state = self.state();
+        state.chunks >= chunks || state.bytes.len() >= bytes
     }
 
     /// Appends bytes with `fill` and wakes the connection's task if it wrote any.

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
@@ -34,6 +35,13 @@ use connection::Outbox;
 /// Chunks of output (one per turn of the router that had something for the connection) it may
 /// have waiting before it counts as not reading.
 const OUTPUT_QUEUE: usize = 256;
+
+/// Bytes of output a connection may have waiting (beyond what its task is writing) before it
+/// counts as not reading, however few the chunks (at least four of the largest packets).
+const OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Messages from the inbox the router handles before it hands out what they produced.
+const BATCH: usize = 64;
 
 /// How long a TLS client has to complete its handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -332,9 +340,13 @@ impl<R: 'static> Broker<R> {
             }));
         }
         drop((to_router, listening));
+        // Room for a few of the largest packets a client may send, which is what it may get.
+        let max_packet = usize::try_from(core.config().connection.max_packet_size).unwrap_or(0);
+        let output_bytes = OUTPUT_BYTES.max(max_packet.saturating_mul(4));
         Router {
             runtime,
             core,
+            output_bytes,
             outputs: HashMap::default(),
             on_event,
             peers: HashMap::default(),
@@ -433,6 +445,8 @@ struct Router {
     runtime: SharedRuntime,
     core: Core,
     outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
+    /// A connection with this many bytes waiting is not reading.
+    output_bytes: usize,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
     peers: HashMap<ConnectionId, SocketAddr, BuildHasherDefault<IdHasher>>,
@@ -441,7 +455,15 @@ struct Router {
 impl Router {
     async fn run(mut self, inbox: Receiver<ToRouter>) {
         loop {
+            let now = self.runtime.now();
             let deadline = self.core.poll_timeout();
+            if deadline.is_some_and(|at| at <= now) {
+                // Checked before the inbox so that a busy inbox cannot starve keep-alive and
+                // expiry.
+                self.core.handle_timeout(now);
+                self.flush(now);
+                continue;
+            }
             let runtime = self.runtime.clone();
             let message = future::or(async { inbox.recv().await.ok() }, async move {
                 match deadline {
@@ -452,51 +474,80 @@ impl Router {
             })
             .await;
             let now = self.runtime.now();
-            match message {
-                Some(ToRouter::Open(output, reply, peer)) => {
-                    let id = self.core.open(now);
-                    if let Some(id) = id {
-                        self.outputs.insert(id, output);
-                        if self.on_event.is_some() {
-                            self.peers.insert(id, peer);
-                        }
-                    } else if let Some(hook) = &mut self.on_event {
-                        hook(&PeerEvent::Rejected { peer });
-                    }
-                    let _ = reply.try_send(id);
-                }
-                Some(ToRouter::Bytes(id, bytes)) => self.core.handle_bytes(id, now, &bytes),
-                Some(ToRouter::TlsFailed(peer, error)) => {
-                    if let Some(hook) = &mut self.on_event {
-                        hook(&PeerEvent::TlsFailed { peer, error });
-                    }
-                }
-                Some(ToRouter::Eof(id)) => {
-                    self.core.handle_eof(id, now);
-                    self.outputs.remove(&id);
-                }
-                Some(ToRouter::Stats(reply)) => {
-                    let _ = reply.try_send(self.core.stats());
-                }
-                Some(ToRouter::Stop) => {
-                    let ids: Vec<_> = self.outputs.keys().copied().collect();
-                    for id in ids {
-                        self.core
-                            .disconnect(id, now, ReasonCode::ServerShuttingDown);
-                    }
-                    self.flush(now);
-                    for output in self.outputs.values() {
-                        output.close();
-                    }
-                    self.outputs.clear();
-                    inbox.close();
+            let Some(message) = message else {
+                if inbox.is_closed() {
                     return;
                 }
-                None if inbox.is_closed() => return,
-                None => self.core.handle_timeout(now),
+                self.core.handle_timeout(now);
+                self.flush(now);
+                continue;
+            };
+            if self.handle(message, now, &inbox).is_break() {
+                return;
+            }
+            // Whatever else is already waiting is handled before the output goes out: under
+            // load, one flush (and one wake-up of each connection's task) covers many packets.
+            for _ in 1..BATCH {
+                let Ok(message) = inbox.try_recv() else {
+                    break;
+                };
+                if self.handle(message, now, &inbox).is_break() {
+                    return;
+                }
             }
             self.flush(now);
         }
+    }
+
+    /// Handles one message from a connection's task or a handle.
+    fn handle(
+        &mut self,
+        message: ToRouter,
+        now: std::time::Instant,
+        inbox: &Receiver<ToRouter>,
+    ) -> ControlFlow<()> {
+        match message {
+            ToRouter::Open(output, reply, peer) => {
+                let id = self.core.open(now);
+                if let Some(id) = id {
+                    self.outputs.insert(id, output);
+                    if self.on_event.is_some() {
+                        self.peers.insert(id, peer);
+                    }
+                } else if let Some(hook) = &mut self.on_event {
+                    hook(&PeerEvent::Rejected { peer });
+                }
+                let _ = reply.try_send(id);
+            }
+            ToRouter::Bytes(id, bytes) => self.core.handle_bytes(id, now, &bytes),
+            ToRouter::TlsFailed(peer, error) => {
+                if let Some(hook) = &mut self.on_event {
+                    hook(&PeerEvent::TlsFailed { peer, error });
+                }
+            }
+            ToRouter::Eof(id) => {
+                self.core.handle_eof(id, now);
+                self.outputs.remove(&id);
+            }
+            ToRouter::Stats(reply) => {
+                let _ = reply.try_send(self.core.stats());
+            }
+            ToRouter::Stop => {
+                let ids: Vec<_> = self.outputs.keys().copied().collect();
+                for id in ids {
+                    self.core
+                        .disconnect(id, now, ReasonCode::ServerShuttingDown);
+                }
+                self.flush(now);
+                for output in self.outputs.values() {
+                    output.close();
+                }
+                self.outputs.clear();
+                inbox.close();
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     }
 
     /// Passes connects and disconnects to the hook, with the peer's address.
@@ -550,11 +601,15 @@ impl Router {
                 let Some(output) = self.outputs.get(&id) else {
                     continue;
                 };
-                if output.chunks() >= OUTPUT_QUEUE {
-                    // The client stopped reading: what is queued goes out, then it is closed.
-                    output.close();
+                if output.is_full(OUTPUT_QUEUE, self.output_bytes) {
+                    // The client stopped reading: what is queued goes out, then (5.0) a
+                    // DISCONNECT with Quota Exceeded, and the connection is closed.
+                    let output = output.clone();
                     self.outputs.remove(&id);
                     self.core.disconnect(id, now, ReasonCode::QuotaExceeded);
+                    let core = &mut self.core;
+                    output.fill(|bytes| core.poll_transmit(id, now, bytes));
+                    output.close();
                     self.core.handle_eof(id, now);
                     continue;
                 }

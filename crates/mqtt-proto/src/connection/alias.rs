@@ -27,11 +27,15 @@ impl OutboundAliases {
         }
     }
 
+    /// Whether [`OutboundAliases::apply`] would change this PUBLISH.
+    pub(crate) fn rewrites(&self, publish: &Publish) -> bool {
+        self.maximum != 0 && !publish.topic.is_empty() && publish.properties.topic_alias.is_none()
+    }
+
     /// Rewrites a PUBLISH about to be sent: the first message on a topic carries the topic and a
     /// new alias, later ones only the alias. Once every alias is taken, new topics go out whole.
     pub(crate) fn apply(&mut self, publish: &mut Publish) {
-        if self.maximum == 0 || publish.topic.is_empty() || publish.properties.topic_alias.is_some()
-        {
+        if !self.rewrites(publish) {
             return;
         }
         let assigned = self.assigned.get_or_insert_with(Box::default);

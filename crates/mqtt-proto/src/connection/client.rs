@@ -805,9 +805,12 @@ impl ClientConnection {
             return;
         }
         let core = &mut self.core;
-        self.session
-            .outbound
-            .fill_window(self.window, now, |packet| core.send(packet), |_| {});
+        self.session.outbound.fill_window(
+            self.window,
+            now,
+            |publish| core.send_publish(publish),
+            |_| {},
+        );
     }
 
     /// A protocol violation by the server: DISCONNECT with its reason code first (5.0), then

@@ -17,7 +17,6 @@ mod server;
 mod session;
 mod timer;
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -96,7 +95,9 @@ pub(crate) struct Core {
     pub(crate) version: Version,
     pub(crate) limits: Limits,
     read_buf: BytesMut,
-    transmit: VecDeque<Packet>,
+    /// Packets sent and not yet handed out by `poll_transmit`, already encoded: a packet is
+    /// encoded once, when sent, and never moved about as a value.
+    transmit: BytesMut,
     pub(crate) timers: TimerTable,
     pub(crate) inbound: Inbound,
     pub(crate) aliases: OutboundAliases,
@@ -112,7 +113,7 @@ impl Core {
             version,
             limits,
             read_buf: BytesMut::new(),
-            transmit: VecDeque::new(),
+            transmit: BytesMut::new(),
             timers: TimerTable::default(),
             inbound: Inbound::default(),
             aliases: OutboundAliases::default(),
@@ -121,8 +122,30 @@ impl Core {
         }
     }
 
-    pub(crate) fn send(&mut self, packet: Packet) {
-        self.transmit.push_back(packet);
+    /// Encodes `packet` for sending (a PUBLISH with the topic alias it goes out with).
+    ///
+    /// Commands validate what they send, so encoding cannot fail here; a packet that somehow
+    /// could not be encoded is dropped rather than corrupting the stream (the encoder writes
+    /// nothing when it fails).
+    pub(crate) fn send(&mut self, mut packet: Packet) {
+        if let Packet::Publish(publish) = &mut packet
+            && self.version == Version::V5
+        {
+            self.aliases.apply(publish);
+        }
+        let _ = codec::encode(&packet, self.version, &mut self.transmit);
+    }
+
+    /// Encodes a PUBLISH that the caller keeps (in flight, for a resend), without copying it
+    /// unless a topic alias rewrites it.
+    pub(crate) fn send_publish(&mut self, publish: &Publish) {
+        if self.version == Version::V5 && self.aliases.rewrites(publish) {
+            let mut publish = publish.clone();
+            self.aliases.apply(&mut publish);
+            let _ = publish.encode(self.version, &mut self.transmit);
+        } else {
+            let _ = publish.encode(self.version, &mut self.transmit);
+        }
     }
 
     pub(crate) fn has_transmit(&self) -> bool {
@@ -151,22 +174,18 @@ impl Core {
 
     /// Encodes every queued packet into `buf`; returns whether anything was written.
     pub(crate) fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
-        let mut wrote = false;
-        while let Some(mut packet) = self.transmit.pop_front() {
-            if let Packet::Publish(publish) = &mut packet
-                && self.version == Version::V5
-            {
-                self.aliases.apply(publish);
-            }
-            // Commands validate what they queue, so encoding cannot fail here; a packet that
-            // somehow could not be encoded is dropped rather than corrupting the stream.
-            if codec::encode(&packet, self.version, buf).is_ok() {
-                wrote = true;
-            }
+        if self.transmit.is_empty() {
+            return false;
         }
-        // Idle connections keep no queue memory (thousands of them add up in a broker).
-        self.transmit = VecDeque::new();
-        wrote
+        if buf.is_empty() && buf.capacity() < self.transmit.len() {
+            // The bytes change hands without a copy.
+            *buf = std::mem::take(&mut self.transmit);
+        } else {
+            buf.extend_from_slice(&self.transmit);
+            // Idle connections keep no buffer (thousands of them add up in a broker).
+            self.transmit = BytesMut::new();
+        }
+        true
     }
 
     /// Checks an outbound packet against the peer's Maximum Packet Size.

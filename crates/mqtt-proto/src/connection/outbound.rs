@@ -99,7 +99,7 @@ impl Outbound {
         &mut self,
         window: usize,
         now: Instant,
-        mut send: impl FnMut(Packet),
+        mut send: impl FnMut(&Publish),
         mut expired: impl FnMut(Publish),
     ) {
         while self.inflight.len() < window
@@ -131,7 +131,7 @@ impl Outbound {
                 publish.properties.message_expiry_interval =
                     Some(u32::try_from(secs).unwrap_or(u32::MAX));
             }
-            send(Packet::Publish(publish.clone()));
+            send(&publish);
             if publish.qos != QoS::AtMostOnce {
                 self.inflight.push_back(Inflight::Publish(publish));
             }
@@ -356,7 +356,7 @@ mod tests {
         }
         let now = Instant::now();
         let mut sent = Vec::new();
-        out.fill_window(2, now, |p| sent.push(p), |_| panic!("expired"));
+        out.fill_window(2, now, |p| sent.push(p.clone()), |_| panic!("expired"));
         assert_eq!(sent.len(), 2);
         assert_eq!(out.inflight.len(), 2);
         let done = out
@@ -367,14 +367,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(done.packet_id.get(), 1);
-        out.fill_window(2, now, |p| sent.push(p), |_| panic!("expired"));
-        let ids: Vec<_> = sent
-            .iter()
-            .map(|p| match p {
-                Packet::Publish(p) => p.packet_id.unwrap().get(),
-                _ => 0,
-            })
-            .collect();
+        out.fill_window(2, now, |p| sent.push(p.clone()), |_| panic!("expired"));
+        let ids: Vec<_> = sent.iter().map(|p| p.packet_id.unwrap().get()).collect();
         assert_eq!(ids, [1, 2, 3]);
     }
 }

@@ -461,7 +461,7 @@ impl ServerConnection {
         {
             // What `fill_window` would do with a queue of one, without moving the message
             // through the queue: a broker does this for every delivery.
-            self.core.send(Packet::Publish(publish.clone()));
+            self.core.send_publish(&publish);
             self.outbound.inflight.push_back(Inflight::Publish(publish));
         } else {
             self.outbound.enqueue(publish, expires_at);
@@ -703,7 +703,7 @@ impl ServerConnection {
         self.outbound.fill_window(
             self.window,
             now,
-            |packet| core.send(packet),
+            |publish| core.send_publish(publish),
             |publish| events.push_back(ServerEvent::Expired(publish)),
         );
     }

@@ -397,6 +397,10 @@ impl Broker {
     }
 
     /// Appends the connection's pending packets to `buf`. Returns whether anything was written.
+    ///
+    /// Packets are encoded when they are sent. When `buf` is empty it is replaced by the
+    /// connection's own buffer, without a copy (its spare capacity is dropped: an idle
+    /// connection holds no buffer); otherwise the bytes are appended.
     pub fn poll_transmit(
         &mut self,
         connection: ConnectionId,

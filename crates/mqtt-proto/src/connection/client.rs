@@ -496,8 +496,12 @@ impl ClientConnection {
     // ---- output ----
 
     /// Appends every packet ready to send to `buf`. Returns whether anything was written.
+    ///
+    /// Packets are encoded when they are sent. When `buf` is empty the two buffers are swapped:
+    /// no copy, and `buf`'s spare capacity is kept for the next packets, so reusing one buffer
+    /// costs no allocation.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut BytesMut) -> bool {
-        let wrote = self.core.poll_transmit(buf);
+        let wrote = self.core.poll_transmit(buf, true);
         if wrote && self.state == ClientState::Connected && self.keep_alive > 0 {
             self.core.timers.set(
                 Timer::KeepAliveSend,

@@ -173,12 +173,21 @@ impl Core {
     }
 
     /// Encodes every queued packet into `buf`; returns whether anything was written.
-    pub(crate) fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+    /// Hands out what was sent. `keep_room`: an empty `buf` is swapped with the transmit
+    /// buffer, so that its room serves the next packets (a client); otherwise the connection
+    /// keeps no buffer (a broker's connection).
+    pub(crate) fn poll_transmit(&mut self, buf: &mut BytesMut, keep_room: bool) -> bool {
         if self.transmit.is_empty() {
             return false;
         }
-        if buf.is_empty() && buf.capacity() < self.transmit.len() {
-            // The bytes change hands without a copy.
+        if buf.is_empty() && keep_room {
+            // The bytes change hands without a copy; the caller's empty buffer (and whatever
+            // room it has) takes the next packets, so a caller that reuses one buffer and the
+            // connection trade two back and forth without allocating.
+            std::mem::swap(buf, &mut self.transmit);
+        } else if buf.is_empty() {
+            // Without a copy either, but the connection keeps no buffer: one of a broker's
+            // many connections must not hold on to room while it is idle.
             *buf = std::mem::take(&mut self.transmit);
         } else {
             buf.extend_from_slice(&self.transmit);

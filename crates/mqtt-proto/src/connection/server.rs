@@ -536,8 +536,12 @@ impl ServerConnection {
     // ---- output ----
 
     /// Appends every packet ready to send to `buf`. Returns whether anything was written.
+    ///
+    /// Packets are encoded when they are sent. When `buf` is empty it is replaced by the
+    /// connection's own buffer, without a copy (its spare capacity is dropped: an idle
+    /// connection holds no buffer); otherwise the bytes are appended.
     pub fn poll_transmit(&mut self, _now: Instant, buf: &mut BytesMut) -> bool {
-        self.core.poll_transmit(buf)
+        self.core.poll_transmit(buf, false)
     }
 
     /// The next event for the application.

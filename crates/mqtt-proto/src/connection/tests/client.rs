@@ -3,11 +3,11 @@
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::util::{Feed, Sim};
 use crate::ReasonCode;
-use crate::codec::DecodeError;
+use crate::codec::{self, DecodeError};
 use crate::connection::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, ProtocolError, UsageError,
 };
@@ -1167,4 +1167,44 @@ fn disconnect_reasons_read_as_one_line() {
         DisconnectReason::Protocol(ProtocolError::ReceiveMaximumExceeded).to_string(),
         "protocol error: receive maximum exceeded (Receive Maximum exceeded (0x93))"
     );
+}
+
+/// `poll_transmit` appends to a buffer that holds bytes and swaps with an empty one; either way
+/// the caller sees exactly the packets sent, in order, and a reused buffer keeps working.
+#[test]
+fn poll_transmit_appends_or_swaps_and_keeps_order() {
+    let mut sim = connected(Version::V5);
+    let expected = |ids: &[u16]| -> BytesMut {
+        let mut wire = BytesMut::new();
+        for &id in ids {
+            let mut p = publish("t", "x", QoS::AtLeastOnce);
+            p.packet_id = Some(pid(id));
+            codec::encode(&Packet::Publish(p), Version::V5, &mut wire).unwrap();
+        }
+        wire
+    };
+    // Appended after what the caller already holds.
+    let mut out = BytesMut::from(&b"head"[..]);
+    sim.client
+        .publish(sim.now, publish("t", "x", QoS::AtLeastOnce))
+        .unwrap();
+    assert!(sim.client.poll_transmit(sim.now, &mut out));
+    assert_eq!(&out[..4], b"head");
+    assert_eq!(&out[4..], &expected(&[1])[..]);
+    // An empty buffer with room, reused round after round (what an I/O loop does).
+    let mut out = BytesMut::with_capacity(4096);
+    for round in 0..3u16 {
+        out.clear();
+        for _ in 0..2 {
+            sim.client
+                .publish(sim.now, publish("t", "x", QoS::AtLeastOnce))
+                .unwrap();
+        }
+        assert!(sim.client.poll_transmit(sim.now, &mut out));
+        assert_eq!(&out[..], &expected(&[2 + 2 * round, 3 + 2 * round])[..]);
+        // Nothing is left behind for the next call.
+        let mut again = BytesMut::new();
+        assert!(!sim.client.poll_transmit(sim.now, &mut again));
+        assert!(again.is_empty());
+    }
 }

@@ -6,8 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use async_channel::Receiver;
-use mqtt_tokio::broker::BrokerHandle;
+use mqtt_tokio::broker::Stats;
 use mqtt_tokio::{
     Broker, Client, ClientOptions, DisconnectReason, PeerEvent, QoS, ReasonCode, Subscription,
     Version,
@@ -15,14 +14,14 @@ use mqtt_tokio::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::peer_events::Hooked;
+
 /// How long any one wait may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A broker with an event hook, and a publisher and a subscriber that behave.
 struct Fixture {
-    addr: SocketAddr,
-    handle: BrokerHandle,
-    events: Receiver<PeerEvent>,
+    broker: Hooked,
     publisher: Client,
     /// Kept: dropping the last handle disconnects the client.
     _subscriber: Client,
@@ -32,19 +31,10 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
-        let (events_tx, events) = async_channel::unbounded();
-        let broker = Broker::builder()
-            .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .on_event(move |event| {
-                let _ = events_tx.try_send(event.clone());
-            })
-            .build()
-            .await
-            .expect("build the broker");
-        let addr = broker.local_addrs()[0];
-        let handle = broker.spawn();
+        let broker =
+            Hooked::start(Broker::builder().bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
         let options = |id: &str| {
-            ClientOptions::new("127.0.0.1", addr.port())
+            ClientOptions::new("127.0.0.1", broker.addr.port())
                 .version(Version::V5)
                 .client_id(id)
                 .reconnect(None)
@@ -56,9 +46,7 @@ impl Fixture {
             .expect("subscribe");
         let publisher = Client::connect(options("good-pub")).await.expect("connect");
         let mut fixture = Fixture {
-            addr,
-            handle,
-            events,
+            broker,
             publisher,
             _subscriber: subscriber,
             subscription,
@@ -66,18 +54,13 @@ impl Fixture {
         };
         // Both good clients' connects are seen; what follows is about the others.
         for _ in 0..2 {
-            assert!(matches!(fixture.event().await, PeerEvent::Connected { .. }));
+            assert!(matches!(
+                fixture.broker.next().await,
+                PeerEvent::Connected { .. }
+            ));
         }
         fixture.round_trip().await;
         fixture
-    }
-
-    /// The next event from the hook.
-    async fn event(&self) -> PeerEvent {
-        tokio::time::timeout(TIMEOUT, self.events.recv())
-            .await
-            .expect("an event in time")
-            .expect("the hook is alive")
     }
 
     /// One QoS 1 message from the good publisher reaches the good subscriber, in order.
@@ -98,24 +81,24 @@ impl Fixture {
         assert_eq!(message.payload(), payload.as_bytes());
     }
 
-    /// Waits until the good clients are the broker's only connections again (a connection that
-    /// was just closed may take a moment to be counted out).
-    async fn wait_for_only_good_clients(&self) {
+    /// Waits, up to a deadline, until the broker's counters satisfy `done`.
+    async fn wait_for(&self, what: &str, done: impl Fn(&Stats) -> bool) {
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
-            let stats = self.handle.stats().await.expect("the broker runs");
-            if stats.connections == 2 {
+            let stats = self.broker.handle.stats().await.expect("the broker runs");
+            if done(&stats) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+            assert!(tokio::time::Instant::now() < deadline, "{what}: {stats:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
-    async fn stop(self) {
-        tokio::time::timeout(TIMEOUT, self.handle.stop())
-            .await
-            .expect("the broker stops");
+    /// Waits until the good clients are the broker's only connections again (a connection that
+    /// was just closed may take a moment to be counted out).
+    async fn wait_for_only_good_clients(&self) {
+        self.wait_for("only the good clients", |stats| stats.connections == 2)
+            .await;
     }
 }
 
@@ -191,22 +174,21 @@ async fn read_to_close(stream: &mut TcpStream) -> Received {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_and_the_others_carry_on() {
     let mut fixture = Fixture::start().await;
-    let mut stalled = TcpStream::connect(fixture.addr).await.expect("connect");
+    let mut stalled = TcpStream::connect(fixture.broker.addr)
+        .await
+        .expect("connect");
     stalled
         .write_all(&[connect_v5("stalled"), subscribe_v5("flood/#")].concat())
         .await
         .expect("write CONNECT and SUBSCRIBE");
-    assert!(matches!(fixture.event().await, PeerEvent::Connected { .. }));
-    // Wait for its subscription (two, with the good one) before flooding.
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let stats = fixture.handle.stats().await.expect("the broker runs");
-        if stats.subscriptions == 2 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(matches!(
+        fixture.broker.next().await,
+        PeerEvent::Connected { .. }
+    ));
+    // Its subscription (two, with the good one) before flooding.
+    fixture
+        .wait_for("the subscription", |stats| stats.subscriptions == 2)
+        .await;
 
     // 64 KiB QoS 0 messages until the broker gives up on the stalled client: the kernel's
     // socket buffers take a few MiB, the broker's outbox 16 MiB or 256 batches at most.
@@ -221,7 +203,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_carry_on() {
         if n % 64 == 0 {
             fixture.round_trip().await;
         }
-        if let Ok(event) = fixture.events.try_recv() {
+        if let Ok(event) = fixture.broker.events.try_recv() {
             disconnected = Some(event);
             break;
         }
@@ -252,7 +234,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_the_others_carry_on() {
     assert_eq!(header, 0xe0, "the last packet is a DISCONNECT");
     assert_eq!(body.first(), Some(&0x97));
     fixture.round_trip().await;
-    fixture.stop().await;
+    fixture.broker.stop().await;
 }
 
 /// A small deterministic generator (xorshift64*), so that a failure can be replayed.
@@ -311,7 +293,9 @@ async fn garbage_from_one_connection_leaves_the_others_untouched() {
         ),
     ];
     for (seed, (what, bytes)) in (10u64..).zip(cases) {
-        let mut noisy = TcpStream::connect(fixture.addr).await.expect("connect");
+        let mut noisy = TcpStream::connect(fixture.broker.addr)
+            .await
+            .expect("connect");
         // The broker may close before it has read everything: a failed write is fine.
         let _ = noisy.write_all(&bytes).await;
         let _ = read_to_close(&mut noisy).await;
@@ -319,7 +303,9 @@ async fn garbage_from_one_connection_leaves_the_others_untouched() {
         fixture.round_trip().await;
         fixture.wait_for_only_good_clients().await;
         // And a client that now connects properly is served as usual.
-        let mut fresh = TcpStream::connect(fixture.addr).await.expect("connect");
+        let mut fresh = TcpStream::connect(fixture.broker.addr)
+            .await
+            .expect("connect");
         fresh
             .write_all(&connect_v5(&format!("fresh-{seed}")))
             .await
@@ -333,12 +319,12 @@ async fn garbage_from_one_connection_leaves_the_others_untouched() {
         drop(fresh);
     }
     // Drain the hook: every noisy connection ended, none of the good ones did.
-    while let Ok(event) = fixture.events.try_recv() {
+    while let Ok(event) = fixture.broker.events.try_recv() {
         if let PeerEvent::Disconnected { client_id, .. } = event {
             let id = client_id.as_deref().unwrap_or("");
             assert!(!id.starts_with("good"), "{id} was disconnected");
         }
     }
     fixture.round_trip().await;
-    fixture.stop().await;
+    fixture.broker.stop().await;
 }

@@ -4,16 +4,60 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use mqtt_tokio::broker::PasswordFile;
+use async_channel::Receiver;
+use mqtt_tokio::broker::{BrokerHandle, PasswordFile};
 use mqtt_tokio::{
-    Broker, Client, ClientOptions, DisconnectReason, Error, PeerEvent, ReasonCode, Version,
+    Broker, BrokerBuilder, Client, ClientOptions, DisconnectReason, Error, PeerEvent, ReasonCode,
+    TokioRuntime, Version,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A running broker whose event hook feeds a channel.
+pub(crate) struct Hooked {
+    pub(crate) addr: SocketAddr,
+    pub(crate) handle: BrokerHandle,
+    pub(crate) events: Receiver<PeerEvent>,
+}
+
+impl Hooked {
+    /// Builds `builder` (with its listener bound) with the hook and spawns it.
+    pub(crate) async fn start(builder: BrokerBuilder<TokioRuntime>) -> Hooked {
+        let (events_tx, events) = async_channel::unbounded();
+        let broker = builder
+            .on_event(move |event| {
+                let _ = events_tx.try_send(event.clone());
+            })
+            .build()
+            .await
+            .expect("build the broker");
+        let addr = broker.local_addrs()[0];
+        let handle = broker.spawn();
+        Hooked {
+            addr,
+            handle,
+            events,
+        }
+    }
+
+    /// The next event from the hook.
+    pub(crate) async fn next(&self) -> PeerEvent {
+        tokio::time::timeout(TIMEOUT, self.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the hook is alive")
+    }
+
+    /// Stops the broker, in time.
+    pub(crate) async fn stop(self) {
+        tokio::time::timeout(TIMEOUT, self.handle.stop())
+            .await
+            .expect("the broker stops");
+    }
+}
+
 #[tokio::test]
 async fn hook_sees_connects_disconnects_and_refusals() {
-    let (events_tx, events) = async_channel::unbounded();
     // Anonymous clients get in; `mallory` with a wrong password does not.
     let mut passwords = PasswordFile::new().allow_anonymous(true);
     passwords
@@ -22,25 +66,15 @@ async fn hook_sees_connects_disconnects_and_refusals() {
             mqtt_tokio::broker::PasswordHash::with_iterations(b"secret", 1).expect("hash"),
         )
         .expect("add a user");
-    let broker = Broker::builder()
-        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .authenticator(passwords)
-        .on_event(move |event| {
-            let _ = events_tx.try_send(event.clone());
-        })
-        .build()
-        .await
-        .expect("build the broker");
-    let addr = broker.local_addrs()[0];
-    let handle = broker.spawn();
-    let next = || async {
-        tokio::time::timeout(TIMEOUT, events.recv())
-            .await
-            .expect("an event in time")
-            .expect("the hook is alive")
-    };
+    let broker = Hooked::start(
+        Broker::builder()
+            .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .authenticator(passwords),
+    )
+    .await;
+    let next = || broker.next();
     let options = |id: &str| {
-        ClientOptions::new("127.0.0.1", addr.port())
+        ClientOptions::new("127.0.0.1", broker.addr.port())
             .version(Version::V5)
             .client_id(id)
             .reconnect(None)
@@ -93,9 +127,7 @@ async fn hook_sees_connects_disconnects_and_refusals() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    tokio::time::timeout(TIMEOUT, handle.stop())
-        .await
-        .expect("the broker stops");
+    broker.stop().await;
 }
 
 /// A client that does not speak TLS to a TLS listener is reported, with its address.
@@ -107,35 +139,24 @@ async fn hook_sees_failed_tls_handshakes() {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
     std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
-    let (events_tx, events) = async_channel::unbounded();
-    let broker = Broker::builder()
-        .bind_tls(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            mqtt_tokio::ServerTls::new(cert, key),
-        )
-        .on_event(move |event| {
-            let _ = events_tx.try_send(event.clone());
-        })
-        .build()
-        .await
-        .expect("build the broker");
-    let addr = broker.local_addrs()[0];
-    let handle = broker.spawn();
+    let broker = Hooked::start(Broker::builder().bind_tls(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        mqtt_tokio::ServerTls::new(cert, key),
+    ))
+    .await;
     // Plain MQTT on the TLS port: the handshake fails on the first bytes.
     let refused = Client::connect(
-        ClientOptions::new("127.0.0.1", addr.port())
+        ClientOptions::new("127.0.0.1", broker.addr.port())
             .reconnect(None)
             .keep_alive(Duration::from_secs(5)),
     );
     let _ = tokio::time::timeout(TIMEOUT, refused).await;
-    match tokio::time::timeout(TIMEOUT, events.recv()).await {
-        Ok(Ok(PeerEvent::TlsFailed { peer, error })) => {
+    match broker.next().await {
+        PeerEvent::TlsFailed { peer, error } => {
             assert!(peer.ip().is_loopback(), "{peer}");
             assert!(!error.is_empty());
         }
         other => panic!("expected TlsFailed, got {other:?}"),
     }
-    tokio::time::timeout(TIMEOUT, handle.stop())
-        .await
-        .expect("the broker stops");
+    broker.stop().await;
 }

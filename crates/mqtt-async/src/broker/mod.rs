@@ -478,8 +478,7 @@ impl Router {
                 if inbox.is_closed() {
                     return;
                 }
-                self.core.handle_timeout(now);
-                self.flush(now);
+                // The deadline passed: handled at the top of the loop.
                 continue;
             };
             if self.handle(message, now, &inbox).is_break() {
@@ -602,16 +601,9 @@ impl Router {
                     continue;
                 };
                 if output.is_full(OUTPUT_QUEUE, self.output_bytes) {
-                    // The client stopped reading: what is queued goes out, then (5.0) a
-                    // DISCONNECT with Quota Exceeded, and the connection is closed.
-                    let output = output.clone();
-                    self.outputs.remove(&id);
+                    // The client stopped reading: (5.0) a DISCONNECT with Quota Exceeded goes
+                    // out after what is queued, and the `Close` event that follows closes it.
                     self.core.disconnect(id, now, ReasonCode::QuotaExceeded);
-                    let core = &mut self.core;
-                    output.fill(|bytes| core.poll_transmit(id, now, bytes));
-                    output.close();
-                    self.core.handle_eof(id, now);
-                    continue;
                 }
                 let core = &mut self.core;
                 output.fill(|bytes| core.poll_transmit(id, now, bytes));

@@ -17,6 +17,7 @@ mod server;
 mod session;
 mod timer;
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -127,25 +128,26 @@ impl Core {
     /// Commands validate what they send, so encoding cannot fail here; a packet that somehow
     /// could not be encoded is dropped rather than corrupting the stream (the encoder writes
     /// nothing when it fails).
-    pub(crate) fn send(&mut self, mut packet: Packet) {
-        if let Packet::Publish(publish) = &mut packet
-            && self.version == Version::V5
-        {
-            self.aliases.apply(publish);
+    pub(crate) fn send(&mut self, packet: Packet) {
+        match packet {
+            Packet::Publish(publish) => self.encode_publish(Cow::Owned(publish)),
+            packet => {
+                let _ = codec::encode(&packet, self.version, &mut self.transmit);
+            }
         }
-        let _ = codec::encode(&packet, self.version, &mut self.transmit);
     }
 
     /// Encodes a PUBLISH that the caller keeps (in flight, for a resend), without copying it
     /// unless a topic alias rewrites it.
     pub(crate) fn send_publish(&mut self, publish: &Publish) {
-        if self.version == Version::V5 && self.aliases.rewrites(publish) {
-            let mut publish = publish.clone();
-            self.aliases.apply(&mut publish);
-            let _ = publish.encode(self.version, &mut self.transmit);
-        } else {
-            let _ = publish.encode(self.version, &mut self.transmit);
+        self.encode_publish(Cow::Borrowed(publish));
+    }
+
+    fn encode_publish(&mut self, mut publish: Cow<'_, Publish>) {
+        if self.version == Version::V5 && self.aliases.rewrites(&publish) {
+            self.aliases.apply(publish.to_mut());
         }
+        let _ = publish.encode(self.version, &mut self.transmit);
     }
 
     pub(crate) fn has_transmit(&self) -> bool {
@@ -172,8 +174,7 @@ impl Core {
         packet
     }
 
-    /// Encodes every queued packet into `buf`; returns whether anything was written.
-    /// Hands out what was sent. `keep_room`: an empty `buf` is swapped with the transmit
+    /// Hands out what was sent; returns whether there was anything. `keep_room`: an empty `buf` is swapped with the transmit
     /// buffer, so that its room serves the next packets (a client); otherwise the connection
     /// keeps no buffer (a broker's connection).
     pub(crate) fn poll_transmit(&mut self, buf: &mut BytesMut, keep_room: bool) -> bool {

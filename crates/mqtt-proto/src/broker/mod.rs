@@ -793,7 +793,9 @@ impl Broker {
             out.qos = qos.min(publish.qos);
             // MQTT-3.3.1-12/-13: RETAIN is kept only with Retain As Published.
             out.retain = publish.retain && retain_as_published;
-            out.properties.subscription_identifiers = identifiers;
+            if !identifiers.is_empty() || out.properties.get().is_some() {
+                out.properties.subscription_identifiers = identifiers;
+            }
             self.deliver(now, key, out);
             reached += 1;
         }
@@ -818,8 +820,10 @@ impl Broker {
         stored.payload = Bytes::copy_from_slice(&publish.payload);
         stored.dup = false;
         stored.packet_id = None;
-        stored.properties.topic_alias = None;
-        stored.properties.subscription_identifiers.clear();
+        if let Some(properties) = stored.properties.get_mut() {
+            properties.topic_alias = None;
+            properties.subscription_identifiers.clear();
+        }
         let expires_at = stored
             .properties
             .message_expiry_interval
@@ -946,8 +950,10 @@ impl Broker {
                 }
                 publish.qos = publish.qos.min(value.options.qos);
                 publish.retain = true;
-                publish.properties.subscription_identifiers =
-                    value.identifier.into_iter().collect();
+                if value.identifier.is_some() || publish.properties.get().is_some() {
+                    publish.properties.subscription_identifiers =
+                        value.identifier.into_iter().collect();
+                }
                 publish
             })
             .collect();
@@ -1113,7 +1119,8 @@ fn will_publish(will: Will) -> Publish {
             correlation_data: p.correlation_data,
             user_properties: p.user_properties,
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         payload: will.payload,
     }
 }

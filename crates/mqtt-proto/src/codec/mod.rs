@@ -166,7 +166,7 @@ pub fn decode(
         PacketType::PingReq => whole((), r, |()| Packet::PingReq),
         PacketType::PingResp => whole((), r, |()| Packet::PingResp),
         PacketType::Disconnect => whole(Disconnect::read(r, version)?, r, Packet::Disconnect),
-        PacketType::Auth => whole(Auth::read(r)?, r, Packet::Auth),
+        PacketType::Auth => whole(Box::new(Auth::read(r)?), r, Packet::Auth),
     }
 }
 

@@ -6,7 +6,7 @@ use std::num::NonZeroU16;
 
 use bytestring::ByteString;
 
-use crate::packet::Publish;
+use crate::packet::{AliasUse, Publish};
 
 /// Topic to alias, for one connection.
 #[derive(Debug, Clone, Default)]
@@ -27,31 +27,39 @@ impl OutboundAliases {
         }
     }
 
-    /// Whether [`OutboundAliases::apply`] would change this PUBLISH.
-    pub(crate) fn rewrites(&self, publish: &Publish) -> bool {
-        self.maximum != 0 && !publish.topic.is_empty() && publish.properties.topic_alias.is_none()
-    }
-
-    /// Rewrites a PUBLISH about to be sent: the first message on a topic carries the topic and a
-    /// new alias, later ones only the alias. Once every alias is taken, new topics go out whole.
-    pub(crate) fn apply(&mut self, publish: &mut Publish) {
-        if !self.rewrites(publish) {
-            return;
+    /// The alias to send this PUBLISH with, if any: the first message on a topic carries the
+    /// topic and a new alias, later ones only the alias. Once every alias is taken, new topics
+    /// go out whole, as does a message that carries a Topic Alias of its own. A new alias is
+    /// assigned only if `fits`: the first use makes the packet 3 bytes larger, which must not
+    /// take it over the peer's Maximum Packet Size (MQTT-3.1.2-24).
+    pub(crate) fn alias_for(
+        &mut self,
+        publish: &Publish,
+        fits: impl FnOnce() -> bool,
+    ) -> Option<AliasUse> {
+        if self.maximum == 0 || publish.topic.is_empty() || publish.properties.topic_alias.is_some()
+        {
+            return None;
         }
         let assigned = self.assigned.get_or_insert_with(Box::default);
         if let Some(&alias) = assigned.get(&publish.topic) {
-            publish.properties.topic_alias = Some(alias);
-            publish.topic = ByteString::new();
-            return;
+            return Some(AliasUse {
+                alias,
+                with_topic: false,
+            });
         }
-        let next = u16::try_from(assigned.len() + 1).ok();
-        if let Some(alias) = next
+        let alias = u16::try_from(assigned.len() + 1)
+            .ok()
             .filter(|n| *n <= self.maximum)
-            .and_then(NonZeroU16::new)
-        {
-            assigned.insert(publish.topic.clone(), alias);
-            publish.properties.topic_alias = Some(alias);
+            .and_then(NonZeroU16::new)?;
+        if !fits() {
+            return None;
         }
+        assigned.insert(publish.topic.clone(), alias);
+        Some(AliasUse {
+            alias,
+            with_topic: true,
+        })
     }
 }
 
@@ -59,40 +67,47 @@ impl OutboundAliases {
 mod tests {
     use super::*;
 
+    fn alias(id: u16, with_topic: bool) -> Option<AliasUse> {
+        Some(AliasUse {
+            alias: NonZeroU16::new(id)?,
+            with_topic,
+        })
+    }
+
     #[test]
     fn first_use_sends_topic_and_alias_then_alias_only() {
         let mut aliases = OutboundAliases::new(1);
-        let mut first = Publish::new("a/b", "1");
-        aliases.apply(&mut first);
-        assert_eq!(
-            (
-                first.topic.as_ref(),
-                first.properties.topic_alias.map(|a| a.get())
-            ),
-            ("a/b", Some(1))
-        );
-        let mut second = Publish::new("a/b", "2");
-        aliases.apply(&mut second);
-        assert_eq!(
-            (
-                second.topic.as_ref(),
-                second.properties.topic_alias.map(|a| a.get())
-            ),
-            ("", Some(1))
-        );
-        let mut other = Publish::new("c", "3");
-        aliases.apply(&mut other);
-        assert_eq!(
-            (other.topic.as_ref(), other.properties.topic_alias),
-            ("c", None)
-        );
+        let first = Publish::new("a/b", "1");
+        assert_eq!(aliases.alias_for(&first, || true), alias(1, true));
+        let second = Publish::new("a/b", "2");
+        assert_eq!(aliases.alias_for(&second, || true), alias(1, false));
+        // The only alias is taken: another topic goes out whole.
+        let other = Publish::new("c", "3");
+        assert_eq!(aliases.alias_for(&other, || true), None);
     }
 
     #[test]
     fn disabled_when_peer_allows_none() {
         let mut aliases = OutboundAliases::new(0);
-        let mut p = Publish::new("a", "1");
-        aliases.apply(&mut p);
-        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(aliases.alias_for(&Publish::new("a", "1"), || true), None);
+    }
+
+    #[test]
+    fn no_new_alias_when_the_larger_packet_would_not_fit() {
+        let mut aliases = OutboundAliases::new(2);
+        let publish = Publish::new("a/b", "1");
+        assert_eq!(aliases.alias_for(&publish, || false), None);
+        // Nothing was assigned: the next message that fits gets alias 1.
+        assert_eq!(aliases.alias_for(&publish, || true), alias(1, true));
+        // A known alias only makes a packet smaller: no check needed.
+        assert_eq!(aliases.alias_for(&publish, || false), alias(1, false));
+    }
+
+    #[test]
+    fn a_message_with_its_own_alias_is_left_alone() {
+        let mut aliases = OutboundAliases::new(2);
+        let mut publish = Publish::new("a/b", "1");
+        publish.properties.topic_alias = NonZeroU16::new(2);
+        assert_eq!(aliases.alias_for(&publish, || true), None);
     }
 }

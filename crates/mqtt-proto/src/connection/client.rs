@@ -359,8 +359,10 @@ impl ClientConnection {
             }
         }
         publish.dup = false;
-        publish.properties.topic_alias = None;
-        publish.properties.subscription_identifiers.clear();
+        if let Some(properties) = publish.properties.get_mut() {
+            properties.topic_alias = None;
+            properties.subscription_identifiers.clear();
+        }
         publish.packet_id = None;
         if self.state == ClientState::Connected {
             self.check_publish(&publish)?;
@@ -475,8 +477,9 @@ impl ClientConnection {
         {
             return Err(UsageError::AuthNotAllowed);
         }
-        self.core.check_size(&Packet::Auth(auth.clone()))?;
-        self.core.send(Packet::Auth(auth));
+        let auth = Packet::from(auth);
+        self.core.check_size(&auth)?;
+        self.core.send(auth);
         Ok(())
     }
 
@@ -541,7 +544,7 @@ impl ClientConnection {
             return match packet {
                 Packet::ConnAck(connack) => self.on_connack(now, *connack),
                 Packet::Auth(auth) if self.config.properties.authentication_method.is_some() => {
-                    self.on_auth(auth)
+                    self.on_auth(*auth)
                 }
                 other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
             };
@@ -583,7 +586,7 @@ impl ClientConnection {
                 Ok(())
             }
             Packet::Auth(auth) if self.config.properties.authentication_method.is_some() => {
-                self.on_auth(auth)
+                self.on_auth(*auth)
             }
             other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
         }

@@ -78,7 +78,11 @@ impl Inbound {
         version: Version,
         send: impl FnMut(Packet),
     ) -> Result<Received, ProtocolError> {
-        if let Some(alias) = publish.properties.topic_alias.take() {
+        let alias = publish
+            .properties
+            .get_mut()
+            .and_then(|p| p.topic_alias.take());
+        if let Some(alias) = alias {
             self.resolve_alias(alias, &mut publish.topic)?;
         }
         let Some(packet_id) = publish.packet_id else {

@@ -17,7 +17,7 @@ mod server;
 mod session;
 mod timer;
 
-use std::borrow::Cow;
+use std::num::NonZeroU16;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -30,7 +30,7 @@ pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerSession, Ser
 pub use session::{ActiveSubscription, Session};
 
 use crate::codec::{self, Limits};
-use crate::packet::{Packet, Publish, Version};
+use crate::packet::{AliasUse, Packet, Publish, Version};
 use alias::OutboundAliases;
 use inbound::Inbound;
 use timer::TimerTable;
@@ -130,24 +130,35 @@ impl Core {
     /// nothing when it fails).
     pub(crate) fn send(&mut self, packet: Packet) {
         match packet {
-            Packet::Publish(publish) => self.encode_publish(Cow::Owned(publish)),
+            Packet::Publish(publish) => self.send_publish(&publish),
             packet => {
                 let _ = codec::encode(&packet, self.version, &mut self.transmit);
             }
         }
     }
 
-    /// Encodes a PUBLISH that the caller keeps (in flight, for a resend), without copying it
-    /// unless a topic alias rewrites it.
+    /// Encodes a PUBLISH, which the caller may keep (in flight, for a resend), with this
+    /// connection's outbound topic alias for its topic, if any. The alias is applied as the
+    /// bytes are written: the message is neither copied nor changed.
     pub(crate) fn send_publish(&mut self, publish: &Publish) {
-        self.encode_publish(Cow::Borrowed(publish));
-    }
-
-    fn encode_publish(&mut self, mut publish: Cow<'_, Publish>) {
-        if self.version == Version::V5 && self.aliases.rewrites(&publish) {
-            self.aliases.apply(publish.to_mut());
-        }
-        let _ = publish.encode(self.version, &mut self.transmit);
+        let alias = match self.version {
+            Version::V5 => {
+                let (version, max) = (self.version, self.peer_max_packet_size);
+                self.aliases.alias_for(publish, || {
+                    let with_alias = AliasUse {
+                        alias: NonZeroU16::MAX,
+                        with_topic: true,
+                    };
+                    max.is_none_or(|max| {
+                        publish
+                            .wire_len_with(version, Some(with_alias))
+                            .is_ok_and(|size| size <= max as usize)
+                    })
+                })
+            }
+            Version::V3_1_1 => None,
+        };
+        let _ = publish.encode_with(self.version, alias, &mut self.transmit);
     }
 
     pub(crate) fn has_transmit(&self) -> bool {

@@ -111,7 +111,9 @@ impl ServerSession {
             }
         }
         publish.dup = false;
-        publish.properties.topic_alias = None;
+        if let Some(properties) = publish.properties.get_mut() {
+            properties.topic_alias = None;
+        }
         publish.packet_id = None;
         if publish.qos != QoS::AtMostOnce {
             publish.packet_id = Some(self.outbound.allocate_id()?);
@@ -417,8 +419,9 @@ impl ServerConnection {
         {
             return Err(UsageError::AuthNotAllowed);
         }
-        self.core.check_size(&Packet::Auth(auth.clone()))?;
-        self.core.send(Packet::Auth(auth));
+        let auth = Packet::from(auth);
+        self.core.check_size(&auth)?;
+        self.core.send(auth);
         Ok(())
     }
 
@@ -436,7 +439,9 @@ impl ServerConnection {
         }
         publish.dup = false;
         publish.packet_id = None;
-        publish.properties.topic_alias = None;
+        if let Some(properties) = publish.properties.get_mut() {
+            properties.topic_alias = None;
+        }
         self.core.check_publish_size(&publish)?;
         if publish.qos == QoS::AtMostOnce {
             if self.state != ServerState::Connected {
@@ -619,7 +624,7 @@ impl ServerConnection {
             },
             ServerState::Authenticating => match packet {
                 Packet::Auth(auth) if self.has_auth_method() => {
-                    self.events.push_back(ServerEvent::Auth(auth));
+                    self.events.push_back(ServerEvent::Auth(*auth));
                     Ok(())
                 }
                 other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
@@ -691,7 +696,7 @@ impl ServerConnection {
                 Ok(())
             }
             Packet::Auth(auth) if self.has_auth_method() => {
-                self.events.push_back(ServerEvent::Auth(auth));
+                self.events.push_back(ServerEvent::Auth(*auth));
                 Ok(())
             }
             other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),

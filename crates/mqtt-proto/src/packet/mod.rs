@@ -21,10 +21,11 @@ pub use ack::{PubAck, PubComp, PubRec, PubRel, SubAck, UnsubAck};
 pub use connect::{ConnAck, Connect, Will};
 pub use disconnect::{Auth, Disconnect};
 pub use properties::{
-    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PayloadFormat, PublishProperties, SubscribeProperties, SubscriptionId, UnsubscribeProperties,
-    UserProperty, WillProperties,
+    AckProperties, AuthProperties, Boxed, ConnAckProperties, ConnectProperties,
+    DisconnectProperties, PayloadFormat, PropertySet, PublishProperties, SubscribeProperties,
+    SubscriptionId, UnsubscribeProperties, UserProperty, WillProperties,
 };
+pub(crate) use publish::AliasUse;
 pub use publish::Publish;
 pub use subscribe::{RetainHandling, Subscribe, Subscription, SubscriptionOptions, Unsubscribe};
 
@@ -152,13 +153,11 @@ impl PacketType {
 
 /// One MQTT control packet, of either protocol version.
 ///
-/// Size: 232 bytes on 64-bit targets, set by [`Publish`], most of which is its inline
-/// [`PublishProperties`] (160 bytes); CONNECT and CONNACK, rare and larger, are boxed. The codec
-/// builds a decoded PUBLISH directly in [`codec::decode`](crate::codec::decode)'s return value
-/// so that it is not copied on the way out. Boxing the PUBLISH properties would shrink a
-/// `Packet` to about 100 bytes, but would change the type of the public
-/// [`Publish::properties`] field and allocate whenever a property is set (a topic alias on every
-/// outgoing message, for one), so they stay inline.
+/// Size: 104 bytes on 64-bit targets, set by [`Disconnect`]. A [`Publish`] is 80: its
+/// properties are [`Boxed`], allocated only when one is set. CONNECT, CONNACK and AUTH, rare and
+/// larger, are boxed. The codec builds a decoded PUBLISH directly in
+/// [`codec::decode`](crate::codec::decode)'s return value so that it is not copied on the way
+/// out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// CONNECT: a client asks to connect.
@@ -190,7 +189,7 @@ pub enum Packet {
     /// DISCONNECT: the connection is closing (in 3.1.1 only from the client).
     Disconnect(Disconnect),
     /// AUTH: enhanced authentication exchange (MQTT 5.0 only).
-    Auth(Auth),
+    Auth(Box<Auth>),
 }
 
 impl Packet {
@@ -250,7 +249,8 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn packet_size_is_as_documented() {
-        assert_eq!(std::mem::size_of::<Packet>(), 232);
+        assert_eq!(std::mem::size_of::<Packet>(), 104);
+        assert_eq!(std::mem::size_of::<Publish>(), 80);
         assert_eq!(std::mem::size_of::<PublishProperties>(), 160);
     }
 }

@@ -325,6 +325,8 @@ impl PropertyValue for UserProperty {
 /// Where a property's values are kept: `Option` for properties that may appear once, `Vec` for
 /// those that may repeat (User Property; Subscription Identifier in PUBLISH).
 pub(crate) trait Slot {
+    /// The value of a property that is not set.
+    const UNSET: Self;
     fn read_into(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError>;
     fn encoded_len(&self) -> Result<usize, EncodeError>;
     fn write(&self, id: u8, buf: &mut BytesMut);
@@ -332,6 +334,7 @@ pub(crate) trait Slot {
 }
 
 impl<T: PropertyValue> Slot for Option<T> {
+    const UNSET: Self = None;
     #[inline]
     fn read_into(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
         if self.is_some() {
@@ -361,6 +364,7 @@ impl<T: PropertyValue> Slot for Option<T> {
 }
 
 impl<T: PropertyValue> Slot for Vec<T> {
+    const UNSET: Self = Vec::new();
     #[inline]
     fn read_into(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
         self.push(T::read(r, id)?);
@@ -396,6 +400,130 @@ fn not_allowed(r: &Reader, property: u32) -> DecodeError {
     }
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// One of the property structs of this module: what [`Boxed`] can hold.
+pub trait PropertySet: sealed::Sealed + Default + 'static {
+    /// The set with no property in it, shared.
+    fn empty() -> &'static Self;
+    /// True when no property is set.
+    fn is_empty(&self) -> bool;
+}
+
+/// A property set kept behind a pointer, which is allocated only when a property is set.
+///
+/// Most messages carry no properties. A [`Publish`](super::Publish) holding its 160 bytes of
+/// [`PublishProperties`] inline would be 232 bytes, copied at every move on its way through a
+/// client's queues or a broker's fan-out; with `Boxed` properties it is 80, and a copy of a
+/// message without properties allocates nothing.
+///
+/// Reading goes through [`Deref`](std::ops::Deref): an empty `Boxed` reads as the empty set,
+/// without allocating. Writing through [`DerefMut`](std::ops::DerefMut) allocates the set on
+/// first use, so fields are read and written as those of a plain struct:
+///
+/// ```
+/// use mqtt_proto::packet::{PublishProperties, Publish};
+///
+/// let mut publish = Publish::new("a/b", "hello");
+/// assert!(publish.properties.content_type.is_none()); // reads the shared empty set
+/// assert!(publish.properties.get().is_none()); // nothing was allocated
+/// publish.properties.content_type = Some("text/plain".into()); // allocates, once
+/// publish.properties = PublishProperties::default().into(); // empty again, nothing held
+/// assert!(publish.properties.get().is_none());
+/// ```
+///
+/// Two `Boxed` are equal when the sets they read as are, allocated or not.
+#[derive(Clone)]
+pub struct Boxed<T>(Option<Box<T>>);
+
+impl<T> Boxed<T> {
+    /// The empty set, not allocated.
+    pub const fn new() -> Self {
+        Self(None)
+    }
+
+    /// The set, if one is allocated. `None` means empty; `Some` may also be empty, when its
+    /// properties were set and cleared again.
+    #[inline]
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_deref()
+    }
+
+    /// The set, if one is allocated, to change without allocating one: clearing a property
+    /// of a message that has none costs nothing.
+    #[inline]
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
+    }
+
+    /// The allocated set, if any, leaving `self` empty and not allocated.
+    #[inline]
+    pub fn take(&mut self) -> Option<Box<T>> {
+        self.0.take()
+    }
+}
+
+impl<T: PropertySet> Boxed<T> {
+    /// The set, moved out of its allocation (the empty set if there is none).
+    pub fn into_inner(self) -> T {
+        self.0.map(|set| *set).unwrap_or_default()
+    }
+}
+
+impl<T> Default for Boxed<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: PropertySet> std::ops::Deref for Boxed<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        match &self.0 {
+            Some(set) => set,
+            None => T::empty(),
+        }
+    }
+}
+
+impl<T: PropertySet> std::ops::DerefMut for Boxed<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl<T: PropertySet> From<T> for Boxed<T> {
+    /// Boxes `set`, unless it is empty.
+    fn from(set: T) -> Self {
+        Self((!set.is_empty()).then(|| Box::new(set)))
+    }
+}
+
+impl<T: PropertySet> From<Box<T>> for Boxed<T> {
+    fn from(set: Box<T>) -> Self {
+        Self(Some(set))
+    }
+}
+
+impl<T: PropertySet + PartialEq> PartialEq for Boxed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: PropertySet + Eq> Eq for Boxed<T> {}
+
+impl<T: PropertySet + std::fmt::Debug> std::fmt::Debug for Boxed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// Declares a property struct and its wire form, each field with its identifier.
 macro_rules! properties {
     ($(
@@ -411,6 +539,9 @@ macro_rules! properties {
         }
 
         impl $name {
+            /// No property set.
+            pub const EMPTY: Self = Self { $( $field: <$slot as Slot>::UNSET, )* };
+
             /// True when no property is set: the block encodes as a single zero byte.
             #[inline]
             pub fn is_empty(&self) -> bool {
@@ -482,8 +613,23 @@ macro_rules! properties {
                 }
             }
 
-            fn write_all(&self, buf: &mut BytesMut) {
+            /// The properties, without the block's length.
+            pub(crate) fn write_all(&self, buf: &mut BytesMut) {
                 $( Slot::write(&self.$field, $id, buf); )*
+            }
+        }
+
+        impl sealed::Sealed for $name {}
+
+        impl PropertySet for $name {
+            #[inline]
+            fn empty() -> &'static Self {
+                static EMPTY: $name = $name::EMPTY;
+                &EMPTY
+            }
+            #[inline]
+            fn is_empty(&self) -> bool {
+                $name::is_empty(self)
             }
         }
     )*};

@@ -1,9 +1,12 @@
 //! PUBLISH (section 3.3).
 
+use std::num::NonZeroU16;
+
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::{Packet, PacketId, PacketType, PublishProperties, QoS, Version};
+use super::properties::id::TOPIC_ALIAS;
+use super::{Boxed, Packet, PacketId, PacketType, PublishProperties, QoS, Version};
 use crate::codec::wire::{
     MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, has_nul_or_wildcard,
     put_binary, put_varint, utf8, varint_len,
@@ -24,11 +27,25 @@ pub struct Publish {
     pub topic: ByteString,
     /// Packet Identifier: present exactly for QoS 1 and 2.
     pub packet_id: Option<PacketId>,
-    /// PUBLISH properties (5.0 only; dropped when encoding for 3.1.1, see [`Publish`]).
-    pub properties: PublishProperties,
+    /// PUBLISH properties (5.0 only; dropped when encoding for 3.1.1, see [`Publish`]), kept
+    /// out of line: an empty set costs a pointer and no allocation (see [`Boxed`]).
+    pub properties: Boxed<PublishProperties>,
     /// The application message.
     pub payload: Bytes,
 }
+
+/// A topic alias to put on a PUBLISH as it is encoded, without changing the message: the
+/// Topic Alias property is added, and the topic is left out unless this is the alias's first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AliasUse {
+    /// The alias.
+    pub(crate) alias: NonZeroU16,
+    /// Whether the topic goes too: the first message on a topic carries it with the new alias.
+    pub(crate) with_topic: bool,
+}
+
+/// Topic Alias's identifier and its two-byte value.
+const ALIAS_PROPERTY_LEN: usize = 3;
 
 mod flag {
     pub(super) const DUP: u8 = 0x08;
@@ -112,7 +129,7 @@ impl Publish {
             retain: flags & flag::RETAIN != 0,
             topic,
             packet_id,
-            properties: PublishProperties::default(),
+            properties: Boxed::new(),
             payload: body,
         })))
     }
@@ -127,7 +144,8 @@ impl Publish {
         body: Bytes,
     ) -> Result<Option<Packet>, DecodeError> {
         let mut r = Reader::new(body, PacketType::Publish);
-        let properties = PublishProperties::read(&mut r)?;
+        let mut properties = Box::<PublishProperties>::default();
+        properties.read_into(&mut r)?;
         if topic.is_empty() {
             if properties.topic_alias.is_none() {
                 return Err(DecodeError::EmptyTopicWithoutAlias);
@@ -141,7 +159,7 @@ impl Publish {
             retain: flags & flag::RETAIN != 0,
             topic,
             packet_id,
-            properties,
+            properties: properties.into(),
             payload: r.rest(),
         })))
     }
@@ -177,19 +195,28 @@ impl Publish {
         self.remaining_len(version, self.packet_id.is_some())
     }
 
-    /// The size on the wire for `version`, fixed header included, counting a packet identifier
-    /// for QoS 1 and 2 whether or not one is allocated yet: what a peer's Maximum Packet Size is
-    /// compared with before the message is queued.
-    pub(crate) fn wire_len(&self, version: Version) -> Result<usize, EncodeError> {
-        let remaining = self.remaining_len(version, self.qos != QoS::AtMostOnce)?;
+    /// The size on the wire with `alias` applied (see [`Self::encode_with`]).
+    pub(crate) fn wire_len_with(
+        &self,
+        version: Version,
+        alias: Option<AliasUse>,
+    ) -> Result<usize, EncodeError> {
+        let remaining = self.sized(version, self.qos != QoS::AtMostOnce, alias)?.0;
         if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
             return Err(EncodeError::PacketTooLarge(remaining));
         }
         Ok(1 + varint_len(remaining) + remaining)
     }
 
+    /// The size on the wire for `version`, fixed header included, counting a packet identifier
+    /// for QoS 1 and 2 whether or not one is allocated yet: what a peer's Maximum Packet Size is
+    /// compared with before the message is queued.
+    pub(crate) fn wire_len(&self, version: Version) -> Result<usize, EncodeError> {
+        self.wire_len_with(version, None)
+    }
+
     fn remaining_len(&self, version: Version, with_packet_id: bool) -> Result<usize, EncodeError> {
-        Ok(self.sized(version, with_packet_id)?.0)
+        Ok(self.sized(version, with_packet_id, None)?.0)
     }
 
     /// The remaining length, validating the topic and properties, and the length of the
@@ -199,6 +226,7 @@ impl Publish {
         &self,
         version: Version,
         with_packet_id: bool,
+        alias: Option<AliasUse>,
     ) -> Result<(usize, Option<usize>), EncodeError> {
         let topic = self.topic.as_bytes();
         if topic.is_empty() {
@@ -209,13 +237,25 @@ impl Publish {
             check_topic_name(&self.topic)?;
         }
         let mut len = field_len(topic)? + self.payload.len();
+        if let Some(alias) = alias {
+            debug_assert!(version == Version::V5 && self.properties.topic_alias.is_none());
+            if !alias.with_topic {
+                len -= topic.len();
+            }
+        }
         if with_packet_id {
             len += 2;
         }
         let properties = match version {
             Version::V3_1_1 => None,
             Version::V5 => {
-                let body = self.properties.body_len()?;
+                let mut body = match self.properties.get() {
+                    Some(properties) => properties.body_len()?,
+                    None => 0,
+                };
+                if alias.is_some() {
+                    body += ALIAS_PROPERTY_LEN;
+                }
                 len += varint_len(body) + body;
                 Some(body)
             }
@@ -230,8 +270,21 @@ impl Publish {
     /// [`codec::encode`]: crate::codec::encode
     #[inline]
     pub(crate) fn encode(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_with(version, None, buf)
+    }
+
+    /// [`Self::encode`] with a topic alias that the message does not carry: a connection applies
+    /// its outbound aliases this way, without copying the message or allocating its
+    /// properties. 5.0 only, and only for a message without a Topic Alias of its own.
+    #[inline]
+    pub(crate) fn encode_with(
+        &self,
+        version: Version,
+        alias: Option<AliasUse>,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         self.check_flags()?;
-        let (remaining, properties) = self.sized(version, self.packet_id.is_some())?;
+        let (remaining, properties) = self.sized(version, self.packet_id.is_some(), alias)?;
         if remaining > MAX_VARIABLE_BYTE_INTEGER as usize {
             return Err(EncodeError::PacketTooLarge(remaining));
         }
@@ -241,16 +294,22 @@ impl Publish {
             // A small packet: the fixed header and the topic's length in one write (every write
             // checks the capacity again).
             Ok(short) if short < 0x80 => {
+                let topic: &[u8] = match alias {
+                    Some(AliasUse {
+                        with_topic: false, ..
+                    }) => &[],
+                    _ => self.topic.as_bytes(),
+                };
                 #[allow(clippy::cast_possible_truncation)] // checked by `field_len`
-                let topic_len = self.topic.len() as u16;
+                let topic_len = topic.len() as u16;
                 buf.put_u32(u32::from(first) << 24 | u32::from(short) << 16 | u32::from(topic_len));
-                buf.put_slice(self.topic.as_bytes());
-                self.write_after_topic(properties, buf);
+                buf.put_slice(topic);
+                self.write_after_topic(properties, alias, buf);
             }
             _ => {
                 buf.put_u8(first);
                 put_varint(buf, remaining);
-                self.write_body(properties, buf);
+                self.write_body(properties, alias, buf);
             }
         }
         Ok(())
@@ -263,28 +322,46 @@ impl Publish {
             Version::V3_1_1 => None,
             Version::V5 => Some(self.properties.body_len()?),
         };
-        self.write_body(properties, buf);
+        self.write_body(properties, None, buf);
         Ok(())
     }
 
     /// Writes the body; `properties` is the length of the property block's body for 5.0.
     #[inline]
-    fn write_body(&self, properties: Option<usize>, buf: &mut BytesMut) {
-        put_binary(buf, self.topic.as_bytes());
-        self.write_after_topic(properties, buf);
+    fn write_body(&self, properties: Option<usize>, alias: Option<AliasUse>, buf: &mut BytesMut) {
+        match alias {
+            Some(AliasUse {
+                with_topic: false, ..
+            }) => put_binary(buf, &[]),
+            _ => put_binary(buf, self.topic.as_bytes()),
+        }
+        self.write_after_topic(properties, alias, buf);
     }
 
     /// The body after the topic.
     #[inline]
-    fn write_after_topic(&self, properties: Option<usize>, buf: &mut BytesMut) {
+    fn write_after_topic(
+        &self,
+        properties: Option<usize>,
+        alias: Option<AliasUse>,
+        buf: &mut BytesMut,
+    ) {
         if let Some(packet_id) = self.packet_id {
             buf.put_u16(packet_id.get());
         }
-        match properties {
+        match (properties, alias) {
             // An empty block, the common case, without a call.
-            Some(0) => buf.put_u8(0),
-            Some(len) => self.properties.write(len, buf),
-            None => {}
+            (Some(0), _) => buf.put_u8(0),
+            (Some(len), None) => self.properties.write(len, buf),
+            (Some(len), Some(alias)) => {
+                put_varint(buf, len);
+                buf.put_u8(TOPIC_ALIAS);
+                buf.put_u16(alias.alias.get());
+                if let Some(properties) = self.properties.get() {
+                    properties.write_all(buf);
+                }
+            }
+            (None, _) => {}
         }
         buf.put_slice(&self.payload);
     }

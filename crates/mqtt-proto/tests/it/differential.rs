@@ -776,14 +776,14 @@ fn publish_with_every_property() {
     };
     let p = Publish {
         retain: true,
-        properties: properties.clone(),
+        properties: properties.clone().into(),
         ..publish(QoS::ExactlyOnce, Some(id(300)), b"23.5".to_vec())
     };
     check_v5(&Packet::Publish(p));
     // A Topic Alias standing for an empty topic (section 3.3.2.1).
     let aliased = Publish {
         topic: "".into(),
-        properties,
+        properties: properties.into(),
         ..publish(QoS::AtMostOnce, None, Vec::new())
     };
     check_v5(&Packet::Publish(aliased));

@@ -1829,7 +1829,8 @@ fn encode_v5_publish_for_v311_drops_its_properties() {
         content_type: Some("text/plain".into()),
         user_properties: vec![UserProperty::new("k", "v")],
         ..PublishProperties::default()
-    };
+    }
+    .into();
     let packet = Packet::Publish(publish);
     let mut buf = BytesMut::new();
     codec::encode(&packet, V3_1_1, &mut buf).unwrap();

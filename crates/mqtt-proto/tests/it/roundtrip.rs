@@ -380,7 +380,7 @@ pub(crate) mod strategies {
                         retain,
                         topic,
                         packet_id: acknowledged.then_some(id),
-                        properties,
+                        properties: properties.into(),
                         payload,
                     }
                 },
@@ -699,7 +699,7 @@ fn as_v311(packet: &Packet) -> Option<Packet> {
                 return None;
             }
             Packet::Publish(Publish {
-                properties: PublishProperties::default(),
+                properties: PublishProperties::default().into(),
                 ..publish.clone()
             })
         }
@@ -894,7 +894,7 @@ proptest! {
         let mut wire = encode(&packet, Version::V3_1_1);
         prop_assert_eq!(packet.encoded_len(Version::V3_1_1), Ok(wire.len()));
         let expected = Publish {
-            properties: PublishProperties::default(),
+            properties: PublishProperties::default().into(),
             ..publish
         };
         prop_assert_eq!(

@@ -455,7 +455,8 @@ fn vectors() -> Vec<Vector> {
                         sub_id(268_435_455),
                     ],
                     content_type: Some(s("ct")),
-                },
+                }
+                .into(),
                 ..publish(QoS::ExactlyOnce, "a/b", Some(0x1234), b"p")
             },
             "35 51 00 03 61 2f 62 12 34 \
@@ -485,7 +486,8 @@ fn vectors() -> Vec<Vector> {
                 properties: PublishProperties {
                     topic_alias: Some(pid(1)),
                     ..PublishProperties::default()
-                },
+                }
+                .into(),
                 ..publish(QoS::AtMostOnce, "", None, b"x")
             },
             "30 07 00 00 03 23 00 01 78",
@@ -1216,16 +1218,16 @@ fn non_canonical_forms_decode_and_reencode_in_the_shortest_form() {
         (
             "v5 AUTH success spelled out",
             "f0 01 00",
-            Packet::Auth(Auth::default()),
+            Packet::Auth(Box::default()),
             "f0 00",
         ),
         (
             "v5 AUTH 0x18 with empty properties, remaining length 2",
             "f0 02 18 00",
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code: ReasonCode::ContinueAuthentication,
                 properties: AuthProperties::default(),
-            }),
+            })),
             "f0 01 18",
         ),
         // 2.2.2.2: properties may come in any order; user properties keep theirs.
@@ -1239,7 +1241,8 @@ fn non_canonical_forms_decode_and_reencode_in_the_shortest_form() {
                     topic_alias: Some(pid(7)),
                     user_properties: vec![user("b", "2"), user("a", "1")],
                     ..PublishProperties::default()
-                },
+                }
+                .into(),
                 ..publish(QoS::AtMostOnce, "t", None, b"")
             }),
             "30 17 00 01 74 13 \

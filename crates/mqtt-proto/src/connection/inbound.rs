@@ -83,6 +83,10 @@ impl Inbound {
             .get_mut()
             .and_then(|p| p.topic_alias.take());
         if let Some(alias) = alias {
+            if publish.properties.is_empty() {
+                // The alias was its only property: a queued message holds no allocation.
+                publish.properties.take();
+            }
             self.resolve_alias(alias, &mut publish.topic)?;
         }
         let Some(packet_id) = publish.packet_id else {

@@ -434,9 +434,21 @@ pub trait PropertySet: sealed::Sealed + Default + 'static {
 /// assert!(publish.properties.get().is_none());
 /// ```
 ///
-/// Two `Boxed` are equal when the sets they read as are, allocated or not.
-#[derive(Clone)]
+/// Two `Boxed` are equal when the sets they read as are, allocated or not. A clone of an empty
+/// set allocates nothing, even when the original holds an allocation whose properties were
+/// cleared (a broker clears the Topic Alias of each message it receives, then copies the
+/// message for every subscriber).
 pub struct Boxed<T>(Option<Box<T>>);
+
+impl<T: PropertySet + Clone> Clone for Boxed<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        match &self.0 {
+            Some(set) if !set.is_empty() => Self(Some(set.clone())),
+            _ => Self(None),
+        }
+    }
+}
 
 impl<T> Boxed<T> {
     /// The empty set, not allocated.
@@ -557,8 +569,8 @@ macro_rules! properties {
                 Ok(properties)
             }
 
-            /// [`Self::read`] into `self`, which must be empty: a PUBLISH fills its properties
-            /// in place rather than moving a struct of 160 bytes, and skips an empty block.
+            /// [`Self::read`] into `self`, which must be empty: a PUBLISH fills its boxed
+            /// properties in place rather than moving a struct of 160 bytes.
             pub(crate) fn read_into(&mut self, r: &mut Reader) -> Result<(), DecodeError> {
                 let len = r.varint()?;
                 if len == 0 {
@@ -781,5 +793,41 @@ properties! {
         reason_string: Option<ByteString> = id::REASON_STRING,
         /// User Properties (0x26), in order.
         user_properties: Vec<UserProperty> = id::USER_PROPERTY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxed_reads_empty_allocates_on_write_and_clones_empty_sets_for_free() {
+        let mut boxed = Boxed::<PublishProperties>::new();
+        assert!(boxed.is_empty() && boxed.get().is_none());
+        assert_eq!(boxed.topic_alias, None);
+        assert!(boxed.get().is_none(), "reading allocates nothing");
+        boxed.topic_alias = NonZeroU16::new(3);
+        assert_eq!(boxed.get().and_then(|p| p.topic_alias), NonZeroU16::new(3));
+        let copy = boxed.clone();
+        assert_eq!(copy.get().and_then(|p| p.topic_alias), NonZeroU16::new(3));
+        // Cleared: still allocated, equal to an unallocated set, and cloned as one.
+        if let Some(properties) = boxed.get_mut() {
+            properties.topic_alias = None;
+        }
+        assert!(boxed.get().is_some());
+        assert_eq!(boxed, Boxed::new());
+        assert!(boxed.clone().get().is_none());
+        assert_ne!(copy, boxed);
+        // An empty set is not boxed; a set with a property is.
+        assert!(Boxed::from(PublishProperties::EMPTY).get().is_none());
+        let set = PublishProperties {
+            content_type: Some("text/plain".into()),
+            ..PublishProperties::default()
+        };
+        assert_eq!(Boxed::from(set.clone()).into_inner(), set);
+        assert_eq!(
+            Boxed::<PublishProperties>::new().into_inner(),
+            PublishProperties::EMPTY
+        );
     }
 }

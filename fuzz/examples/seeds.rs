@@ -77,7 +77,8 @@ fn packets(version: Version) -> Vec<Packet> {
             user_properties: user.clone(),
             subscription_identifiers: SubscriptionId::new(200_000).into_iter().collect(),
             content_type: Some("json".into()),
-        };
+        }
+        .into();
     }
 
     let mut ack = PubAck::new(id(7));

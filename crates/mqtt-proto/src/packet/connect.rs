@@ -4,10 +4,12 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::{ConnAckProperties, ConnectProperties, QoS, Version, WillProperties};
-use crate::codec::wire::{Put, Reader, check_topic_name, field_len, put_binary, string_len};
+use crate::ReasonCode;
+use crate::codec::wire::{
+    Put, Reader, check_topic_name, field_len, is_valid_topic_name, put_binary, string_len,
+};
 use crate::codec::{DecodeError, EncodeError};
 use crate::reason::ReasonContext;
-use crate::{ReasonCode, topic};
 
 /// CONNECT: the first packet a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +125,7 @@ impl Connect {
                 Version::V3_1_1 => WillProperties::default(),
             };
             let topic = r.string()?;
-            if !topic::is_valid_topic_name(&topic) {
+            if !is_valid_topic_name(topic.as_bytes()) {
                 return Err(DecodeError::InvalidTopicName);
             }
             Some(Will {

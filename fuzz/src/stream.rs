@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId};
 use mqtt_proto::codec::{self, Limits};
-use mqtt_proto::connection::{
-    AckToken, ClientConfig, ClientConnection, ClientEvent, ClientState,
-};
+use mqtt_proto::connection::{AckToken, ClientConfig, ClientConnection, ClientEvent, ClientState};
 use mqtt_proto::packet::{Packet, Publish, QoS, SubscribeProperties, Subscription, Version};
 
 /// Reads `[op][len][len bytes]` records from fuzz input.
@@ -243,6 +241,10 @@ pub fn broker_stream(data: &[u8]) {
     let _ = good.client.publish(now, publish);
     pump(&mut broker, &mut good, now);
     if !good.gone {
-        assert_eq!(good.received, before + 1, "the well-behaved client lost its message");
+        assert_eq!(
+            good.received,
+            before + 1,
+            "the well-behaved client lost its message"
+        );
     }
 }

@@ -7,10 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mqtt_tokio::broker::Stats;
-use mqtt_tokio::{
-    Broker, Client, ClientOptions, DisconnectReason, PeerEvent, QoS, ReasonCode, Subscription,
-    Version,
-};
+use mqtt_tokio::{Broker, Client, DisconnectReason, PeerEvent, QoS, ReasonCode, Subscription};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,12 +30,7 @@ impl Fixture {
     async fn start() -> Fixture {
         let broker =
             Hooked::start(Broker::builder().bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
-        let options = |id: &str| {
-            ClientOptions::new("127.0.0.1", broker.addr.port())
-                .version(Version::V5)
-                .client_id(id)
-                .reconnect(None)
-        };
+        let options = |id: &str| broker.options(id);
         let subscriber = Client::connect(options("good-sub")).await.expect("connect");
         let subscription = subscriber
             .subscribe("good/t", QoS::AtLeastOnce)

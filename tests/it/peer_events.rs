@@ -40,6 +40,14 @@ impl Hooked {
         }
     }
 
+    /// Options for a 5.0 client `id` of this broker that does not reconnect.
+    pub(crate) fn options(&self, id: &str) -> ClientOptions {
+        ClientOptions::new("127.0.0.1", self.addr.port())
+            .version(Version::V5)
+            .client_id(id)
+            .reconnect(None)
+    }
+
     /// The next event from the hook.
     pub(crate) async fn next(&self) -> PeerEvent {
         tokio::time::timeout(TIMEOUT, self.events.recv())
@@ -73,12 +81,7 @@ async fn hook_sees_connects_disconnects_and_refusals() {
     )
     .await;
     let next = || broker.next();
-    let options = |id: &str| {
-        ClientOptions::new("127.0.0.1", broker.addr.port())
-            .version(Version::V5)
-            .client_id(id)
-            .reconnect(None)
-    };
+    let options = |id: &str| broker.options(id);
 
     let client = Client::connect(options("alice")).await.expect("connect");
     let local = match next().await {

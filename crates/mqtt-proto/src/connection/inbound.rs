@@ -333,7 +333,11 @@ mod tests {
         let mut second = Publish::new("", "2");
         second.properties.topic_alias = NonZeroU16::new(2);
         match inbound.on_publish(second, Version::V5, |_| {}).unwrap() {
-            Received::Deliver(p, _) => assert_eq!(p.topic, "a/b"),
+            Received::Deliver(p, _) => {
+                assert_eq!(p.topic, "a/b");
+                // The alias was its only property: the message keeps no allocation for them.
+                assert!(p.properties.get().is_none());
+            }
             other => panic!("{other:?}"),
         }
         let mut unknown = Publish::new("", "3");

@@ -470,6 +470,24 @@ fn invalid_topics_are_usage_errors() {
     ));
 }
 
+/// The topic and alias of each PUBLISH the client sent, each checked to be at most `max` bytes.
+fn sent_topics_and_aliases(sim: &mut Sim, max: Option<usize>) -> Vec<(String, Option<u16>)> {
+    sim.sent()
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => {
+                let size = Packet::Publish(p.clone()).encoded_len(Version::V5).unwrap();
+                assert!(max.is_none_or(|max| size <= max), "{size} > {max:?}: {p:?}");
+                (
+                    p.topic.to_string(),
+                    p.properties.topic_alias.map(|a| a.get()),
+                )
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn outbound_topic_aliases_within_the_server_maximum() {
     let mut sim = Sim::new(config(Version::V5));
@@ -484,19 +502,8 @@ fn outbound_topic_aliases_within_the_server_maximum() {
     sim.client
         .publish(sim.now, publish("other", "x", QoS::AtMostOnce))
         .unwrap();
-    let topics: Vec<_> = sim
-        .sent()
-        .into_iter()
-        .map(|p| match p {
-            Packet::Publish(p) => (
-                p.topic.to_string(),
-                p.properties.topic_alias.map(|a| a.get()),
-            ),
-            other => panic!("{other:?}"),
-        })
-        .collect();
     assert_eq!(
-        topics,
+        sent_topics_and_aliases(&mut sim, None),
         [
             ("long/topic/name".to_string(), Some(1)),
             (String::new(), Some(1)),
@@ -522,23 +529,8 @@ fn mqtt_3_1_2_24_no_new_alias_that_would_exceed_the_maximum_packet_size() {
     for p in [full.clone(), smaller, full] {
         sim.client.publish(sim.now, p).unwrap();
     }
-    let sent: Vec<_> = sim
-        .sent()
-        .into_iter()
-        .map(|p| match p {
-            Packet::Publish(p) => {
-                let size = Packet::Publish(p.clone()).encoded_len(Version::V5).unwrap();
-                assert!(size <= max, "{size} > {max}: {p:?}");
-                (
-                    p.topic.to_string(),
-                    p.properties.topic_alias.map(|a| a.get()),
-                )
-            }
-            other => panic!("{other:?}"),
-        })
-        .collect();
     assert_eq!(
-        sent,
+        sent_topics_and_aliases(&mut sim, Some(max)),
         [
             // At the maximum already: no alias.
             ("some/topic".to_string(), None),

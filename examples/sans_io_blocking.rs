@@ -32,7 +32,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{ClientConfig, ClientConnection, ClientEvent, DisconnectReason};
-use mqtt_proto::packet::{Disconnect, Publish, QoS, SubscribeProperties, Subscription, Version};
+use mqtt_proto::packet::{
+    Disconnect, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+};
 
 /// The whole run, from connecting to the last message, must fit in this.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -208,7 +210,8 @@ impl App {
             } => {
                 println!("connected (session present: {session_present})");
                 // Commands return at once; the SUBSCRIBE goes out with the next transmit.
-                let filter = Subscription::new(self.topic.as_str(), QoS::ExactlyOnce);
+                let filter = TopicFilter::new(self.topic.as_str())?;
+                let filter = Subscription::new(filter, QoS::ExactlyOnce);
                 connection.subscribe(
                     Instant::now(),
                     vec![filter],

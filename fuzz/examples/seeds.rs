@@ -14,6 +14,10 @@ fn id(n: u16) -> PacketId {
     NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN)
 }
 
+fn filter(text: &str) -> TopicFilter {
+    TopicFilter::new(text).unwrap_or_else(|error| panic!("{text:?}: {error}"))
+}
+
 fn packets(version: Version) -> Vec<Packet> {
     let v5 = version == Version::V5;
     let user = vec![UserProperty::new("k", "v")];
@@ -88,8 +92,8 @@ fn packets(version: Version) -> Vec<Packet> {
     }
 
     let mut filters = vec![
-        Subscription::new("a/+/c", QoS::AtLeastOnce),
-        Subscription::new("$share/group/x/#", QoS::ExactlyOnce),
+        Subscription::new(filter("a/+/c"), QoS::AtLeastOnce),
+        Subscription::new(filter("$share/group/x/#"), QoS::ExactlyOnce),
     ];
     if v5 {
         let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
@@ -97,7 +101,7 @@ fn packets(version: Version) -> Vec<Packet> {
         options.retain_as_published = true;
         options.retain_handling = RetainHandling::DoNotSend;
         filters.push(Subscription {
-            filter: "b/#".into(),
+            filter: filter("b/#"),
             options,
         });
     }
@@ -121,7 +125,7 @@ fn packets(version: Version) -> Vec<Packet> {
     let unsubscribe = Unsubscribe {
         packet_id: id(10),
         properties: UnsubscribeProperties::default(),
-        filters: vec!["a/+/c".into(), "$share/group/x/#".into()],
+        filters: vec![filter("a/+/c"), filter("$share/group/x/#")],
     };
     let unsuback = UnsubAck {
         packet_id: id(10),

@@ -7,7 +7,9 @@ use bytes::{Bytes, BytesMut};
 use mqtt_proto::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId};
 use mqtt_proto::codec::{self, Limits};
 use mqtt_proto::connection::{AckToken, ClientConfig, ClientConnection, ClientEvent, ClientState};
-use mqtt_proto::packet::{Packet, Publish, QoS, SubscribeProperties, Subscription, Version};
+use mqtt_proto::packet::{
+    Packet, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+};
 
 /// Reads `[op][len][len bytes]` records from fuzz input.
 struct Ops<'a>(&'a [u8]);
@@ -93,11 +95,13 @@ pub fn client_stream(data: &[u8]) {
             }
             4 => {
                 let filter = String::from_utf8_lossy(body).into_owned();
-                let _ = client.subscribe(
-                    now,
-                    vec![Subscription::new(filter, QoS::ExactlyOnce)],
-                    SubscribeProperties::default(),
-                );
+                if let Ok(filter) = TopicFilter::new(filter) {
+                    let _ = client.subscribe(
+                        now,
+                        vec![Subscription::new(filter, QoS::ExactlyOnce)],
+                        SubscribeProperties::default(),
+                    );
+                }
             }
             _ => {
                 client.handle_eof(now);
@@ -192,9 +196,12 @@ pub fn broker_stream(data: &[u8]) {
         gone: false,
     };
     pump(&mut broker, &mut good, now);
+    let Ok(good_filter) = TopicFilter::new("good/#") else {
+        return;
+    };
     let _ = good.client.subscribe(
         now,
-        vec![Subscription::new("good/#", QoS::AtLeastOnce)],
+        vec![Subscription::new(good_filter, QoS::AtLeastOnce)],
         SubscribeProperties::default(),
     );
     pump(&mut broker, &mut good, now);

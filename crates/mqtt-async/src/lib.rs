@@ -18,7 +18,7 @@ pub use client::{Client, ConnectionEvent, Message, Published, SubscribeOptions, 
 pub use error::Error;
 pub use mqtt_proto::ReasonCode;
 pub use mqtt_proto::backoff::BackoffConfig;
-pub use mqtt_proto::connection::DisconnectReason;
+pub use mqtt_proto::connection::{DisconnectReason, UsageError};
 pub use mqtt_proto::packet::{
     PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, UserProperty, Version, Will,
 };

@@ -11,7 +11,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mqtt_proto::broker::{Broker, BrokerConfig, ConnectionId};
 use mqtt_proto::codec;
 use mqtt_proto::packet::{
-    Connect, Packet, PacketId, Publish, QoS, Subscribe, SubscribeProperties, Subscription, Version,
+    Connect, Packet, PacketId, Publish, QoS, Subscribe, SubscribeProperties, Subscription,
+    TopicFilter, Version,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -50,7 +51,7 @@ fn client(broker: &mut Broker, now: Instant, id: &str, filters: &[String]) -> Co
             properties: SubscribeProperties::default(),
             filters: filters
                 .iter()
-                .map(|f| Subscription::new(f.clone(), QoS::AtMostOnce))
+                .map(|f| Subscription::new(TopicFilter::new(f.as_str()).unwrap(), QoS::AtMostOnce))
                 .collect(),
         };
         broker.handle_bytes(conn, now, &bytes(Packet::Subscribe(subscribe)));

@@ -21,7 +21,7 @@ use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
 use mqtt_proto::codec::{self, Limits};
-use mqtt_proto::packet::{Connect, WillProperties};
+use mqtt_proto::packet::{Connect, TopicFilter, WillProperties};
 use mqtt_proto::packet::{
     ConnectProperties, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Subscribe,
     SubscribeProperties, Subscription, Unsubscribe, UnsubscribeProperties, UserProperty, Version,
@@ -175,7 +175,8 @@ fn subscribe(version: Version) -> Case {
     let filters = (0..10)
         .map(|i| {
             let qos = QoS::from_u8(i % 3).unwrap_or_default();
-            Subscription::new(format!("sensors/building-{i}/+/temperature"), qos)
+            let filter = TopicFilter::new(format!("sensors/building-{i}/+/temperature"));
+            Subscription::new(filter.expect("valid filter"), qos)
         })
         .collect();
     let subscribe = Subscribe {
@@ -193,6 +194,7 @@ fn subscribe(version: Version) -> Case {
 /// A plausible inbound stream of a busy 3.1.1 connection: mostly small publishes and acks.
 fn mixed_stream(count: usize) -> (BytesMut, usize) {
     let mut wire = BytesMut::new();
+    let filter = TopicFilter::new("devices/+/telemetry").expect("valid filter");
     for i in 0..count {
         let id = NonZeroU16::new((i % 65_535) as u16 + 1).unwrap_or(NonZeroU16::MIN);
         let packet: Packet = match i % 10 {
@@ -213,13 +215,13 @@ fn mixed_stream(count: usize) -> (BytesMut, usize) {
             _ if i % 20 == 9 => Subscribe {
                 packet_id: id,
                 properties: SubscribeProperties::default(),
-                filters: vec![Subscription::new("devices/+/telemetry", QoS::AtLeastOnce)],
+                filters: vec![Subscription::new(filter.clone(), QoS::AtLeastOnce)],
             }
             .into(),
             _ => Unsubscribe {
                 packet_id: id,
                 properties: UnsubscribeProperties::default(),
-                filters: vec!["devices/+/telemetry".into()],
+                filters: vec![filter.clone()],
             }
             .into(),
         };

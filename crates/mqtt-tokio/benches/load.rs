@@ -41,7 +41,9 @@ use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use mqtt_proto::connection::{ClientConfig, ClientConnection, ClientEvent};
-use mqtt_proto::packet::{ByteString, Publish, QoS, SubscribeProperties, Subscription, Version};
+use mqtt_proto::packet::{
+    ByteString, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -442,7 +444,7 @@ impl Raw {
     async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
         self.conn.subscribe(
             Instant::now(),
-            vec![Subscription::new(filter.to_owned(), qos)],
+            vec![Subscription::new(TopicFilter::new(filter)?, qos)],
             SubscribeProperties::default(),
         )?;
         self.flush().await?;

@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mqtt_async::runtime::Runtime;
-use mqtt_async::{ConnectionEvent, Publish, QoS, SubscribeOptions, Version, Will};
+use mqtt_async::topic::TopicError;
+use mqtt_async::{
+    ConnectionEvent, Error, Publish, QoS, SubscribeOptions, UsageError, Version, Will,
+};
 
 use super::support::{
     Proxy, Server, Target, connect, next, options_for, persistent, sleep, spawn, wait_event, within,
@@ -35,6 +38,13 @@ pub(crate) async fn qos_both_ways<R: Runtime + Default>(target: Target, version:
             );
         }
     }
+    // An invalid filter (MQTT-4.7.1-1) is refused before anything is sent; the client goes on.
+    assert!(matches!(
+        a.subscribe("qos/#/down", QoS::AtLeastOnce).await,
+        Err(Error::Usage(UsageError::InvalidTopic(
+            TopicError::MisplacedWildcard
+        )))
+    ));
     // Granted QoS 1: a QoS 2 message is delivered at QoS 1 (MQTT-3.8.4-8).
     let mut downgraded = a.subscribe("qos/down", QoS::AtLeastOnce).await.unwrap();
     b.publish("qos/down", "two", QoS::ExactlyOnce)

@@ -21,10 +21,10 @@ use mqtt_proto::connection::{
 use mqtt_proto::packet::{
     ByteString, Disconnect, Publish, QoS, SubscribeProperties, UnsubscribeProperties, Version,
 };
-use mqtt_proto::topic;
+use mqtt_proto::topic::TopicFilter;
 
 use super::ConnectionEvent;
-use super::subscription::{Acker, Message, SubscribeOptions};
+use super::subscription::{Acker, CheckedSubscribe, Message};
 use crate::runtime::{BoxTransport, SharedRuntime};
 use crate::{ClientOptions, Error};
 
@@ -45,7 +45,7 @@ pub(crate) enum Command {
         done: Reply<Option<PublishOutcome>>,
     },
     Subscribe {
-        options: SubscribeOptions,
+        options: CheckedSubscribe,
         done: Reply<Subscribed>,
     },
     Ack {
@@ -66,21 +66,14 @@ pub(crate) enum Control {
 
 struct LocalSubscription {
     key: u64,
-    filter: ByteString,
+    filter: TopicFilter,
     queue: Sender<Message>,
     manual_ack: bool,
 }
 
 impl LocalSubscription {
     fn matches(&self, name: &str) -> bool {
-        filter_matches(&self.filter, name)
-    }
-}
-
-fn filter_matches(filter: &str, name: &str) -> bool {
-    match topic::parse_shared(filter) {
-        Some(shared) => topic::matches(shared.filter, name),
-        None => topic::matches(filter, name),
+        self.filter.matches(name)
     }
 }
 
@@ -128,8 +121,8 @@ pub(crate) struct Driver {
     pending_subscribes: HashMap<u16, (u64, Receiver<Message>, Reply<Subscribed>)>,
     /// Publishes made while no connection could take them, in order.
     offline: VecDeque<(Publish, Reply<Option<PublishOutcome>>)>,
-    offline_subscribes: Vec<(SubscribeOptions, Reply<Subscribed>)>,
-    offline_unsubscribes: Vec<ByteString>,
+    offline_subscribes: Vec<(CheckedSubscribe, Reply<Subscribed>)>,
+    offline_unsubscribes: Vec<TopicFilter>,
     written: Vec<Reply<Option<PublishOutcome>>>,
     deliveries: VecDeque<Delivery>,
     sending: Option<Sending>,
@@ -655,22 +648,22 @@ impl Driver {
     fn subscribe(
         &mut self,
         conn: &mut ClientConnection,
-        options: SubscribeOptions,
+        options: CheckedSubscribe,
         done: Reply<Subscribed>,
     ) {
         let key = self.next_key;
         self.next_key += 1;
         let capacity = options.capacity.unwrap_or(self.options.queue_capacity);
-        let filter = options.filter.filter.clone();
+        let filter = options.subscription.filter.clone();
         match conn.subscribe(
             self.runtime.now(),
-            vec![options.filter],
+            vec![options.subscription],
             SubscribeProperties::default(),
         ) {
             Ok(packet_id) => {
                 let mut claimed = Vec::new();
                 self.unclaimed.retain(|publish| {
-                    let matches = filter_matches(&filter, &publish.topic);
+                    let matches = filter.matches(&publish.topic);
                     if matches {
                         claimed.push(publish.clone());
                     }
@@ -698,7 +691,7 @@ impl Driver {
         }
     }
 
-    fn remove_subscription(&mut self, key: u64) -> Option<ByteString> {
+    fn remove_subscription(&mut self, key: u64) -> Option<TopicFilter> {
         let index = self.subscriptions.iter().position(|s| s.key == key)?;
         Some(self.subscriptions.remove(index).filter)
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use mqtt_proto::ReasonCode;
-use mqtt_proto::connection::{DisconnectReason, PublishOutcome};
+use mqtt_proto::connection::{DisconnectReason, PublishOutcome, UsageError};
 use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, Version};
 
 pub use subscription::{Message, SubscribeOptions, Subscription};
@@ -189,6 +189,7 @@ impl<R> Client<R> {
 
     /// Subscribes with every option (manual acknowledgement, No Local, retain handling, …).
     pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription, Error> {
+        let options = options.check().map_err(UsageError::InvalidTopic)?;
         let (done, result) = async_channel::bounded(1);
         self.send(Command::Subscribe { options, done }).await?;
         let (key, messages, reason_code) = result.recv().await.map_err(|_| Error::Closed)??;

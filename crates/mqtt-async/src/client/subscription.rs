@@ -8,13 +8,19 @@ use futures_lite::Stream;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::AckToken;
 use mqtt_proto::packet::{
-    Bytes, Publish, PublishProperties, QoS, RetainHandling, Subscription as Filter,
+    ByteString, Bytes, Publish, PublishProperties, QoS, RetainHandling, Subscription as Filter,
+    SubscriptionOptions,
 };
+use mqtt_proto::topic::{TopicError, TopicFilter};
 
 use super::driver::{Command, Control};
 use crate::Error;
 
 /// What to subscribe to, and how.
+///
+/// The filter is checked when the subscription is made: an invalid one makes
+/// [`Client::subscribe_with`](crate::Client::subscribe_with) return
+/// [`UsageError::InvalidTopic`](mqtt_proto::connection::UsageError::InvalidTopic).
 ///
 /// ```
 /// use mqtt_async::{QoS, SubscribeOptions};
@@ -22,24 +28,46 @@ use crate::Error;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SubscribeOptions {
-    pub(crate) filter: Filter,
+    filter: ByteString,
+    options: SubscriptionOptions,
+    manual_ack: bool,
+    capacity: Option<usize>,
+}
+
+/// [`SubscribeOptions`] whose filter is valid.
+#[derive(Debug)]
+pub(crate) struct CheckedSubscribe {
+    pub(crate) subscription: Filter,
     pub(crate) manual_ack: bool,
     pub(crate) capacity: Option<usize>,
 }
 
 impl SubscribeOptions {
-    /// A subscription to `filter` at QoS 0 with automatic acknowledgement.
-    pub fn new(filter: impl Into<mqtt_proto::packet::ByteString>) -> Self {
+    /// A subscription to `filter` (a `&str`, `String`, or a [`TopicFilter`]) at QoS 0 with
+    /// automatic acknowledgement.
+    pub fn new(filter: impl Into<ByteString>) -> Self {
         Self {
-            filter: Filter::new(filter, QoS::AtMostOnce),
+            filter: filter.into(),
+            options: SubscriptionOptions::new(QoS::AtMostOnce),
             manual_ack: false,
             capacity: None,
         }
     }
 
+    /// Checks the filter.
+    pub(crate) fn check(self) -> Result<CheckedSubscribe, TopicError> {
+        let mut subscription = Filter::new(TopicFilter::new(self.filter)?, QoS::AtMostOnce);
+        subscription.options = self.options;
+        Ok(CheckedSubscribe {
+            subscription,
+            manual_ack: self.manual_ack,
+            capacity: self.capacity,
+        })
+    }
+
     /// The maximum QoS to receive at.
     pub fn qos(mut self, qos: QoS) -> Self {
-        self.filter.options.qos = qos;
+        self.options.qos = qos;
         self
     }
 
@@ -53,19 +81,19 @@ impl SubscribeOptions {
 
     /// Do not receive our own publications (5.0).
     pub fn no_local(mut self) -> Self {
-        self.filter.options.no_local = true;
+        self.options.no_local = true;
         self
     }
 
     /// Keep the RETAIN flag of forwarded messages (5.0).
     pub fn retain_as_published(mut self) -> Self {
-        self.filter.options.retain_as_published = true;
+        self.options.retain_as_published = true;
         self
     }
 
     /// When retained messages are sent (5.0).
     pub fn retain_handling(mut self, handling: RetainHandling) -> Self {
-        self.filter.options.retain_handling = handling;
+        self.options.retain_handling = handling;
         self
     }
 

@@ -899,7 +899,7 @@ impl Broker {
             };
             let existed = self.tree.insert(filter, key, value).is_some();
             if let Some(session) = self.session_mut(key) {
-                session.filters.insert(filter.clone(), ());
+                session.filters.insert(filter.clone());
             }
             reason_codes.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
@@ -1066,7 +1066,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::take) else {
             return;
         };
-        for filter in session.filters.keys() {
+        for filter in &session.filters {
             self.tree.remove(filter, key);
         }
         self.by_client_id.remove(&session.client_id);

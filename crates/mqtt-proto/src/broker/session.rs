@@ -1,12 +1,13 @@
 //! A session as the broker keeps it (section 4.1): subscriptions, delivery state, will, expiry.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Instant;
 
 use bytestring::ByteString;
 
 use crate::connection::ServerSession;
 use crate::packet::{SubscriptionId, SubscriptionOptions, Version, Will};
+use crate::topic::TopicFilter;
 
 /// A subscription as stored in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub(crate) struct BrokerSession {
     /// `None`: boxed, so that connected sessions do not carry an empty copy).
     pub(crate) delivery: Option<Box<ServerSession>>,
     /// Filters subscribed, to remove them all when the session ends.
-    pub(crate) filters: HashMap<ByteString, ()>,
+    pub(crate) filters: HashSet<TopicFilter>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub(crate) expiry_interval: u32,
     /// When a disconnected session ends.
@@ -42,7 +43,7 @@ impl BrokerSession {
             version,
             connection: None,
             delivery: None,
-            filters: HashMap::new(),
+            filters: HashSet::new(),
             expiry_interval: 0,
             expires_at: None,
             pending_will: None,

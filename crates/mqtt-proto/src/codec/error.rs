@@ -241,8 +241,9 @@ pub enum EncodeError {
     /// A v5 PUBLISH had an empty topic and no Topic Alias, or a 3.1.1 PUBLISH an empty topic.
     #[error("empty topic name without a topic alias")]
     EmptyTopic,
-    /// A topic name (PUBLISH, will) or topic filter (SUBSCRIBE, UNSUBSCRIBE) is not valid. Check
-    /// it with [`crate::topic::check_topic_name`] or [`crate::topic::check_topic_filter`].
+    /// A topic name (PUBLISH, will) is not valid. Check it with
+    /// [`crate::topic::check_topic_name`]. (Topic filters are [`crate::topic::TopicFilter`]s,
+    /// which are valid by construction.)
     #[error("invalid topic: {0}")]
     InvalidTopic(crate::topic::TopicError),
     /// A string contained U+0000 (MQTT-1.5.4-2). Remove it.

@@ -21,7 +21,7 @@ use crate::packet::{
     PacketType, Publish, QoS, SubAck, Subscribe, SubscribeProperties, Subscription, UnsubAck,
     Unsubscribe, UnsubscribeProperties, Version, Will,
 };
-use crate::topic;
+use crate::topic::{self, TopicFilter};
 
 /// How a [`ClientConnection`] connects and behaves.
 #[derive(Debug, Clone)]
@@ -395,9 +395,8 @@ impl ClientConnection {
         if self.state == ClientState::Closed {
             return Err(UsageError::Closed);
         }
-        for subscription in &filters {
-            topic::check_topic_filter(&subscription.filter)?;
-            if self.state == ClientState::Connected {
+        if self.state == ClientState::Connected {
+            for subscription in &filters {
                 self.check_subscription(subscription, &properties)?;
             }
         }
@@ -420,14 +419,11 @@ impl ClientConnection {
     pub fn unsubscribe(
         &mut self,
         _now: Instant,
-        filters: Vec<ByteString>,
+        filters: Vec<TopicFilter>,
         properties: UnsubscribeProperties,
     ) -> Result<PacketId, UsageError> {
         if self.state == ClientState::Closed {
             return Err(UsageError::Closed);
-        }
-        for filter in &filters {
-            topic::check_topic_filter(filter)?;
         }
         let packet_id = self.session.outbound.allocate_id()?;
         let unsubscribe = Unsubscribe {
@@ -740,7 +736,7 @@ impl ClientConnection {
                 "wildcard subscriptions",
             ));
         }
-        if !self.shared && topic::parse_shared(filter).is_some() {
+        if !self.shared && filter.is_shared() {
             return Err(UsageError::SubscriptionFeatureNotSupported(
                 "shared subscriptions",
             ));

@@ -1,12 +1,11 @@
 //! SUBSCRIBE (section 3.8) and UNSUBSCRIBE (section 3.10).
 
 use bytes::BytesMut;
-use bytestring::ByteString;
 
 use super::{PacketId, PacketType, QoS, SubscribeProperties, UnsubscribeProperties, Version};
-use crate::codec::wire::{Put, Reader, check_topic_filter, field_len, put_binary};
+use crate::codec::wire::{Put, Reader, put_binary};
 use crate::codec::{DecodeError, EncodeError};
-use crate::topic;
+use crate::topic::TopicFilter;
 
 /// Retain Handling (section 3.8.3.1): whether retained messages are sent when subscribing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -86,16 +85,16 @@ impl SubscriptionOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Subscription {
     /// The topic filter, possibly a shared subscription (`$share/{group}/{filter}`).
-    pub filter: ByteString,
+    pub filter: TopicFilter,
     /// Its options.
     pub options: SubscriptionOptions,
 }
 
 impl Subscription {
     /// A subscription to `filter` at `qos` with default options.
-    pub fn new(filter: impl Into<ByteString>, qos: QoS) -> Self {
+    pub fn new(filter: TopicFilter, qos: QoS) -> Self {
         Self {
-            filter: filter.into(),
+            filter,
             options: SubscriptionOptions::new(qos),
         }
     }
@@ -132,7 +131,7 @@ impl Subscribe {
         while !r.is_empty() {
             let filter = r.topic_filter()?;
             let options = SubscriptionOptions::from_byte(r.u8()?, version)?;
-            if options.no_local && topic::parse_shared(&filter).is_some() {
+            if options.no_local && filter.is_shared() {
                 return Err(DecodeError::NoLocalOnSharedSubscription);
             }
             filters.push(Subscription { filter, options });
@@ -158,13 +157,11 @@ impl Subscribe {
         }
         for subscription in &self.filters {
             subscription.options.to_byte(version)?;
-            let filter = &subscription.filter;
-            check_topic_filter(filter)?;
-            if subscription.options.no_local && topic::parse_shared(&subscription.filter).is_some()
-            {
+            if subscription.options.no_local && subscription.filter.is_shared() {
                 return Err(EncodeError::NoLocalOnSharedSubscription);
             }
-            len += field_len(subscription.filter.as_bytes())? + 1;
+            // A `TopicFilter` is valid, so it fits a length-prefixed field.
+            len += 2 + subscription.filter.len() + 1;
         }
         Ok(len)
     }
@@ -190,7 +187,7 @@ pub struct Unsubscribe {
     /// Properties (5.0 only).
     pub properties: UnsubscribeProperties,
     /// The topic filters, at least one.
-    pub filters: Vec<ByteString>,
+    pub filters: Vec<TopicFilter>,
 }
 
 impl Unsubscribe {
@@ -229,8 +226,7 @@ impl Unsubscribe {
             Version::V3_1_1 => {}
         }
         for filter in &self.filters {
-            check_topic_filter(filter)?;
-            len += field_len(filter.as_bytes())?;
+            len += 2 + filter.len();
         }
         Ok(len)
     }

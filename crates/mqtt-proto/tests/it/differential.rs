@@ -31,6 +31,7 @@
 //!   rumqttc with an explicit zero property length, by us without; both are valid (sections
 //!   3.4.2.1, 3.14.2.1), so only those bytes are not compared.
 
+use super::filter;
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::ReasonCode;
 use mqtt_proto::codec::{self, Limits};
@@ -800,8 +801,8 @@ fn publish_with_multi_byte_remaining_lengths() {
 }
 
 fn subscriptions() -> Vec<Subscription> {
-    let with = |filter: &str, qos, no_local, retain_as_published, retain_handling| Subscription {
-        filter: filter.into(),
+    let with = |text: &str, qos, no_local, retain_as_published, retain_handling| Subscription {
+        filter: filter(text),
         options: SubscriptionOptions {
             qos,
             no_local,
@@ -1044,7 +1045,11 @@ fn suback_unsubscribe_and_unsuback() {
     };
     check_v5(&Packet::from(v5));
 
-    let filters = vec!["a/b".into(), "sport/+/player1".into(), "$share/g/#".into()];
+    let filters = vec![
+        filter("a/b"),
+        filter("sport/+/player1"),
+        filter("$share/g/#"),
+    ];
     let unsubscribe = Unsubscribe {
         packet_id: id(6),
         properties: UnsubscribeProperties::default(),
@@ -1132,8 +1137,8 @@ fn packets_built_by_rumqttc_decode_in_ours() {
         packet_id: id(42),
         properties: SubscribeProperties::default(),
         filters: vec![
-            Subscription::new("a/+", QoS::AtLeastOnce),
-            Subscription::new("b/#", QoS::ExactlyOnce),
+            Subscription::new(filter("a/+"), QoS::AtLeastOnce),
+            Subscription::new(filter("b/#"), QoS::ExactlyOnce),
         ],
     };
     assert_eq!(decode(&wire, Version::V3_1_1), Packet::from(expected));

@@ -4,3 +4,10 @@ mod differential;
 mod malformed;
 mod roundtrip;
 mod vectors;
+
+use mqtt_proto::topic::TopicFilter;
+
+/// `text` as a [`TopicFilter`], for tests that spell out valid filters.
+fn filter(text: &str) -> TopicFilter {
+    TopicFilter::new(text).unwrap_or_else(|error| panic!("{text:?}: {error}"))
+}

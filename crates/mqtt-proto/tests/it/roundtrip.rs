@@ -31,7 +31,7 @@ pub(crate) mod strategies {
         SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperty, Version,
         Will, WillProperties,
     };
-    use mqtt_proto::topic;
+    use mqtt_proto::topic::TopicFilter;
     use proptest::collection::vec;
     use proptest::option::of;
     use proptest::prelude::*;
@@ -134,7 +134,7 @@ pub(crate) mod strategies {
     }
 
     /// A valid topic filter: levels that are plain, `+`, or a final `#`; sometimes shared.
-    pub(crate) fn topic_filter() -> impl Strategy<Value = ByteString> {
+    pub(crate) fn topic_filter() -> impl Strategy<Value = TopicFilter> {
         let level = prop_oneof![3 => level(), 1 => Just("+".to_owned())];
         let plain = (vec(level, 0..5), any::<bool>())
             .prop_map(|(mut levels, multi)| {
@@ -149,10 +149,7 @@ pub(crate) mod strategies {
             4 => plain.clone(),
             1 => (group, plain).prop_map(|(group, filter)| format!("$share/{group}/{filter}")),
         ]
-        .prop_map(|filter| {
-            assert!(topic::is_valid_topic_filter(&filter), "{filter:?}");
-            ByteString::from(filter)
-        })
+        .prop_map(|filter| TopicFilter::new(filter).expect("the strategy makes valid filters"))
     }
 
     pub(crate) fn qos() -> impl Strategy<Value = QoS> {
@@ -493,7 +490,7 @@ pub(crate) mod strategies {
         (topic_filter(), qos(), extended).prop_map(
             |(filter, qos, (no_local, retain_as_published, retain_handling))| {
                 // No Local on a shared subscription is a protocol error (MQTT-3.8.3-4).
-                let shared = topic::parse_shared(&filter).is_some();
+                let shared = filter.is_shared();
                 Subscription {
                     filter,
                     options: SubscriptionOptions {

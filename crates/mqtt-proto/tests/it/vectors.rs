@@ -8,6 +8,7 @@
 //! DISCONNECT and AUTH, and the 3.1.1 CONNACK and SUBACK return codes. Where the specification
 //! gives a worked example, the vector uses its bytes and says where it comes from.
 
+use super::filter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::{NonZeroU16, NonZeroU32};
 
@@ -151,7 +152,7 @@ fn unsubscribe(
     Unsubscribe {
         packet_id: pid(id),
         properties,
-        filters: filters.iter().map(|&f| s(f)).collect(),
+        filters: filters.iter().map(|&f| filter(f)).collect(),
     }
 }
 
@@ -595,8 +596,8 @@ fn vectors() -> Vec<Vector> {
                 10,
                 SubscribeProperties::default(),
                 vec![
-                    Subscription::new("a/b", QoS::AtLeastOnce),
-                    Subscription::new("c/d", QoS::ExactlyOnce),
+                    Subscription::new(filter("a/b"), QoS::AtLeastOnce),
+                    Subscription::new(filter("c/d"), QoS::ExactlyOnce),
                 ],
             ),
             "82 0e 00 0a 00 03 61 2f 62 01 00 03 63 2f 64 02",
@@ -610,8 +611,8 @@ fn vectors() -> Vec<Vector> {
                 10,
                 SubscribeProperties::default(),
                 vec![
-                    Subscription::new("a/b", QoS::AtLeastOnce),
-                    Subscription::new("c/d", QoS::ExactlyOnce),
+                    Subscription::new(filter("a/b"), QoS::AtLeastOnce),
+                    Subscription::new(filter("c/d"), QoS::ExactlyOnce),
                 ],
             ),
             "82 0f 00 0a 00 00 03 61 2f 62 01 00 03 63 2f 64 02",
@@ -627,7 +628,7 @@ fn vectors() -> Vec<Vector> {
                 },
                 vec![
                     Subscription {
-                        filter: s("x/+"),
+                        filter: filter("x/+"),
                         options: SubscriptionOptions {
                             qos: QoS::ExactlyOnce,
                             no_local: true,
@@ -636,7 +637,7 @@ fn vectors() -> Vec<Vector> {
                         },
                     },
                     Subscription {
-                        filter: s("$share/g/y/#"),
+                        filter: filter("$share/g/y/#"),
                         options: SubscriptionOptions {
                             qos: QoS::AtLeastOnce,
                             no_local: false,
@@ -644,7 +645,7 @@ fn vectors() -> Vec<Vector> {
                             retain_handling: RetainHandling::SendAtSubscribeIfNew,
                         },
                     },
-                    Subscription::new("#", QoS::AtMostOnce),
+                    Subscription::new(filter("#"), QoS::AtMostOnce),
                 ],
             ),
             "82 2d 01 02 \

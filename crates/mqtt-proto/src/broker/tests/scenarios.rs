@@ -13,6 +13,7 @@ use crate::packet::{
     Connect, Packet, Publish, QoS, RetainHandling, SubscribeProperties, Subscription,
     SubscriptionId, UnsubscribeProperties, UserProperty, Version, Will,
 };
+use crate::topic::valid_filter;
 
 const BOTH: [Version; 2] = [Version::V3_1_1, Version::V5];
 
@@ -113,8 +114,16 @@ fn mqtt_3_3_4_2_overlapping_subscriptions_deliver_once_at_the_highest_qos_with_a
         subscription_identifier: SubscriptionId::new(id),
         ..SubscribeProperties::default()
     };
-    net.subscribe_with(sub, Subscription::new("a/+", QoS::AtMostOnce), with_id(1));
-    net.subscribe_with(sub, Subscription::new("a/#", QoS::ExactlyOnce), with_id(2));
+    net.subscribe_with(
+        sub,
+        Subscription::new(valid_filter("a/+"), QoS::AtMostOnce),
+        with_id(1),
+    );
+    net.subscribe_with(
+        sub,
+        Subscription::new(valid_filter("a/#"), QoS::ExactlyOnce),
+        with_id(2),
+    );
     net.publish(publisher, "a/b", "m", QoS::ExactlyOnce);
     let got = net.messages(sub);
     assert_eq!(got.len(), 1);
@@ -134,7 +143,7 @@ fn mqtt_3_8_3_3_no_local_keeps_own_messages_away() {
     let mut net = Net::new();
     let me = net.join(Version::V5, "me");
     let other = net.join(Version::V5, "other");
-    let mut subscription = Subscription::new("chat", QoS::AtMostOnce);
+    let mut subscription = Subscription::new(valid_filter("chat"), QoS::AtMostOnce);
     subscription.options.no_local = true;
     net.subscribe_with(me, subscription, SubscribeProperties::default());
     net.publish(me, "chat", "mine", QoS::AtMostOnce);
@@ -187,7 +196,7 @@ fn mqtt_3_3_1_10_and_11_retain_handling() {
     net.publish_packet(publisher, retained);
     let sub = net.join(Version::V5, "sub");
     let with = |handling| {
-        let mut s = Subscription::new("r", QoS::AtMostOnce);
+        let mut s = Subscription::new(valid_filter("r"), QoS::AtMostOnce);
         s.options.retain_handling = handling;
         s
     };
@@ -225,7 +234,7 @@ fn mqtt_3_3_1_12_retain_as_published() {
     let keep = net.join(Version::V5, "keep");
     let clear = net.join(Version::V5, "clear");
     let publisher = net.join(Version::V5, "pub");
-    let mut rap = Subscription::new("t", QoS::AtMostOnce);
+    let mut rap = Subscription::new(valid_filter("t"), QoS::AtMostOnce);
     rap.options.retain_as_published = true;
     net.subscribe_with(keep, rap, SubscribeProperties::default());
     net.subscribe(clear, "t", QoS::AtMostOnce);
@@ -629,8 +638,8 @@ fn authorization_refuses_subscribe_with_0x87_and_publish_with_0x87() {
         .subscribe(
             now,
             vec![
-                Subscription::new("secret/x", QoS::AtMostOnce),
-                Subscription::new("alice/#", QoS::AtLeastOnce),
+                Subscription::new(valid_filter("secret/x"), QoS::AtMostOnce),
+                Subscription::new(valid_filter("alice/#"), QoS::AtLeastOnce),
             ],
             SubscribeProperties::default(),
         )
@@ -781,7 +790,7 @@ fn unsubscribe_stops_delivery_and_reports_missing_filters() {
         .core
         .unsubscribe(
             now,
-            vec!["t".into(), "never".into()],
+            vec![valid_filter("t"), valid_filter("never")],
             UnsubscribeProperties::default(),
         )
         .unwrap();

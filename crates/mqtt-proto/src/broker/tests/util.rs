@@ -9,6 +9,7 @@ use crate::connection::{
     ClientConfig, ClientConnection, ClientEvent, ClientState, DisconnectReason, Session,
 };
 use crate::packet::{Publish, QoS, SubscribeProperties, Subscription, Version};
+use crate::topic::valid_filter;
 
 pub(crate) struct Client {
     pub(crate) core: ClientConnection,
@@ -233,7 +234,7 @@ impl Net {
     pub(crate) fn subscribe(&mut self, c: usize, filter: &str, qos: QoS) {
         self.subscribe_with(
             c,
-            Subscription::new(filter, qos),
+            Subscription::new(valid_filter(filter), qos),
             SubscribeProperties::default(),
         );
     }

@@ -511,6 +511,7 @@ mod tests {
             let bytes = s.as_bytes();
             let specials = bytes.iter().copied().any(is_special);
             assert_eq!(has_nul_or_wildcard(bytes), specials, "{s:?}");
+            assert_eq!(has_nul(bytes), bytes.contains(&0), "{s:?}");
             assert_eq!(
                 is_valid_topic_name(bytes),
                 topic::is_valid_topic_name(&s),
@@ -557,6 +558,22 @@ mod tests {
                 }
             });
             assert_eq!(name, expected, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn word_checks_find_a_special_byte_at_every_place_of_every_short_length() {
+        for len in 0..=17 {
+            let plain = vec![b'a'; len];
+            assert!(!has_nul(&plain) && !has_nul_or_wildcard(&plain), "{len}");
+            for at in 0..len {
+                for special in [0, b'+', b'#'] {
+                    let mut bytes = plain.clone();
+                    bytes[at] = special;
+                    assert!(has_nul_or_wildcard(&bytes), "{bytes:?}");
+                    assert_eq!(has_nul(&bytes), special == 0, "{bytes:?}");
+                }
+            }
         }
     }
 

@@ -105,13 +105,16 @@ impl Publish {
         };
         let fixed = body.len() - rest.len();
         let topic = body.slice(2..2 + topic_len);
+        // What follows the fixed part: the properties, or past an empty block the payload.
+        // Advanced before the topic is checked, so that the stores to `body` have landed by the
+        // time the packet is built from it (reading it back at once stalls on them).
+        body.advance(fixed + usize::from(empty_properties && version == Version::V5));
         let topic = if special {
             utf8(topic)?
         } else {
             ByteString::try_from(topic).map_err(|_| DecodeError::InvalidUtf8)?
         };
         if !empty_properties {
-            body.advance(fixed);
             return Self::decode_with_properties(flags, topic, special, packet_id, body);
         }
         if topic.is_empty() || special {
@@ -122,7 +125,6 @@ impl Publish {
                 _ => DecodeError::InvalidTopicName,
             });
         }
-        body.advance(fixed + usize::from(version == Version::V5));
         Ok(Some(Packet::Publish(Publish {
             dup,
             qos,

@@ -218,7 +218,9 @@ impl<R> Client<R> {
     ) -> Result<Message, Error> {
         if self.shared.version != Version::V5 {
             return Err(Error::Usage(mqtt_proto::connection::UsageError::Encode(
-                mqtt_proto::codec::EncodeError::NotInV311("request/response"),
+                mqtt_proto::codec::EncodeError::NotInV311(
+                    mqtt_proto::codec::V5Only::RequestResponse,
+                ),
             )));
         }
         let n = self.shared.next_request.fetch_add(1, Ordering::Relaxed);

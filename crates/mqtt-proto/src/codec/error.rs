@@ -31,7 +31,7 @@ pub enum DecodeError {
     ReservedPacketType(u8),
     /// The flags of the fixed header are not the ones the packet type requires
     /// (MQTT-2.1.3-1, MQTT-3.6.1-1, MQTT-3.8.1-1, MQTT-3.10.1-1). Close the connection.
-    #[error("invalid fixed header flags {flags:#06b} for {packet:?}")]
+    #[error("invalid fixed header flags {flags:#06b} for {packet}")]
     InvalidFixedHeaderFlags {
         /// The packet whose header was wrong.
         packet: PacketType,
@@ -45,7 +45,7 @@ pub enum DecodeError {
     #[error("DUP flag set on a QoS 0 PUBLISH")]
     DupWithQoS0,
     /// A packet that needs a packet identifier carried 0 (MQTT-2.2.1-3). Close the connection.
-    #[error("packet identifier 0 in {0:?}")]
+    #[error("packet identifier 0 in {0}")]
     ZeroPacketId(PacketType),
     /// A string was not well-formed UTF-8, or encoded a UTF-16 surrogate (MQTT-1.5.4-1).
     /// Close the connection.
@@ -71,7 +71,7 @@ pub enum DecodeError {
     #[error("unknown property identifier {0:#04x}")]
     UnknownProperty(u8),
     /// A property appeared in a packet that may not carry it. Close the connection.
-    #[error("property {id:#04x} is not allowed in {packet:?}")]
+    #[error("property {id:#04x} is not allowed in {packet}")]
     PropertyNotAllowed {
         /// The property identifier.
         id: u8,
@@ -101,7 +101,7 @@ pub enum DecodeError {
     NoLocalOnSharedSubscription,
     /// A SUBSCRIBE, UNSUBSCRIBE or SUBACK carried no entries (MQTT-3.8.3-2, MQTT-3.10.3-2).
     /// Close the connection (DISCONNECT 0x82 Protocol Error).
-    #[error("{0:?} carries no topic filters")]
+    #[error("{0} carries no topic filters")]
     EmptyPayload(PacketType),
     /// The CONNECT protocol name was not `MQTT` (MQTT-3.1.2-1). Answer with CONNACK
     /// 0x84 Unsupported Protocol Version (or 3.1.1 return code 1) and close.
@@ -135,7 +135,7 @@ pub enum DecodeError {
     #[error("authentication data without an authentication method")]
     AuthenticationDataWithoutMethod,
     /// A reason code (or 3.1.1 return code) that this packet may not carry. Close the connection.
-    #[error("reason code {code:#04x} is not valid in {packet:?}")]
+    #[error("reason code {code:#04x} is not valid in {packet}")]
     InvalidReasonCode {
         /// The packet that carried it.
         packet: PacketType,
@@ -144,10 +144,10 @@ pub enum DecodeError {
     },
     /// The packet ended before a field it announced (a length prefix larger than what is left).
     /// Close the connection.
-    #[error("{0:?} is truncated")]
+    #[error("{0} is truncated")]
     Truncated(PacketType),
     /// The packet's contents ended before its remaining length did. Close the connection.
-    #[error("{0:?} has trailing bytes after its contents")]
+    #[error("{0} has trailing bytes after its contents")]
     TrailingBytes(PacketType),
 }
 
@@ -197,6 +197,33 @@ impl DecodeError {
     }
 }
 
+/// What a packet carried that only MQTT 5.0 can express ([`EncodeError::NotInV311`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum V5Only {
+    /// Properties, in a packet of this type.
+    #[error("{0} properties")]
+    Properties(PacketType),
+    /// Will properties in a CONNECT.
+    #[error("will properties")]
+    WillProperties,
+    /// A password without a user name in a CONNECT (MQTT-3.1.2-22).
+    #[error("a password without a user name")]
+    PasswordWithoutUsername,
+    /// A reason code other than Success, in a packet of this type.
+    #[error("a {0} reason code other than Success")]
+    ReasonCode(PacketType),
+    /// Subscription options other than the maximum QoS.
+    #[error("subscription options other than QoS")]
+    SubscriptionOptions,
+    /// The AUTH packet.
+    #[error("the AUTH packet")]
+    Auth,
+    /// Request/response: a Response Topic and Correlation Data.
+    #[error("request/response")]
+    RequestResponse,
+}
+
 /// The caller asked to encode something that has no valid wire form.
 ///
 /// Nothing was written to the buffer. The connection is unaffected: fix the packet and try again.
@@ -218,17 +245,17 @@ pub enum EncodeError {
     #[error("DUP flag set on a QoS 0 PUBLISH")]
     DupWithQoS0,
     /// A SUBSCRIBE, UNSUBSCRIBE or SUBACK had no entries. Add at least one.
-    #[error("{0:?} must carry at least one entry")]
+    #[error("{0} must carry at least one entry")]
     EmptyPayload(PacketType),
     /// The packet carries something only MQTT 5.0 can express (properties, a reason code, an
     /// option, the AUTH packet). Leave it out for a 3.1.1 peer.
     #[error("{0} cannot be expressed in MQTT 3.1.1")]
-    NotInV311(&'static str),
+    NotInV311(V5Only),
     /// The version passed to `encode` differs from the CONNECT's own protocol version.
     #[error("CONNECT protocol version differs from the version requested")]
     VersionMismatch,
     /// The reason code is not one this packet may carry (table 2-6). Use one from its list.
-    #[error("reason code {code} is not valid in {packet:?}")]
+    #[error("reason code {code} is not valid in {packet}")]
     InvalidReasonCode {
         /// The packet being encoded.
         packet: PacketType,

@@ -22,7 +22,7 @@ pub(crate) mod wire;
 
 use bytes::{Buf, BytesMut};
 
-pub use error::{DecodeError, EncodeError};
+pub use error::{DecodeError, EncodeError, V5Only};
 use wire::{MAX_VARIABLE_BYTE_INTEGER, Put, Reader, put_varint, read_varint, varint_len};
 
 use crate::packet::{

@@ -354,7 +354,7 @@ impl ClientConnection {
             // 3.1.1 cannot carry them; dropping them silently would surprise the caller.
             if !publish.properties.is_empty() {
                 return Err(UsageError::Encode(crate::codec::EncodeError::NotInV311(
-                    "PUBLISH properties",
+                    crate::codec::V5Only::Properties(PacketType::Publish),
                 )));
             }
         }

@@ -18,7 +18,7 @@ pub enum ProtocolError {
     /// A packet arrived that this side never accepts, or not in this state (a second CONNACK,
     /// a SUBSCRIBE sent to a client, anything before CONNACK, AUTH without an authentication
     /// method).
-    #[error("unexpected {0:?} packet")]
+    #[error("unexpected {0} packet")]
     UnexpectedPacket(PacketType),
     /// More unacknowledged QoS 1 and 2 publishes than our Receive Maximum (MQTT-3.3.4-9).
     #[error("receive maximum exceeded")]

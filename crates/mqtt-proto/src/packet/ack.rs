@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use super::{AckProperties, PacketId, PacketType, Version};
 use crate::ReasonCode;
 use crate::codec::wire::{Put, Reader};
-use crate::codec::{DecodeError, EncodeError};
+use crate::codec::{DecodeError, EncodeError, V5Only};
 use crate::reason::ReasonContext;
 
 fn read_packet_id(r: &mut Reader) -> Result<PacketId, DecodeError> {
@@ -93,10 +93,10 @@ macro_rules! pub_ack {
                 check_reason(self.reason_code, ReasonContext::$context, PacketType::$context)?;
                 match version {
                     Version::V3_1_1 if self.reason_code != ReasonCode::Success => {
-                        Err(EncodeError::NotInV311("a reason code other than Success"))
+                        Err(EncodeError::NotInV311(V5Only::ReasonCode(PacketType::$context)))
                     }
                     Version::V3_1_1 if !self.properties.is_empty() => {
-                        Err(EncodeError::NotInV311("acknowledgement properties"))
+                        Err(EncodeError::NotInV311(V5Only::Properties(PacketType::$context)))
                     }
                     Version::V3_1_1 => Ok(2),
                     // The shortest form: reason code and property length may be omitted when
@@ -187,7 +187,9 @@ impl SubAck {
         let properties = match version {
             Version::V5 => self.properties.block_len()?,
             Version::V3_1_1 if !self.properties.is_empty() => {
-                return Err(EncodeError::NotInV311("SUBACK properties"));
+                return Err(EncodeError::NotInV311(V5Only::Properties(
+                    PacketType::SubAck,
+                )));
             }
             Version::V3_1_1 => 0,
         };
@@ -254,9 +256,9 @@ impl UnsubAck {
 
     pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
         match version {
-            Version::V3_1_1 if !self.properties.is_empty() => {
-                Err(EncodeError::NotInV311("UNSUBACK properties"))
-            }
+            Version::V3_1_1 if !self.properties.is_empty() => Err(EncodeError::NotInV311(
+                V5Only::Properties(PacketType::UnsubAck),
+            )),
             Version::V3_1_1 => Ok(2),
             Version::V5 => {
                 if self.reason_codes.is_empty() {

@@ -3,12 +3,12 @@
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::{ConnAckProperties, ConnectProperties, QoS, Version, WillProperties};
+use super::{ConnAckProperties, ConnectProperties, PacketType, QoS, Version, WillProperties};
 use crate::ReasonCode;
 use crate::codec::wire::{
     Put, Reader, check_topic_name, field_len, is_valid_topic_name, put_binary, string_len,
 };
-use crate::codec::{DecodeError, EncodeError};
+use crate::codec::{DecodeError, EncodeError, V5Only};
 use crate::reason::ReasonContext;
 
 /// CONNECT: the first packet a client sends.
@@ -159,10 +159,12 @@ impl Connect {
         let v5 = version == Version::V5;
         if !v5 {
             if !self.properties.is_empty() {
-                return Err(EncodeError::NotInV311("CONNECT properties"));
+                return Err(EncodeError::NotInV311(V5Only::Properties(
+                    PacketType::Connect,
+                )));
             }
             if self.password.is_some() && self.username.is_none() {
-                return Err(EncodeError::NotInV311("a password without a user name"));
+                return Err(EncodeError::NotInV311(V5Only::PasswordWithoutUsername));
             }
         }
         // Protocol name, level, flags, keep alive.
@@ -180,7 +182,7 @@ impl Connect {
             if v5 {
                 len += will.properties.block_len()?;
             } else if !will.properties.is_empty() {
-                return Err(EncodeError::NotInV311("will properties"));
+                return Err(EncodeError::NotInV311(V5Only::WillProperties));
             }
             check_topic_name(&will.topic)?;
             len += string_len(&will.topic)? + field_len(&will.payload)?;
@@ -303,9 +305,9 @@ impl ConnAck {
         }
         self.code(version)?;
         match version {
-            Version::V3_1_1 if !self.properties.is_empty() => {
-                Err(EncodeError::NotInV311("CONNACK properties"))
-            }
+            Version::V3_1_1 if !self.properties.is_empty() => Err(EncodeError::NotInV311(
+                V5Only::Properties(PacketType::ConnAck),
+            )),
             Version::V3_1_1 => Ok(2),
             Version::V5 => Ok(2 + self.properties.block_len()?),
         }

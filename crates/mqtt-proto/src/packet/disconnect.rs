@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use super::{AuthProperties, DisconnectProperties, PacketType, Version};
 use crate::ReasonCode;
 use crate::codec::wire::{Put, Reader};
-use crate::codec::{DecodeError, EncodeError};
+use crate::codec::{DecodeError, EncodeError, V5Only};
 use crate::reason::ReasonContext;
 
 /// DISCONNECT: the connection is closing. In 3.1.1 it has no contents and only the client sends
@@ -70,12 +70,12 @@ impl Disconnect {
             });
         }
         match version {
-            Version::V3_1_1 if self.reason_code != ReasonCode::Success => {
-                Err(EncodeError::NotInV311("a DISCONNECT reason code"))
-            }
-            Version::V3_1_1 if !self.properties.is_empty() => {
-                Err(EncodeError::NotInV311("DISCONNECT properties"))
-            }
+            Version::V3_1_1 if self.reason_code != ReasonCode::Success => Err(
+                EncodeError::NotInV311(V5Only::ReasonCode(PacketType::Disconnect)),
+            ),
+            Version::V3_1_1 if !self.properties.is_empty() => Err(EncodeError::NotInV311(
+                V5Only::Properties(PacketType::Disconnect),
+            )),
             Version::V3_1_1 => Ok(0),
             Version::V5 if self.properties.is_empty() => {
                 Ok(usize::from(self.reason_code != ReasonCode::Success))
@@ -111,7 +111,7 @@ impl Auth {
 
     pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
         if version == Version::V3_1_1 {
-            return Err(EncodeError::NotInV311("AUTH"));
+            return Err(EncodeError::NotInV311(V5Only::Auth));
         }
         if !self.reason_code.allowed_in(ReasonContext::Auth) {
             return Err(EncodeError::InvalidReasonCode {

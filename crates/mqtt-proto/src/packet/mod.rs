@@ -128,6 +128,28 @@ pub enum PacketType {
 }
 
 impl PacketType {
+    /// The packet's name as the specification spells it: `"CONNECT"`, `"PUBACK"`, ….
+    pub fn name(self) -> &'static str {
+        use PacketType::*;
+        match self {
+            Connect => "CONNECT",
+            ConnAck => "CONNACK",
+            Publish => "PUBLISH",
+            PubAck => "PUBACK",
+            PubRec => "PUBREC",
+            PubRel => "PUBREL",
+            PubComp => "PUBCOMP",
+            Subscribe => "SUBSCRIBE",
+            SubAck => "SUBACK",
+            Unsubscribe => "UNSUBSCRIBE",
+            UnsubAck => "UNSUBACK",
+            PingReq => "PINGREQ",
+            PingResp => "PINGRESP",
+            Disconnect => "DISCONNECT",
+            Auth => "AUTH",
+        }
+    }
+
     /// The packet type for a nibble; 0 is reserved.
     pub fn from_u8(value: u8) -> Option<PacketType> {
         use PacketType::*;
@@ -149,6 +171,13 @@ impl PacketType {
             15 => Auth,
             _ => return None,
         })
+    }
+}
+
+/// Shows the [`PacketType::name`].
+impl std::fmt::Display for PacketType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -253,5 +282,24 @@ mod tests {
         assert_eq!(std::mem::size_of::<Packet>(), 104);
         assert_eq!(std::mem::size_of::<Publish>(), 80);
         assert_eq!(std::mem::size_of::<PublishProperties>(), 160);
+    }
+
+    /// An encoding error is two words: a change should be deliberate.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn encode_result_is_two_words() {
+        use crate::codec::EncodeError;
+        assert_eq!(std::mem::size_of::<Result<(), EncodeError>>(), 16);
+        assert_eq!(std::mem::size_of::<Result<usize, EncodeError>>(), 16);
+    }
+
+    #[test]
+    fn packet_types_display_as_the_specification_names_them() {
+        assert_eq!(PacketType::ConnAck.to_string(), "CONNACK");
+        assert_eq!(PacketType::Unsubscribe.to_string(), "UNSUBSCRIBE");
+        for nibble in 1..=15 {
+            let name = PacketType::from_u8(nibble).map(PacketType::name);
+            assert!(name.is_some_and(|n| n.bytes().all(|b| b.is_ascii_uppercase())));
+        }
     }
 }

@@ -4,7 +4,7 @@ use bytes::BytesMut;
 
 use super::{PacketId, PacketType, QoS, SubscribeProperties, UnsubscribeProperties, Version};
 use crate::codec::wire::{Put, Reader, put_binary};
-use crate::codec::{DecodeError, EncodeError};
+use crate::codec::{DecodeError, EncodeError, V5Only};
 use crate::topic::TopicFilter;
 
 /// Retain Handling (section 3.8.3.1): whether retained messages are sent when subscribing.
@@ -73,9 +73,7 @@ impl SubscriptionOptions {
                 RetainHandling::DoNotSend => 2,
             } << 4;
         if version == Version::V3_1_1 && extended != 0 {
-            return Err(EncodeError::NotInV311(
-                "subscription options other than QoS",
-            ));
+            return Err(EncodeError::NotInV311(V5Only::SubscriptionOptions));
         }
         Ok(self.qos.as_u8() | extended)
     }
@@ -92,6 +90,14 @@ pub struct Subscription {
 
 impl Subscription {
     /// A subscription to `filter` at `qos` with default options.
+    ///
+    /// ```
+    /// use mqtt_proto::packet::{QoS, Subscription, TopicFilter};
+    ///
+    /// let subscription = Subscription::new(TopicFilter::new("sensors/+/temperature")?, QoS::AtLeastOnce);
+    /// assert_eq!(subscription.filter, "sensors/+/temperature");
+    /// # Ok::<(), mqtt_proto::topic::TopicError>(())
+    /// ```
     pub fn new(filter: TopicFilter, qos: QoS) -> Self {
         Self {
             filter,
@@ -151,7 +157,9 @@ impl Subscribe {
         match version {
             Version::V5 => len += self.properties.block_len()?,
             Version::V3_1_1 if !self.properties.is_empty() => {
-                return Err(EncodeError::NotInV311("SUBSCRIBE properties"));
+                return Err(EncodeError::NotInV311(V5Only::Properties(
+                    PacketType::Subscribe,
+                )));
             }
             Version::V3_1_1 => {}
         }
@@ -221,7 +229,9 @@ impl Unsubscribe {
         match version {
             Version::V5 => len += self.properties.block_len()?,
             Version::V3_1_1 if !self.properties.is_empty() => {
-                return Err(EncodeError::NotInV311("UNSUBSCRIBE properties"));
+                return Err(EncodeError::NotInV311(V5Only::Properties(
+                    PacketType::Unsubscribe,
+                )));
             }
             Version::V3_1_1 => {}
         }

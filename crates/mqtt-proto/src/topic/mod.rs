@@ -1,5 +1,8 @@
 //! Topic names and topic filters (section 4.7): validation, matching and shared subscriptions.
 //!
+//! A SUBSCRIBE or UNSUBSCRIBE carries [`TopicFilter`]s, which are checked once, when they are
+//! made (or decoded), and never again.
+//!
 //! ```
 //! use mqtt_proto::topic;
 //!

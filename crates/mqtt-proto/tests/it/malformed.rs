@@ -10,7 +10,7 @@
 
 use bytes::BytesMut;
 use mqtt_proto::ReasonCode;
-use mqtt_proto::codec::{self, DecodeError, EncodeError, Limits};
+use mqtt_proto::codec::{self, DecodeError, EncodeError, Limits, V5Only};
 use mqtt_proto::packet::{
     AckProperties, Auth, ByteString, Bytes, ConnAck, ConnAckProperties, Connect, ConnectProperties,
     Disconnect, DisconnectProperties, Packet, PacketType, PubAck, PubRel, Publish,
@@ -1529,16 +1529,14 @@ fn encode_fails(packet: impl Into<Packet>, version: Version, error: EncodeError)
     );
 }
 
-/// Encoding `packet` fails with [`EncodeError::NotInV311`], writing nothing.
+/// Encoding `packet` for 3.1.1 fails with [`EncodeError::NotInV311`] naming `what`, writing
+/// nothing.
 #[track_caller]
-fn not_in_v311(packet: impl Into<Packet>) {
+fn not_in_v311(packet: impl Into<Packet>, what: V5Only) {
     let packet = packet.into();
     let mut buf = BytesMut::new();
     let result = codec::encode(&packet, V3_1_1, &mut buf);
-    assert!(
-        matches!(result, Err(EncodeError::NotInV311(_))),
-        "{packet:?}: {result:?}"
-    );
+    assert_eq!(result, Err(EncodeError::NotInV311(what)), "{packet:?}");
     assert!(buf.is_empty());
 }
 
@@ -1586,7 +1584,11 @@ fn encode_empty_topic_without_alias() {
 
 #[test]
 fn encode_auth_in_v311() {
-    encode_fails(Auth::default(), V3_1_1, EncodeError::NotInV311("AUTH"));
+    encode_fails(
+        Auth::default(),
+        V3_1_1,
+        EncodeError::NotInV311(V5Only::Auth),
+    );
 }
 
 #[test]
@@ -1594,18 +1596,18 @@ fn encode_v5_only_fields_in_v311() {
     // Properties of every packet that has them, except PUBLISH (whose are dropped, below).
     let mut connect = Connect::new(V3_1_1, "c");
     connect.properties.session_expiry_interval = Some(1);
-    not_in_v311(connect);
+    not_in_v311(connect, V5Only::Properties(PacketType::Connect));
     let mut connect = Connect::new(V3_1_1, "c");
     let mut will = Will::new("w", "x", QoS::AtMostOnce);
     will.properties.will_delay_interval = Some(1);
     connect.will = Some(will);
-    not_in_v311(connect);
+    not_in_v311(connect, V5Only::WillProperties);
     let mut connack = ConnAck::default();
     connack.properties.maximum_qos = Some(QoS::AtMostOnce);
-    not_in_v311(connack);
+    not_in_v311(connack, V5Only::Properties(PacketType::ConnAck));
     let mut puback = PubAck::new(pid(1));
     puback.properties.reason_string = Some("r".into());
-    not_in_v311(puback);
+    not_in_v311(puback, V5Only::Properties(PacketType::PubAck));
     let mut subscribe = Subscribe {
         packet_id: pid(1),
         properties: Default::default(),
@@ -1615,14 +1617,14 @@ fn encode_v5_only_fields_in_v311() {
         .properties
         .user_properties
         .push(UserProperty::new("k", "v"));
-    not_in_v311(subscribe);
+    not_in_v311(subscribe, V5Only::Properties(PacketType::Subscribe));
     let mut suback = SubAck {
         packet_id: pid(1),
         properties: AckProperties::default(),
         reason_codes: vec![ReasonCode::Success],
     };
     suback.properties.reason_string = Some("r".into());
-    not_in_v311(suback);
+    not_in_v311(suback, V5Only::Properties(PacketType::SubAck));
     let mut unsubscribe = Unsubscribe {
         packet_id: pid(1),
         properties: Default::default(),
@@ -1632,7 +1634,7 @@ fn encode_v5_only_fields_in_v311() {
         .properties
         .user_properties
         .push(UserProperty::new("k", "v"));
-    not_in_v311(unsubscribe);
+    not_in_v311(unsubscribe, V5Only::Properties(PacketType::Unsubscribe));
     let unsuback = UnsubAck {
         packet_id: pid(1),
         properties: AckProperties {
@@ -1641,7 +1643,7 @@ fn encode_v5_only_fields_in_v311() {
         },
         reason_codes: vec![ReasonCode::Success],
     };
-    not_in_v311(unsuback);
+    not_in_v311(unsuback, V5Only::Properties(PacketType::UnsubAck));
     let disconnect = Disconnect {
         reason_code: ReasonCode::Success,
         properties: DisconnectProperties {
@@ -1649,33 +1651,39 @@ fn encode_v5_only_fields_in_v311() {
             ..Default::default()
         },
     };
-    not_in_v311(disconnect);
+    not_in_v311(disconnect, V5Only::Properties(PacketType::Disconnect));
 
     // Reason codes other than Success.
     let mut puback = PubAck::new(pid(1));
     puback.reason_code = ReasonCode::NoMatchingSubscribers;
-    not_in_v311(puback);
+    not_in_v311(puback, V5Only::ReasonCode(PacketType::PubAck));
     let mut pubrel = PubRel::new(pid(1));
     pubrel.reason_code = ReasonCode::PacketIdentifierNotFound;
-    not_in_v311(pubrel);
-    not_in_v311(Disconnect::new(ReasonCode::DisconnectWithWillMessage));
+    not_in_v311(pubrel, V5Only::ReasonCode(PacketType::PubRel));
+    not_in_v311(
+        Disconnect::new(ReasonCode::DisconnectWithWillMessage),
+        V5Only::ReasonCode(PacketType::Disconnect),
+    );
 
     // Subscription options other than QoS.
     let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
     options.retain_handling = RetainHandling::DoNotSend;
-    not_in_v311(Subscribe {
-        packet_id: pid(1),
-        properties: Default::default(),
-        filters: vec![Subscription {
-            filter: filter("a"),
-            options,
-        }],
-    });
+    not_in_v311(
+        Subscribe {
+            packet_id: pid(1),
+            properties: Default::default(),
+            filters: vec![Subscription {
+                filter: filter("a"),
+                options,
+            }],
+        },
+        V5Only::SubscriptionOptions,
+    );
 
     // A password without a user name.
     let mut connect = Connect::new(V3_1_1, "c");
     connect.password = Some(Bytes::from_static(b"p"));
-    not_in_v311(connect);
+    not_in_v311(connect, V5Only::PasswordWithoutUsername);
 }
 
 #[test]
@@ -1845,7 +1853,7 @@ fn encode_v5_publish_for_v311_drops_its_properties() {
     };
     let mut connect = Connect::new(V3_1_1, "c");
     connect.will = Some(will);
-    not_in_v311(connect);
+    not_in_v311(connect, V5Only::WillProperties);
     // And the CONNECT properties of a 3.1.1 connection too.
     let connect = Connect {
         properties: ConnectProperties {
@@ -1854,7 +1862,7 @@ fn encode_v5_publish_for_v311_drops_its_properties() {
         },
         ..Connect::new(V3_1_1, "c")
     };
-    not_in_v311(connect);
+    not_in_v311(connect, V5Only::Properties(PacketType::Connect));
 }
 
 /// What the decoder rejects, the encoder refuses to produce.

@@ -150,7 +150,7 @@ pub fn decode(
     // built in the return value: a finished `Packet` is 104 bytes, a `memcpy` per move.
     let r = &mut r;
     match header.packet {
-        PacketType::Connect => whole(Box::new(Connect::read(r)?), r, Packet::Connect),
+        PacketType::Connect => whole(Connect::read(r)?, r, Packet::Connect),
         PacketType::ConnAck => whole(Box::new(ConnAck::read(r, version)?), r, Packet::ConnAck),
         // Read from the slice rather than the reader; its payload takes the rest, so there is
         // nothing to finish.

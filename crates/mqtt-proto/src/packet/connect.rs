@@ -88,7 +88,10 @@ impl Connect {
         }
     }
 
-    pub(crate) fn read(r: &mut Reader) -> Result<Self, DecodeError> {
+    /// Reads a CONNECT into the box it is returned in: its fields (432 bytes, 144 of them the
+    /// will's properties) are filled where they stay, rather than built on the stack and copied
+    /// into place one level at a time.
+    pub(crate) fn read(r: &mut Reader) -> Result<Box<Self>, DecodeError> {
         if !r.binary_is(PROTOCOL_NAME)? {
             return Err(DecodeError::InvalidProtocolName);
         }
@@ -111,45 +114,48 @@ impl Connect {
             return Err(DecodeError::PasswordWithoutUsername);
         }
         let keep_alive = r.u16()?;
-        let properties = match protocol_version {
-            Version::V5 => ConnectProperties::read(r)?,
-            Version::V3_1_1 => ConnectProperties::default(),
-        };
-        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
-            return Err(DecodeError::AuthenticationDataWithoutMethod);
-        }
-        let client_id = r.string()?;
-        let will = if has_will {
-            let properties = match protocol_version {
-                Version::V5 => WillProperties::read(r)?,
-                Version::V3_1_1 => WillProperties::default(),
-            };
-            let topic = r.string()?;
-            if !is_valid_topic_name(topic.as_bytes()) {
-                return Err(DecodeError::InvalidTopicName);
-            }
-            Some(Will {
-                topic,
-                payload: r.binary()?,
-                qos: will_qos,
-                retain: flags & flag::WILL_RETAIN != 0,
-                properties,
-            })
-        } else {
-            None
-        };
-        let username = has_username.then(|| r.string()).transpose()?;
-        let password = has_password.then(|| r.binary()).transpose()?;
-        Ok(Connect {
+        let mut connect = Box::new(Connect {
             protocol_version,
             clean_start: flags & flag::CLEAN_START != 0,
             keep_alive,
-            client_id,
-            will,
-            username,
-            password,
-            properties,
-        })
+            client_id: ByteString::new(),
+            will: None,
+            username: None,
+            password: None,
+            properties: ConnectProperties::default(),
+        });
+        let properties = &mut connect.properties;
+        if protocol_version == Version::V5 {
+            properties.read_into(r)?;
+        }
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthenticationDataWithoutMethod);
+        }
+        connect.client_id = r.string()?;
+        if has_will {
+            let will = connect.will.insert(Will {
+                topic: ByteString::new(),
+                payload: Bytes::new(),
+                qos: will_qos,
+                retain: flags & flag::WILL_RETAIN != 0,
+                properties: WillProperties::default(),
+            });
+            if protocol_version == Version::V5 {
+                will.properties.read_into(r)?;
+            }
+            will.topic = r.string()?;
+            if !is_valid_topic_name(will.topic.as_bytes()) {
+                return Err(DecodeError::InvalidTopicName);
+            }
+            will.payload = r.binary()?;
+        }
+        if has_username {
+            connect.username = Some(r.string()?);
+        }
+        if has_password {
+            connect.password = Some(r.binary()?);
+        }
+        Ok(connect)
     }
 
     pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {

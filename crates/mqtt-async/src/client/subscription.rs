@@ -20,7 +20,7 @@ use crate::Error;
 ///
 /// The filter is checked when the subscription is made: an invalid one makes
 /// [`Client::subscribe_with`](crate::Client::subscribe_with) return
-/// [`UsageError::InvalidTopic`](mqtt_proto::connection::UsageError::InvalidTopic).
+/// [`UsageError::InvalidTopic`](crate::UsageError::InvalidTopic).
 ///
 /// ```
 /// use mqtt_async::{QoS, SubscribeOptions};
@@ -56,10 +56,11 @@ impl SubscribeOptions {
 
     /// Checks the filter.
     pub(crate) fn check(self) -> Result<CheckedSubscribe, TopicError> {
-        let mut subscription = Filter::new(TopicFilter::new(self.filter)?, QoS::AtMostOnce);
-        subscription.options = self.options;
         Ok(CheckedSubscribe {
-            subscription,
+            subscription: Filter {
+                filter: TopicFilter::new(self.filter)?,
+                options: self.options,
+            },
             manual_ack: self.manual_ack,
             capacity: self.capacity,
         })

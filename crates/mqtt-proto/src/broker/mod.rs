@@ -878,7 +878,7 @@ impl Broker {
         let mut retained_for = Vec::new();
         for subscription in &subscribe.filters {
             let filter = &subscription.filter;
-            let shared = topic::parse_shared(filter);
+            let shared = filter.shared();
             let info = ClientInfo {
                 client_id: &client_id,
                 username: username.as_deref(),

@@ -561,7 +561,8 @@ macro_rules! properties {
             }
 
             /// Reads a property block: its length, then the properties.
-            // PUBLISH reads its properties in place with `read_into`; every other packet uses this.
+            // PUBLISH, CONNECT and the will read theirs in place with `read_into`; the other
+            // packets use this.
             #[allow(dead_code)]
             pub(crate) fn read(r: &mut Reader) -> Result<Self, DecodeError> {
                 let mut properties = Self::default();
@@ -569,8 +570,8 @@ macro_rules! properties {
                 Ok(properties)
             }
 
-            /// [`Self::read`] into `self`, which must be empty: a PUBLISH fills its boxed
-            /// properties in place rather than moving a struct of 160 bytes.
+            /// [`Self::read`] into `self`, which must be empty: a PUBLISH or CONNECT fills its
+            /// boxed properties in place rather than moving a struct of up to 160 bytes.
             pub(crate) fn read_into(&mut self, r: &mut Reader) -> Result<(), DecodeError> {
                 let len = r.varint()?;
                 if len == 0 {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mqtt_tokio::{Broker, Client, ClientOptions, Publish, QoS};
+use mqtt_tokio::{Broker, Client, ClientOptions, Publish, QoS, TopicName};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let replies = responder.clone();
     tokio::spawn(async move {
         while let Some(request) = requests.recv().await {
-            let Some(topic) = request.properties().response_topic.clone() else {
+            let response_topic = request.properties().response_topic.clone();
+            let Some(topic) = response_topic.and_then(|topic| TopicName::new(topic).ok()) else {
                 continue;
             };
             let mut reply = Publish::new(

@@ -33,7 +33,7 @@ use bytes::BytesMut;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{ClientConfig, ClientConnection, ClientEvent, DisconnectReason};
 use mqtt_proto::packet::{
-    Disconnect, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+    Disconnect, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, TopicName, Version,
 };
 
 /// The whole run, from connecting to the last message, must fit in this.
@@ -89,7 +89,7 @@ fn run(address: &str, version: Version) -> Result<(), Box<dyn Error>> {
         std::process::id(),
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
     );
-    let topic = format!("sans-io/{unique}");
+    let topic = TopicName::new(format!("sans-io/{unique}"))?;
 
     // ---- The transport: ours to open, configure and close. The core never sees it. ----
     let socket_address = resolve(address)?;
@@ -179,7 +179,7 @@ fn run(address: &str, version: Version) -> Result<(), Box<dyn Error>> {
 
 /// The application: everything that is this program's business rather than MQTT's.
 struct App {
-    topic: String,
+    topic: TopicName,
     subscribed: bool,
     /// Which QoS levels came back, indexed by QoS.
     received: [bool; 3],
@@ -189,7 +189,7 @@ struct App {
 }
 
 impl App {
-    fn new(topic: String) -> Self {
+    fn new(topic: TopicName) -> Self {
         Self {
             topic,
             subscribed: false,
@@ -230,7 +230,7 @@ impl App {
                 self.subscribed = true;
                 for qos in QOS_LEVELS {
                     let mut publish =
-                        Publish::new(self.topic.as_str(), format!("hello at QoS {}", qos.as_u8()));
+                        Publish::new(self.topic.clone(), format!("hello at QoS {}", qos.as_u8()));
                     publish.qos = qos;
                     // QoS 1 and 2 get a packet identifier and end with a `Published` event.
                     match connection.publish(Instant::now(), publish)? {

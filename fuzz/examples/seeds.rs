@@ -24,7 +24,11 @@ fn packets(version: Version) -> Vec<Packet> {
     let mut connect = Connect::new(version, "client-1");
     connect.username = Some("user".into());
     connect.password = Some(Bytes::from_static(b"pass"));
-    let mut will = Will::new("will/topic", "gone", QoS::AtLeastOnce);
+    let mut will = Will::new(
+        TopicName::from_static("will/topic"),
+        "gone",
+        QoS::AtLeastOnce,
+    );
     will.retain = true;
     if v5 {
         connect.properties = ConnectProperties {
@@ -66,7 +70,10 @@ fn packets(version: Version) -> Vec<Packet> {
         };
     }
 
-    let mut publish = Publish::new("sensors/kitchen/temperature", "23.5");
+    let mut publish = Publish::new(
+        TopicName::from_static("sensors/kitchen/temperature"),
+        "23.5",
+    );
     publish.qos = QoS::ExactlyOnce;
     publish.packet_id = Some(id(7));
     publish.retain = true;
@@ -141,7 +148,7 @@ fn packets(version: Version) -> Vec<Packet> {
         connect.into(),
         connack.into(),
         publish.into(),
-        Publish::new("t", Bytes::new()).into(),
+        Publish::new(TopicName::from_static("t"), Bytes::new()).into(),
         ack.clone().into(),
         PubRec::new(id(8)).into(),
         PubRel::new(id(8)).into(),

@@ -8,7 +8,7 @@ use mqtt_proto::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId};
 use mqtt_proto::codec::{self, Limits};
 use mqtt_proto::connection::{AckToken, ClientConfig, ClientConnection, ClientEvent, ClientState};
 use mqtt_proto::packet::{
-    Packet, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+    Packet, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, TopicName, Version,
 };
 
 /// Reads `[op][len][len bytes]` records from fuzz input.
@@ -83,7 +83,10 @@ pub fn client_stream(data: &[u8]) {
                 client.handle_timeout(now);
             }
             2 => {
-                let mut publish = Publish::new("fuzz/t", Bytes::copy_from_slice(body));
+                let mut publish = Publish::new(
+                    TopicName::from_static("fuzz/t"),
+                    Bytes::copy_from_slice(body),
+                );
                 publish.qos = qos(body.first().copied().unwrap_or(0));
                 let _ = client.publish(now, publish);
             }
@@ -243,7 +246,7 @@ pub fn broker_stream(data: &[u8]) {
         return;
     }
     let before = good.received;
-    let mut publish = Publish::new("good/check", "still here");
+    let mut publish = Publish::new(TopicName::from_static("good/check"), "still here");
     publish.qos = QoS::AtLeastOnce;
     let _ = good.client.publish(now, publish);
     pump(&mut broker, &mut good, now);

@@ -188,8 +188,8 @@ pub(crate) fn check_filter(filter: &str) -> anyhow::Result<()> {
 }
 
 /// Checks a topic name before connecting (no wildcards, MQTT-3.3.2-2; not empty, MQTT-4.7.3-1).
-pub(crate) fn check_topic(topic: &str) -> anyhow::Result<()> {
-    mqtt_tokio::topic::check_topic_name(topic)
+pub(crate) fn topic_name(topic: &str) -> anyhow::Result<mqtt_tokio::TopicName> {
+    mqtt_tokio::TopicName::new(topic)
         .map_err(|error| anyhow::anyhow!("invalid topic {topic:?}: {error}"))
 }
 

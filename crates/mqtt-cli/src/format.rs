@@ -195,7 +195,7 @@ mod tests {
     fn json_payloads() {
         assert_eq!(render(b"hi", Format::Json), r#""hi""#);
         assert_eq!(render(&[0, 0xff], Format::Json), r#"{"hex":"00ff"}"#);
-        let mut publish = Publish::new("a/b", vec![0xffu8]);
+        let mut publish = Publish::new("a/b".parse().expect("valid topic name"), vec![0xffu8]);
         publish.qos = QoS::AtLeastOnce;
         publish.retain = true;
         publish

@@ -88,9 +88,11 @@ fn parse_user_property(s: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
-    /// The PUBLISH every message is a copy of (with an empty payload).
+    /// The PUBLISH every message is a copy of (with an empty payload). Its topic is checked
+    /// here, before connecting.
     fn template(&self) -> anyhow::Result<Publish> {
-        let mut publish = Publish::new(self.topic.clone(), Bytes::new());
+        let topic = crate::common::topic_name(&self.topic)?;
+        let mut publish = Publish::new(topic, Bytes::new());
         publish.qos = self.qos;
         publish.retain = self.retain;
         let p = &mut publish.properties;
@@ -146,7 +148,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if message.is_none() && !args.stdin_line && args.count.is_none() {
         anyhow::bail!("no message: give one of -m, -f, -l, -s or -n (or --count for a benchmark)");
     }
-    crate::common::check_topic(&args.topic)?;
     let client = args.connect.connect().await?;
     let result = match args.count {
         Some(count) => {

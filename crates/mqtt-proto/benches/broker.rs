@@ -93,7 +93,7 @@ fn bench_router(c: &mut Criterion) {
     let now = Instant::now();
     let publish = |topic: &str| {
         bytes(Packet::Publish(Publish::new(
-            topic.to_owned(),
+            topic.parse().expect("valid topic name"),
             bytes::Bytes::from_static(&[0x42; 64]),
         )))
     };

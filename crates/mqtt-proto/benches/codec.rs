@@ -21,7 +21,7 @@ use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
 use mqtt_proto::codec::{self, Limits};
-use mqtt_proto::packet::{Connect, TopicFilter, WillProperties};
+use mqtt_proto::packet::{Connect, TopicFilter, TopicName, WillProperties};
 use mqtt_proto::packet::{
     ConnectProperties, Packet, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Subscribe,
     SubscribeProperties, Subscription, Unsubscribe, UnsubscribeProperties, UserProperty, Version,
@@ -119,7 +119,7 @@ impl Case {
 
 fn publish(version: Version, qos: QoS, payload_len: usize) -> Case {
     let mut publish = Publish::new(
-        "sensors/building-7/floor-3/temperature",
+        topic("sensors/building-7/floor-3/temperature"),
         payload(payload_len),
     );
     publish.qos = qos;
@@ -139,6 +139,10 @@ fn publish(version: Version, qos: QoS, payload_len: usize) -> Case {
         version,
         publish,
     )
+}
+
+fn topic(name: &str) -> TopicName {
+    TopicName::new(name).expect("valid topic name")
 }
 
 fn payload(len: usize) -> Bytes {
@@ -163,7 +167,11 @@ fn connect_v5() -> Case {
         ],
         ..ConnectProperties::default()
     };
-    let mut will = Will::new("sensors/building-7/status", "offline", QoS::AtLeastOnce);
+    let mut will = Will::new(
+        topic("sensors/building-7/status"),
+        "offline",
+        QoS::AtLeastOnce,
+    );
     will.retain = true;
     will.properties = WillProperties {
         will_delay_interval: Some(10),
@@ -202,9 +210,13 @@ fn mixed_stream(count: usize) -> (BytesMut, usize) {
     for i in 0..count {
         let id = NonZeroU16::new((i % 65_535) as u16 + 1).unwrap_or(NonZeroU16::MIN);
         let packet: Packet = match i % 10 {
-            0..=3 => Publish::new(format!("devices/{}/telemetry", i % 100), payload(32)).into(),
+            0..=3 => Publish::new(
+                topic(&format!("devices/{}/telemetry", i % 100)),
+                payload(32),
+            )
+            .into(),
             4 | 5 => {
-                let mut publish = Publish::new("devices/commands/reboot", payload(100));
+                let mut publish = Publish::new(topic("devices/commands/reboot"), payload(100));
                 publish.qos = QoS::AtLeastOnce;
                 publish.packet_id = Some(id);
                 publish.into()

@@ -15,7 +15,7 @@
 //! use mqtt_proto::codec::{self, Limits};
 //! use mqtt_proto::packet::{Packet, Publish, QoS, Version};
 //!
-//! let mut publish = Publish::new("sensors/kitchen/temperature", "23.5");
+//! let mut publish = Publish::new("sensors/kitchen/temperature".parse()?, "23.5");
 //! publish.qos = QoS::AtLeastOnce;
 //! publish.packet_id = std::num::NonZeroU16::new(7);
 //!

@@ -42,7 +42,7 @@ use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use mqtt_proto::connection::{ClientConfig, ClientConnection, ClientEvent};
 use mqtt_proto::packet::{
-    ByteString, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+    ByteString, Publish, QoS, SubscribeProperties, Subscription, TopicFilter, TopicName, Version,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -617,9 +617,9 @@ async fn relay(broker: &BrokerProcess, relay: Relay, messages: u64) -> anyhow::R
     let start = Instant::now();
     for (i, raw) in raws.into_iter().enumerate() {
         let topic = if relay.publishers > 1 {
-            ByteString::from(format!("load/in/{i}"))
+            TopicName::new(format!("load/in/{i}"))?
         } else {
-            ByteString::from_static("load/topic")
+            TopicName::new("load/topic")?
         };
         publishers.spawn(publish_loop(
             raw,
@@ -655,7 +655,7 @@ async fn relay(broker: &BrokerProcess, relay: Relay, messages: u64) -> anyhow::R
 
 async fn publish_loop(
     mut raw: Raw,
-    topic: ByteString,
+    topic: TopicName,
     qos: QoS,
     count: u64,
     progress: Arc<Progress>,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mqtt_async::runtime::Runtime;
-use mqtt_async::topic::TopicError;
+use mqtt_async::topic::{TopicError, TopicName};
 use mqtt_async::{
     ConnectionEvent, Error, Publish, QoS, SubscribeOptions, UsageError, Version, Will,
 };
@@ -15,6 +15,11 @@ use super::support::{
 };
 
 const ALL_QOS: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
+
+/// `text` as a [`TopicName`], for cases that spell out valid names.
+fn name(text: &str) -> TopicName {
+    TopicName::new(text).unwrap_or_else(|error| panic!("{text:?}: {error}"))
+}
 
 /// Two clients publish to each other at QoS 0, 1 and 2; each message arrives once, at the QoS
 /// it was sent with, and a subscription granted a lower QoS downgrades delivery.
@@ -38,11 +43,18 @@ pub(crate) async fn qos_both_ways<R: Runtime + Default>(target: Target, version:
             );
         }
     }
-    // An invalid filter (MQTT-4.7.1-1) is refused before anything is sent; the client goes on.
+    // An invalid filter (MQTT-4.7.1-1) or topic name (MQTT-3.3.2-2) is refused before anything
+    // is sent; the client goes on.
     assert!(matches!(
         a.subscribe("qos/#/down", QoS::AtLeastOnce).await,
         Err(Error::Usage(UsageError::InvalidTopic(
             TopicError::MisplacedWildcard
+        )))
+    ));
+    assert!(matches!(
+        a.publish("qos/+", "x", QoS::AtLeastOnce).await,
+        Err(Error::Usage(UsageError::InvalidTopic(
+            TopicError::WildcardInName
         )))
     ));
     // Granted QoS 1: a QoS 2 message is delivered at QoS 1 (MQTT-3.8.4-8).
@@ -61,7 +73,7 @@ pub(crate) async fn retained<R: Runtime + Default>(target: Target, version: Vers
         return;
     };
     let retain = |payload: &'static str| {
-        let mut publish = Publish::new("retained/x", payload);
+        let mut publish = Publish::new(name("retained/x"), payload);
         publish.qos = QoS::AtLeastOnce;
         publish.retain = true;
         publish
@@ -107,7 +119,7 @@ pub(crate) async fn will<R: Runtime + Default>(target: Target, version: Version)
     let mut wills = watcher.subscribe("will/#", QoS::AtLeastOnce).await.unwrap();
 
     let polite = connect::<R>(server.options(version, "will-polite").will(Will::new(
-        "will/polite",
+        name("will/polite"),
         "gone",
         QoS::AtLeastOnce,
     )))
@@ -116,7 +128,7 @@ pub(crate) async fn will<R: Runtime + Default>(target: Target, version: Version)
 
     let lost = connect::<R>(
         options_for(proxy.addr(), version, "will-lost")
-            .will(Will::new("will/lost", "gone", QoS::AtLeastOnce))
+            .will(Will::new(name("will/lost"), "gone", QoS::AtLeastOnce))
             .reconnect(None),
     )
     .await;

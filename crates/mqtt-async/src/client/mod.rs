@@ -13,7 +13,7 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{DisconnectReason, PublishOutcome, UsageError};
-use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, Version};
+use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, TopicName, Version};
 
 pub use subscription::{Message, SubscribeOptions, Subscription};
 
@@ -140,12 +140,15 @@ impl<R> Client<R> {
     /// Publishes a message; completes when the broker acknowledged it (QoS 1: PUBACK, QoS 2:
     /// PUBCOMP) or, for QoS 0, when it was written. A refusal is [`Error::Rejected`]. While
     /// disconnected, messages wait in a bounded queue and go out after the reconnect.
+    ///
+    /// The topic is checked first: an invalid one is [`UsageError::InvalidTopic`].
     pub async fn publish(
         &self,
         topic: impl Into<ByteString>,
         payload: impl Into<Bytes>,
         qos: QoS,
     ) -> Result<Published, Error> {
+        let topic = TopicName::new(topic).map_err(UsageError::InvalidTopic)?;
         let mut publish = Publish::new(topic, payload);
         publish.qos = qos;
         self.publish_with(publish).await
@@ -210,12 +213,14 @@ impl<R> Client<R> {
 
     /// Sends a request and waits for the response (5.0 request/response): subscribes to a
     /// response topic of its own, publishes with Response Topic and Correlation Data set, and
-    /// returns the first message carrying that correlation data.
+    /// returns the first message carrying that correlation data. An invalid topic is
+    /// [`UsageError::InvalidTopic`], and nothing is subscribed.
     pub async fn request(
         &self,
         topic: impl Into<ByteString>,
         payload: impl Into<Bytes>,
     ) -> Result<Message, Error> {
+        let topic = TopicName::new(topic).map_err(UsageError::InvalidTopic)?;
         if self.shared.version != Version::V5 {
             return Err(Error::Usage(mqtt_proto::connection::UsageError::Encode(
                 mqtt_proto::codec::EncodeError::NotInV311(

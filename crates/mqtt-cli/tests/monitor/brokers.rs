@@ -111,7 +111,7 @@ impl Publisher {
         payload: &[u8],
         setup: impl FnOnce(&mut Publish),
     ) {
-        let mut publish = Publish::new(topic.to_owned(), payload.to_vec());
+        let mut publish = Publish::new(topic.parse().expect("valid topic name"), payload.to_vec());
         publish.qos = QoS::AtLeastOnce;
         setup(&mut publish);
         self.runtime

@@ -57,7 +57,7 @@ use crate::packet::{
     AckProperties, Auth, ConnAckProperties, Connect, Disconnect, Publish, PublishProperties, QoS,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
-use crate::topic;
+use crate::topic::{self, TopicName};
 use session::{BrokerSession, SubValue};
 use tree::SubscriptionTree;
 
@@ -196,7 +196,7 @@ pub struct Broker {
     free_sessions: Vec<u32>,
     by_client_id: HashMap<ByteString, u32>,
     tree: SubscriptionTree<SubValue>,
-    retained: HashMap<ByteString, Retained>,
+    retained: HashMap<TopicName, Retained>,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     ready: VecDeque<u64>,
     events: VecDeque<BrokerEvent>,
@@ -369,7 +369,9 @@ impl Broker {
     /// Publishes a message from the broker itself (for example under `$SYS/`), routed like a
     /// client's. Returns how many sessions it reached.
     pub fn publish(&mut self, now: Instant, publish: Publish) -> Result<usize, UsageError> {
-        topic::check_topic_name(&publish.topic)?;
+        if publish.topic.is_empty() {
+            return Err(UsageError::InvalidTopic(topic::TopicError::Empty));
+        }
         Ok(self.route(now, None, publish))
     }
 
@@ -816,7 +818,7 @@ impl Broker {
         }
         let mut stored = publish.clone();
         // Retained messages live long: their own copy frees the read buffer they arrived in.
-        stored.topic = detach(&publish.topic);
+        stored.topic = detach_name(&publish.topic);
         stored.payload = Bytes::copy_from_slice(&publish.payload);
         stored.dup = false;
         stored.packet_id = None;
@@ -1084,6 +1086,11 @@ fn detach(s: &ByteString) -> ByteString {
     ByteString::from(&**s)
 }
 
+/// [`detach`] for a topic name.
+fn detach_name(name: &TopicName) -> TopicName {
+    TopicName::new_unchecked(ByteString::from(name.as_str()))
+}
+
 /// A will whose strings and payload share no memory with a read buffer.
 fn detach_will(will: Will) -> Will {
     let mut p = will.properties;
@@ -1095,7 +1102,7 @@ fn detach_will(will: Will) -> Will {
         property.value = detach(&property.value);
     }
     Will {
-        topic: detach(&will.topic),
+        topic: detach_name(&will.topic),
         payload: Bytes::copy_from_slice(&will.payload),
         properties: p,
         ..will

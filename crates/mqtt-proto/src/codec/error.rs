@@ -265,14 +265,10 @@ pub enum EncodeError {
     /// A property value is out of its range (a Subscription Identifier above 268,435,455).
     #[error("value of property {0:#04x} is out of range")]
     PropertyOutOfRange(u8),
-    /// A v5 PUBLISH had an empty topic and no Topic Alias, or a 3.1.1 PUBLISH an empty topic.
+    /// The empty [`TopicName`](crate::topic::TopicName) where a topic is required: on a will,
+    /// on a 3.1.1 PUBLISH, or on a 5.0 PUBLISH without a Topic Alias to stand for it.
     #[error("empty topic name without a topic alias")]
     EmptyTopic,
-    /// A topic name (PUBLISH, will) is not valid. Check it with
-    /// [`crate::topic::check_topic_name`]. (Topic filters are [`crate::topic::TopicFilter`]s,
-    /// which are valid by construction.)
-    #[error("invalid topic: {0}")]
-    InvalidTopic(crate::topic::TopicError),
     /// A string contained U+0000 (MQTT-1.5.4-2). Remove it.
     #[error("string contains the null character U+0000")]
     NullCharacter,

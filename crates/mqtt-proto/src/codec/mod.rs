@@ -6,7 +6,8 @@
 //! use mqtt_proto::packet::{Packet, Publish, Version};
 //!
 //! let mut wire = BytesMut::new();
-//! codec::encode(&Packet::Publish(Publish::new("a/b", "hello")), Version::V5, &mut wire)?;
+//! let publish = Publish::new("a/b".parse()?, "hello");
+//! codec::encode(&Packet::Publish(publish), Version::V5, &mut wire)?;
 //! codec::encode(&Packet::PingReq, Version::V5, &mut wire)?;
 //!
 //! // Two packets in one buffer: each call takes one; `Ok(None)` asks for more bytes.

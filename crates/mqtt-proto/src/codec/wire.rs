@@ -409,28 +409,6 @@ pub(crate) fn is_plain_topic_filter(filter: &[u8]) -> bool {
     }
 }
 
-/// Checks a topic name for encoding (PUBLISH, will).
-#[inline]
-pub(crate) fn check_topic_name(name: &str) -> Result<(), EncodeError> {
-    if is_valid_topic_name(name.as_bytes()) {
-        return Ok(());
-    }
-    check_topic(topic::check_topic_name(name), name)
-}
-
-/// Converts a topic check into an encoding error; an over-long topic is an over-long field.
-#[inline]
-pub(crate) fn check_topic(
-    check: Result<(), crate::topic::TopicError>,
-    topic: &str,
-) -> Result<(), EncodeError> {
-    match check {
-        Ok(()) => Ok(()),
-        Err(crate::topic::TopicError::TooLong) => Err(EncodeError::FieldTooLong(topic.len())),
-        Err(error) => Err(EncodeError::InvalidTopic(error)),
-    }
-}
-
 /// The length of a UTF-8 string field, which also may not contain U+0000 (MQTT-1.5.4-2).
 #[inline]
 pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
@@ -444,6 +422,7 @@ pub(crate) fn string_len(s: &str) -> Result<usize, EncodeError> {
 mod tests {
     use super::*;
     use crate::packet::{Packet, Publish, Version};
+    use crate::topic::TopicName;
 
     #[test]
     fn varint_boundaries_round_trip() {
@@ -512,11 +491,9 @@ mod tests {
             let specials = bytes.iter().copied().any(is_special);
             assert_eq!(has_nul_or_wildcard(bytes), specials, "{s:?}");
             assert_eq!(has_nul(bytes), bytes.contains(&0), "{s:?}");
-            assert_eq!(
-                is_valid_topic_name(bytes),
-                topic::is_valid_topic_name(&s),
-                "{s:?}"
-            );
+            let valid_name = topic::check_topic_name_by_bytes(&s).is_ok();
+            assert_eq!(is_valid_topic_name(bytes), valid_name, "{s:?}");
+            assert_eq!(topic::is_valid_topic_name(&s), valid_name, "{s:?}");
             let filter = topic::check_topic_filter_by_levels(&s).is_ok();
             assert_eq!(topic::is_valid_topic_filter(&s), filter, "{s:?}");
             if s.starts_with("$share/") {
@@ -524,11 +501,6 @@ mod tests {
             } else {
                 assert_eq!(is_plain_topic_filter(bytes), filter, "{s:?}");
             }
-            assert_eq!(
-                check_topic_name(&s),
-                check_topic(topic::check_topic_name(&s), &s),
-                "{s:?}"
-            );
 
             // The readers give what a string read followed by the topic module gives.
             let mut field = BytesMut::new();
@@ -551,8 +523,8 @@ mod tests {
                 }
             });
             let expected = string.and_then(|n| {
-                if topic::is_valid_topic_name(&n) {
-                    Ok(n)
+                if valid_name {
+                    Ok(TopicName::new_unchecked(n))
                 } else {
                     Err(DecodeError::InvalidTopicName)
                 }

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::num::NonZeroU16;
 
-use bytestring::ByteString;
-
 use crate::packet::{AliasUse, Publish};
+use crate::topic::TopicName;
 
 /// Topic to alias, for one connection.
 #[derive(Debug, Clone, Default)]
@@ -15,7 +14,7 @@ pub(crate) struct OutboundAliases {
     /// Boxed on first use: most connections never use aliases, and a broker holds many.
     // A pointer instead of the map's 48 bytes in every connection is the point of the box.
     #[allow(clippy::box_collection)]
-    assigned: Option<Box<HashMap<ByteString, NonZeroU16>>>,
+    assigned: Option<Box<HashMap<TopicName, NonZeroU16>>>,
 }
 
 impl OutboundAliases {
@@ -66,6 +65,7 @@ impl OutboundAliases {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::valid_name;
 
     fn alias(id: u16, with_topic: bool) -> Option<AliasUse> {
         Some(AliasUse {
@@ -77,25 +77,28 @@ mod tests {
     #[test]
     fn first_use_sends_topic_and_alias_then_alias_only() {
         let mut aliases = OutboundAliases::new(1);
-        let first = Publish::new("a/b", "1");
+        let first = Publish::new(valid_name("a/b"), "1");
         assert_eq!(aliases.alias_for(&first, || true), alias(1, true));
-        let second = Publish::new("a/b", "2");
+        let second = Publish::new(valid_name("a/b"), "2");
         assert_eq!(aliases.alias_for(&second, || true), alias(1, false));
         // The only alias is taken: another topic goes out whole.
-        let other = Publish::new("c", "3");
+        let other = Publish::new(valid_name("c"), "3");
         assert_eq!(aliases.alias_for(&other, || true), None);
     }
 
     #[test]
     fn disabled_when_peer_allows_none() {
         let mut aliases = OutboundAliases::new(0);
-        assert_eq!(aliases.alias_for(&Publish::new("a", "1"), || true), None);
+        assert_eq!(
+            aliases.alias_for(&Publish::new(valid_name("a"), "1"), || true),
+            None
+        );
     }
 
     #[test]
     fn no_new_alias_when_the_larger_packet_would_not_fit() {
         let mut aliases = OutboundAliases::new(2);
-        let publish = Publish::new("a/b", "1");
+        let publish = Publish::new(valid_name("a/b"), "1");
         assert_eq!(aliases.alias_for(&publish, || false), None);
         // Nothing was assigned: the next message that fits gets alias 1.
         assert_eq!(aliases.alias_for(&publish, || true), alias(1, true));
@@ -106,7 +109,7 @@ mod tests {
     #[test]
     fn a_message_with_its_own_alias_is_left_alone() {
         let mut aliases = OutboundAliases::new(2);
-        let mut publish = Publish::new("a/b", "1");
+        let mut publish = Publish::new(valid_name("a/b"), "1");
         publish.properties.topic_alias = NonZeroU16::new(2);
         assert_eq!(aliases.alias_for(&publish, || true), None);
     }

@@ -349,7 +349,11 @@ impl ClientConnection {
         if self.state == ClientState::Closed {
             return Err(UsageError::Closed);
         }
-        topic::check_topic_name(&publish.topic)?;
+        // The name was checked when it was made; the empty one is for the aliases this
+        // connection applies itself.
+        if publish.topic.is_empty() {
+            return Err(UsageError::InvalidTopic(topic::TopicError::Empty));
+        }
         if self.config.version == Version::V3_1_1 {
             // 3.1.1 cannot carry them; dropping them silently would surprise the caller.
             if !publish.properties.is_empty() {

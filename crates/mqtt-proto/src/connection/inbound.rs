@@ -4,10 +4,9 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU16;
 
-use bytestring::ByteString;
-
 use crate::ReasonCode;
 use crate::packet::{Packet, PacketId, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Version};
+use crate::topic::TopicName;
 
 use super::ProtocolError;
 
@@ -54,7 +53,7 @@ pub(crate) struct Inbound {
     /// identifiers is a duplicate, on this connection or a later one, whether or not its PUBREC
     /// has gone out yet.
     pub(crate) awaiting_pubrel: BTreeSet<u16>,
-    aliases: Vec<Option<ByteString>>,
+    aliases: Vec<Option<TopicName>>,
 }
 
 impl Inbound {
@@ -135,7 +134,7 @@ impl Inbound {
     fn resolve_alias(
         &mut self,
         alias: NonZeroU16,
-        topic: &mut ByteString,
+        topic: &mut TopicName,
     ) -> Result<(), ProtocolError> {
         let invalid = ProtocolError::TopicAliasInvalid(alias.get());
         if alias.get() > self.topic_alias_maximum {
@@ -231,9 +230,10 @@ impl Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::valid_name;
 
     fn publish(id: u16, qos: QoS) -> Publish {
-        let mut p = Publish::new("t", "x");
+        let mut p = Publish::new(valid_name("t"), "x");
         p.qos = qos;
         p.packet_id = PacketId::new(id);
         p
@@ -324,13 +324,13 @@ mod tests {
             topic_alias_maximum: 2,
             ..Inbound::default()
         };
-        let mut first = Publish::new("a/b", "1");
+        let mut first = Publish::new(valid_name("a/b"), "1");
         first.properties.topic_alias = NonZeroU16::new(2);
         match inbound.on_publish(first, Version::V5, |_| {}).unwrap() {
             Received::Deliver(p, _) => assert_eq!(p.topic, "a/b"),
             other => panic!("{other:?}"),
         }
-        let mut second = Publish::new("", "2");
+        let mut second = Publish::new(TopicName::empty(), "2");
         second.properties.topic_alias = NonZeroU16::new(2);
         match inbound.on_publish(second, Version::V5, |_| {}).unwrap() {
             Received::Deliver(p, _) => {
@@ -340,13 +340,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let mut unknown = Publish::new("", "3");
+        let mut unknown = Publish::new(TopicName::empty(), "3");
         unknown.properties.topic_alias = NonZeroU16::new(1);
         assert!(matches!(
             inbound.on_publish(unknown, Version::V5, |_| {}),
             Err(ProtocolError::TopicAliasInvalid(1))
         ));
-        let mut too_big = Publish::new("c", "4");
+        let mut too_big = Publish::new(valid_name("c"), "4");
         too_big.properties.topic_alias = NonZeroU16::new(3);
         assert!(matches!(
             inbound.on_publish(too_big, Version::V5, |_| {}),

@@ -309,9 +309,10 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::valid_name;
 
     fn qos1(id: u16) -> Publish {
-        let mut p = Publish::new("t", "x");
+        let mut p = Publish::new(valid_name("t"), "x");
         p.qos = QoS::AtLeastOnce;
         p.packet_id = PacketId::new(id);
         p

@@ -5,11 +5,10 @@ use bytestring::ByteString;
 
 use super::{ConnAckProperties, ConnectProperties, PacketType, QoS, Version, WillProperties};
 use crate::ReasonCode;
-use crate::codec::wire::{
-    Put, Reader, check_topic_name, field_len, is_valid_topic_name, put_binary, string_len,
-};
+use crate::codec::wire::{Put, Reader, field_len, is_valid_topic_name, put_binary, string_len};
 use crate::codec::{DecodeError, EncodeError, V5Only};
 use crate::reason::ReasonContext;
+use crate::topic::TopicName;
 
 /// CONNECT: the first packet a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +34,8 @@ pub struct Connect {
 /// A Will Message: published by the server when the connection ends abnormally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Will {
-    /// Will Topic.
-    pub topic: ByteString,
+    /// Will Topic, checked when it was made; it may not be empty.
+    pub topic: TopicName,
     /// Will Payload.
     pub payload: Bytes,
     /// Will QoS.
@@ -134,7 +133,7 @@ impl Connect {
         connect.client_id = r.string()?;
         if has_will {
             let will = connect.will.insert(Will {
-                topic: ByteString::new(),
+                topic: TopicName::empty(),
                 payload: Bytes::new(),
                 qos: will_qos,
                 retain: flags & flag::WILL_RETAIN != 0,
@@ -143,10 +142,11 @@ impl Connect {
             if protocol_version == Version::V5 {
                 will.properties.read_into(r)?;
             }
-            will.topic = r.string()?;
-            if !is_valid_topic_name(will.topic.as_bytes()) {
+            let topic = r.string()?;
+            if !is_valid_topic_name(topic.as_bytes()) {
                 return Err(DecodeError::InvalidTopicName);
             }
+            will.topic = TopicName::new_unchecked(topic);
             will.payload = r.binary()?;
         }
         if has_username {
@@ -190,8 +190,11 @@ impl Connect {
             } else if !will.properties.is_empty() {
                 return Err(EncodeError::NotInV311(V5Only::WillProperties));
             }
-            check_topic_name(&will.topic)?;
-            len += string_len(&will.topic)? + field_len(&will.payload)?;
+            // A topic name needs no check but that it is not the empty one.
+            if will.topic.is_empty() {
+                return Err(EncodeError::EmptyTopic);
+            }
+            len += 2 + will.topic.len() + field_len(&will.payload)?;
         }
         if let Some(username) = &self.username {
             len += string_len(username)?;
@@ -246,9 +249,9 @@ impl Connect {
 
 impl Will {
     /// A will with the given topic, payload and QoS, not retained, without properties.
-    pub fn new(topic: impl Into<ByteString>, payload: impl Into<Bytes>, qos: QoS) -> Self {
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>, qos: QoS) -> Self {
         Self {
-            topic: topic.into(),
+            topic,
             payload: payload.into(),
             qos,
             retain: false,

@@ -17,7 +17,7 @@ use std::num::NonZeroU16;
 pub use bytes::Bytes;
 pub use bytestring::ByteString;
 
-pub use crate::topic::TopicFilter;
+pub use crate::topic::{TopicFilter, TopicName};
 pub use ack::{PubAck, PubComp, PubRec, PubRel, SubAck, UnsubAck};
 pub use connect::{ConnAck, Connect, Will};
 pub use disconnect::{Auth, Disconnect};

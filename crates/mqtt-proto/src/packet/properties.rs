@@ -426,12 +426,13 @@ pub trait PropertySet: sealed::Sealed + Default + 'static {
 /// ```
 /// use mqtt_proto::packet::{PublishProperties, Publish};
 ///
-/// let mut publish = Publish::new("a/b", "hello");
+/// let mut publish = Publish::new("a/b".parse()?, "hello");
 /// assert!(publish.properties.content_type.is_none()); // reads the shared empty set
 /// assert!(publish.properties.get().is_none()); // nothing was allocated
 /// publish.properties.content_type = Some("text/plain".into()); // allocates, once
 /// publish.properties = PublishProperties::default().into(); // empty again, nothing held
 /// assert!(publish.properties.get().is_none());
+/// # Ok::<(), mqtt_proto::topic::TopicError>(())
 /// ```
 ///
 /// Two `Boxed` are equal when the sets they read as are, allocated or not. A clone of an empty

@@ -8,10 +8,11 @@ use bytestring::ByteString;
 use super::properties::id::TOPIC_ALIAS;
 use super::{Boxed, Packet, PacketId, PacketType, PublishProperties, QoS, Version};
 use crate::codec::wire::{
-    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, check_topic_name, field_len, has_nul_or_wildcard,
-    put_binary, put_varint, utf8, varint_len,
+    MAX_VARIABLE_BYTE_INTEGER, Put, Reader, has_nul_or_wildcard, put_binary, put_varint, utf8,
+    varint_len,
 };
 use crate::codec::{DecodeError, EncodeError};
+use crate::topic::TopicName;
 
 /// PUBLISH: an application message, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -23,8 +24,9 @@ pub struct Publish {
     /// RETAIN: store the message as the topic's retained message (or, server to client, this is
     /// a retained message).
     pub retain: bool,
-    /// Topic Name. Empty in 5.0 only when a Topic Alias stands for it.
-    pub topic: ByteString,
+    /// Topic Name, checked when it was made. Empty ([`TopicName::empty`]) in 5.0 only when a
+    /// Topic Alias stands for it.
+    pub topic: TopicName,
     /// Packet Identifier: present exactly for QoS 1 and 2.
     pub packet_id: Option<PacketId>,
     /// PUBLISH properties (5.0 only; dropped when encoding for 3.1.1, see [`Publish`]), kept
@@ -56,9 +58,17 @@ mod flag {
 
 impl Publish {
     /// A QoS 0 message, not retained, without properties.
-    pub fn new(topic: impl Into<ByteString>, payload: impl Into<Bytes>) -> Self {
+    ///
+    /// ```
+    /// use mqtt_proto::packet::{Publish, QoS};
+    ///
+    /// let mut publish = Publish::new("sensors/kitchen/temperature".parse()?, "23.5");
+    /// publish.qos = QoS::AtLeastOnce;
+    /// # Ok::<(), mqtt_proto::topic::TopicError>(())
+    /// ```
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>) -> Self {
         Self {
-            topic: topic.into(),
+            topic,
             payload: payload.into(),
             ..Self::default()
         }
@@ -129,7 +139,7 @@ impl Publish {
             dup,
             qos,
             retain: flags & flag::RETAIN != 0,
-            topic,
+            topic: TopicName::new_unchecked(topic),
             packet_id,
             properties: Boxed::new(),
             payload: body,
@@ -159,7 +169,7 @@ impl Publish {
             dup: flags & flag::DUP != 0,
             qos: QoS::from_u8((flags & flag::QOS) >> flag::QOS_SHIFT).unwrap_or_default(),
             retain: flags & flag::RETAIN != 0,
-            topic,
+            topic: TopicName::new_unchecked(topic),
             packet_id,
             properties: properties.into(),
             payload: r.rest(),
@@ -221,8 +231,9 @@ impl Publish {
         Ok(self.sized(version, with_packet_id, None)?.0)
     }
 
-    /// The remaining length, validating the topic and properties, and the length of the
-    /// property block's body (5.0 only), so that encoding sizes it once.
+    /// The remaining length, validating the properties, and the length of the property block's
+    /// body (5.0 only), so that encoding sizes it once. The topic is a [`TopicName`], valid by
+    /// construction: only an empty one, without a Topic Alias to stand for it, is refused.
     #[inline]
     fn sized(
         &self,
@@ -231,14 +242,12 @@ impl Publish {
         alias: Option<AliasUse>,
     ) -> Result<(usize, Option<usize>), EncodeError> {
         let topic = self.topic.as_bytes();
-        if topic.is_empty() {
-            if version == Version::V3_1_1 || self.properties.topic_alias.is_none() {
-                return Err(EncodeError::EmptyTopic);
-            }
-        } else {
-            check_topic_name(&self.topic)?;
+        if topic.is_empty() && (version == Version::V3_1_1 || self.properties.topic_alias.is_none())
+        {
+            return Err(EncodeError::EmptyTopic);
         }
-        let mut len = field_len(topic)? + self.payload.len();
+        // A topic name is at most 65,535 bytes: it fits its length prefix.
+        let mut len = 2 + topic.len() + self.payload.len();
         if let Some(alias) = alias {
             debug_assert!(version == Version::V5 && self.properties.topic_alias.is_none());
             if !alias.with_topic {

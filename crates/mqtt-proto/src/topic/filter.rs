@@ -1,11 +1,5 @@
 //! [`TopicFilter`]: a topic filter that is known to be valid.
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::ops::Deref;
-use std::str::FromStr;
-
 use bytestring::ByteString;
 
 use super::{SHARE_PREFIX, SharedFilter, TopicError, check_topic_filter, parse_shared};
@@ -30,7 +24,8 @@ use super::{SHARE_PREFIX, SharedFilter, TopicError, check_topic_filter, parse_sh
 /// assert_eq!(TopicFilter::new("sport+"), Err(TopicError::MisplacedWildcard));
 /// # Ok::<(), TopicError>(())
 /// ```
-// Equality, order and hash are those of the `str`, as `Borrow<str>` requires.
+// Equality, order and hash are those of the `str`, as `Borrow<str>` requires (see
+// `checked_string!`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TopicFilter(ByteString);
 
@@ -46,16 +41,6 @@ impl TopicFilter {
     pub(crate) fn new_unchecked(filter: ByteString) -> Self {
         debug_assert!(check_topic_filter(&filter).is_ok(), "{filter:?}");
         Self(filter)
-    }
-
-    /// The filter as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The string it holds.
-    pub fn into_inner(self) -> ByteString {
-        self.0
     }
 
     /// Whether this is a shared subscription (`$share/{group}/{filter}`).
@@ -77,105 +62,7 @@ impl TopicFilter {
     }
 }
 
-impl Hash for TopicFilter {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl Deref for TopicFilter {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for TopicFilter {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for TopicFilter {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl FromStr for TopicFilter {
-    type Err = TopicError;
-
-    fn from_str(filter: &str) -> Result<Self, TopicError> {
-        Self::new(filter)
-    }
-}
-
-impl TryFrom<&str> for TopicFilter {
-    type Error = TopicError;
-
-    fn try_from(filter: &str) -> Result<Self, TopicError> {
-        Self::new(filter)
-    }
-}
-
-impl TryFrom<String> for TopicFilter {
-    type Error = TopicError;
-
-    fn try_from(filter: String) -> Result<Self, TopicError> {
-        Self::new(filter)
-    }
-}
-
-impl TryFrom<ByteString> for TopicFilter {
-    type Error = TopicError;
-
-    fn try_from(filter: ByteString) -> Result<Self, TopicError> {
-        Self::new(filter)
-    }
-}
-
-impl From<TopicFilter> for ByteString {
-    fn from(filter: TopicFilter) -> Self {
-        filter.0
-    }
-}
-
-impl PartialEq<str> for TopicFilter {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for TopicFilter {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialEq<TopicFilter> for str {
-    fn eq(&self, other: &TopicFilter) -> bool {
-        self == other.as_str()
-    }
-}
-
-impl PartialEq<TopicFilter> for &str {
-    fn eq(&self, other: &TopicFilter) -> bool {
-        *self == other.as_str()
-    }
-}
+super::checked_string!(TopicFilter);
 
 /// `filter` as a [`TopicFilter`], for tests that spell out valid filters.
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Topic names and topic filters (section 4.7): validation, matching and shared subscriptions.
 //!
-//! A SUBSCRIBE or UNSUBSCRIBE carries [`TopicFilter`]s, which are checked once, when they are
-//! made (or decoded), and never again.
+//! A PUBLISH carries a [`TopicName`], and a SUBSCRIBE or UNSUBSCRIBE carries [`TopicFilter`]s.
+//! Both are checked once, when they are made (or decoded), and never again.
 //!
 //! ```
 //! use mqtt_proto::topic;
@@ -13,11 +13,17 @@
 //! assert_eq!((shared.group, shared.filter), ("workers", "jobs/#"));
 //! ```
 
+mod checked;
 mod filter;
+mod name;
 
+use checked::checked_string;
 pub use filter::TopicFilter;
 #[cfg(test)]
 pub(crate) use filter::valid_filter;
+pub use name::TopicName;
+#[cfg(test)]
+pub(crate) use name::valid_name;
 
 /// The longest topic, the limit of an MQTT string (MQTT-4.7.3-3).
 pub const MAX_TOPIC_LEN: usize = 65_535;
@@ -64,6 +70,15 @@ fn check_common(topic: &str) -> Result<(), TopicError> {
 
 /// Checks a topic name, as carried by PUBLISH: not empty, no wildcards.
 pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
+    if crate::codec::wire::is_valid_topic_name(name.as_bytes()) {
+        return Ok(());
+    }
+    check_topic_name_by_bytes(name)
+}
+
+/// [`check_topic_name`] one rule at a time: the reference the codec's one-pass check is tested
+/// against, and the check that says which rule an invalid name breaks.
+pub(crate) fn check_topic_name_by_bytes(name: &str) -> Result<(), TopicError> {
     check_common(name)?;
     if name.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(TopicError::WildcardInName);

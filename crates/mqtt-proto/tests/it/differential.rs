@@ -31,7 +31,7 @@
 //!   rumqttc with an explicit zero property length, by us without; both are valid (sections
 //!   3.4.2.1, 3.14.2.1), so only those bytes are not compared.
 
-use super::filter;
+use super::{filter, name};
 use bytes::{Bytes, BytesMut};
 use mqtt_proto::ReasonCode;
 use mqtt_proto::codec::{self, Limits};
@@ -42,6 +42,7 @@ use mqtt_proto::packet::{
     Subscription, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
     UnsubscribeProperties, UserProperty, Version, Will, WillProperties,
 };
+use mqtt_proto::packet::{ByteString, TopicName};
 use proptest::prelude::*;
 use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
@@ -404,7 +405,7 @@ mod to_v5 {
     fn will(w: &Will) -> v5::LastWill {
         let p: &WillProperties = &w.properties;
         v5::LastWill {
-            topic: w.topic.as_bytes().clone(),
+            topic: ByteString::from(w.topic.clone()).into_bytes(),
             message: w.payload.clone(),
             qos: qos(w.qos),
             retain: w.retain,
@@ -544,7 +545,7 @@ mod to_v5 {
                 dup: p.dup,
                 qos: qos(p.qos),
                 retain: p.retain,
-                topic: p.topic.as_bytes().clone(),
+                topic: ByteString::from(p.topic.clone()).into_bytes(),
                 pkid: p.packet_id.map_or(0, packet_id),
                 payload: p.payload.clone(),
                 properties: publish_properties(&p.properties),
@@ -735,7 +736,7 @@ fn publish(qos: QoS, id: Option<PacketId>, payload: Vec<u8>) -> Publish {
     Publish {
         qos,
         packet_id: id,
-        ..Publish::new("sensors/kitchen/temperature", payload)
+        ..Publish::new(name("sensors/kitchen/temperature"), payload)
     }
 }
 
@@ -783,7 +784,7 @@ fn publish_with_every_property() {
     check_v5(&Packet::Publish(p));
     // A Topic Alias standing for an empty topic (section 3.3.2.1).
     let aliased = Publish {
-        topic: "".into(),
+        topic: TopicName::empty(),
         properties: properties.into(),
         ..publish(QoS::AtMostOnce, None, Vec::new())
     };
@@ -884,7 +885,7 @@ fn connect_with_will_credentials_and_properties() {
             correlation_data: Some(Bytes::from_static(b"corr")),
             user_properties: vec![user("will", "yes")],
         },
-        ..Will::new("status/client-1", "offline", QoS::AtLeastOnce)
+        ..Will::new(name("status/client-1"), "offline", QoS::AtLeastOnce)
     };
     let v5 = Connect {
         clean_start: false,
@@ -1152,7 +1153,7 @@ fn packets_built_by_rumqttc_decode_in_ours() {
     let expected = Publish {
         qos: QoS::AtLeastOnce,
         packet_id: Some(id(5)),
-        ..Publish::new("t/1", "hello")
+        ..Publish::new(name("t/1"), "hello")
     };
     assert_eq!(decode(&wire, Version::V5), Packet::from(expected));
 

@@ -17,10 +17,10 @@ use mqtt_proto::packet::{
     PublishProperties, QoS, RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions,
     UnsubAck, Unsubscribe, UserProperty, Version, Will, WillProperties,
 };
-use mqtt_proto::topic::{TopicError, TopicFilter};
+use mqtt_proto::topic::{TopicError, TopicFilter, TopicName};
 
-use super::filter;
 use super::vectors::hex;
+use super::{filter, name};
 use DecodeError as E;
 use ReasonCode::{
     MalformedPacket as MALFORMED, PacketTooLarge as TOO_LARGE, ProtocolError as PROTOCOL,
@@ -1550,31 +1550,39 @@ fn long_string() -> ByteString {
 
 #[test]
 fn encode_publish_packet_id_must_match_qos() {
-    let mut publish = Publish::new("a/b", "x");
+    let mut publish = Publish::new(name("a/b"), "x");
     publish.qos = QoS::AtLeastOnce;
     for version in BOTH {
         encode_fails(publish.clone(), version, EncodeError::PacketIdMismatch);
     }
     publish.qos = QoS::ExactlyOnce;
     encode_fails(publish.clone(), V5, EncodeError::PacketIdMismatch);
-    let mut publish = Publish::new("a/b", "x");
+    let mut publish = Publish::new(name("a/b"), "x");
     publish.packet_id = Some(pid(1));
     encode_fails(publish, V5, EncodeError::PacketIdMismatch);
 }
 
 #[test]
 fn encode_mqtt_3_3_1_2_dup_on_qos_0() {
-    let mut publish = Publish::new("a/b", "x");
+    let mut publish = Publish::new(name("a/b"), "x");
     publish.dup = true;
     encode_fails(publish, V5, EncodeError::DupWithQoS0);
 }
 
 #[test]
 fn encode_empty_topic_without_alias() {
-    encode_fails(Publish::new("", "x"), V5, EncodeError::EmptyTopic);
-    encode_fails(Publish::new("", "x"), V3_1_1, EncodeError::EmptyTopic);
+    encode_fails(
+        Publish::new(TopicName::empty(), "x"),
+        V5,
+        EncodeError::EmptyTopic,
+    );
+    encode_fails(
+        Publish::new(TopicName::empty(), "x"),
+        V3_1_1,
+        EncodeError::EmptyTopic,
+    );
     // A topic alias stands in for the topic in 5.0 only.
-    let mut aliased = Publish::new("", "x");
+    let mut aliased = Publish::new(TopicName::empty(), "x");
     aliased.properties.topic_alias = Some(pid(1));
     let mut buf = BytesMut::new();
     codec::encode(&aliased.clone().into(), V5, &mut buf).unwrap();
@@ -1598,7 +1606,7 @@ fn encode_v5_only_fields_in_v311() {
     connect.properties.session_expiry_interval = Some(1);
     not_in_v311(connect, V5Only::Properties(PacketType::Connect));
     let mut connect = Connect::new(V3_1_1, "c");
-    let mut will = Will::new("w", "x", QoS::AtMostOnce);
+    let mut will = Will::new(name("w"), "x", QoS::AtMostOnce);
     will.properties.will_delay_interval = Some(1);
     connect.will = Some(will);
     not_in_v311(connect, V5Only::WillProperties);
@@ -1708,24 +1716,24 @@ fn encode_field_longer_than_65535_bytes() {
     let error = EncodeError::FieldTooLong(65_536);
     encode_fails(Connect::new(V5, long_string()), V5, error.clone());
     encode_fails(Connect::new(V3_1_1, long_string()), V3_1_1, error.clone());
-    encode_fails(Publish::new(long_string(), "x"), V5, error.clone());
-    let mut publish = Publish::new("a", "x");
+    // A topic name that long cannot be made, so it cannot be encoded.
+    assert_eq!(TopicName::new(long_string()), Err(TopicError::TooLong));
+    let mut publish = Publish::new(name("a"), "x");
     publish
         .properties
         .user_properties
         .push(UserProperty::new("k", long_string()));
     encode_fails(publish, V5, error.clone());
-    let mut publish = Publish::new("a", "x");
+    let mut publish = Publish::new(name("a"), "x");
     publish.properties.correlation_data = Some(Bytes::from(vec![0; 65_536]));
     encode_fails(publish, V5, error.clone());
     let mut connect = Connect::new(V5, "c");
     connect.password = Some(Bytes::from(vec![0; 65_536]));
-    encode_fails(connect, V5, error.clone());
-    encode_fails(Publish::new(long_string(), "x"), V3_1_1, error);
+    encode_fails(connect, V5, error);
     // A filter that long cannot be made, so it cannot be encoded.
     assert_eq!(TopicFilter::new(long_string()), Err(TopicError::TooLong));
     // 65,535 bytes is the limit, not past it.
-    let ok = Publish::new(ByteString::from("x".repeat(65_535)), "");
+    let ok = Publish::new(name(&"x".repeat(65_535)), "");
     assert_eq!(Packet::from(ok).encoded_len(V5), Ok(1 + 3 + 2 + 65_535 + 1));
 }
 
@@ -1830,7 +1838,7 @@ fn encode_other_invalid_packets() {
 /// 3.1.1 subscriber must do (documented on `codec::encode`).
 #[test]
 fn encode_v5_publish_for_v311_drops_its_properties() {
-    let mut publish = Publish::new("a/b", "hi");
+    let mut publish = Publish::new(name("a/b"), "hi");
     publish.properties = PublishProperties {
         message_expiry_interval: Some(60),
         content_type: Some("text/plain".into()),
@@ -1846,7 +1854,7 @@ fn encode_v5_publish_for_v311_drops_its_properties() {
     // The same message for 5.0 keeps them.
     assert!(packet.encoded_len(V5).unwrap() > 9);
     // A will's properties are not dropped but refused.
-    let mut will = Will::new("w", "x", QoS::AtMostOnce);
+    let mut will = Will::new(name("w"), "x", QoS::AtMostOnce);
     will.properties = WillProperties {
         content_type: Some("t".into()),
         ..WillProperties::default()
@@ -1869,16 +1877,17 @@ fn encode_v5_publish_for_v311_drops_its_properties() {
 #[test]
 fn encoder_refuses_what_the_decoder_rejects() {
     let encode = |packet: Packet| codec::encode(&packet, V5, &mut BytesMut::new());
-    // MQTT-3.3.2-2: no wildcards in a topic name.
-    assert_eq!(
-        encode(Packet::Publish(Publish::new("a/+", "x"))),
-        Err(EncodeError::InvalidTopic(TopicError::WildcardInName))
-    );
+    // MQTT-3.3.2-2: no wildcards in a topic name. Such a name cannot be made, so it cannot be
+    // encoded, in a PUBLISH or a will.
+    assert_eq!(TopicName::new("a/+"), Err(TopicError::WildcardInName));
+    assert_eq!(TopicName::new("w/#"), Err(TopicError::WildcardInName));
+    // MQTT-4.7.3-1: a topic is at least one character. The empty name (which stands for a Topic
+    // Alias on a 5.0 PUBLISH) is refused on a will.
     let mut connect = Connect::new(V5, "c");
-    connect.will = Some(Will::new("w/#", "x", QoS::AtMostOnce));
+    connect.will = Some(Will::new(TopicName::empty(), "x", QoS::AtMostOnce));
     assert_eq!(
         encode(Packet::Connect(Box::new(connect))),
-        Err(EncodeError::InvalidTopic(TopicError::WildcardInName))
+        Err(EncodeError::EmptyTopic)
     );
     // MQTT-4.7.1-1: malformed filters cannot be made, so they cannot be encoded.
     assert_eq!(

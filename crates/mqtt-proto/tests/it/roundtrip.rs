@@ -28,8 +28,8 @@ pub(crate) mod strategies {
         Connect, ConnectProperties, Disconnect, DisconnectProperties, Packet, PacketId,
         PayloadFormat, PubAck, PubComp, PubRec, PubRel, Publish, PublishProperties, QoS,
         RetainHandling, SubAck, Subscribe, SubscribeProperties, Subscription, SubscriptionId,
-        SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperty, Version,
-        Will, WillProperties,
+        SubscriptionOptions, TopicName, UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperty,
+        Version, Will, WillProperties,
     };
     use mqtt_proto::topic::TopicFilter;
     use proptest::collection::vec;
@@ -131,6 +131,11 @@ pub(crate) mod strategies {
         ]
         .prop_filter("topic names are not empty", |name| !name.is_empty())
         .prop_map(ByteString::from)
+    }
+
+    /// [`topic_name`] as a [`TopicName`], as a PUBLISH or a will carries it.
+    pub(crate) fn topic() -> impl Strategy<Value = TopicName> {
+        topic_name().prop_map(|name| TopicName::new(name).expect("a valid topic name"))
     }
 
     /// A valid topic filter: levels that are plain, `+`, or a final `#`; sometimes shared.
@@ -351,8 +356,8 @@ pub(crate) mod strategies {
     pub(crate) fn publish(version: Version) -> impl Strategy<Value = Publish> {
         let topic = match version {
             // An empty topic stands for a Topic Alias (section 3.3.2.1).
-            Version::V5 => prop_oneof![5 => topic_name(), 1 => Just(ByteString::new())].boxed(),
-            Version::V3_1_1 => topic_name().boxed(),
+            Version::V5 => prop_oneof![5 => topic(), 1 => Just(TopicName::empty())].boxed(),
+            Version::V3_1_1 => topic().boxed(),
         };
         (
             any::<bool>(),
@@ -386,7 +391,7 @@ pub(crate) mod strategies {
 
     pub(crate) fn will(version: Version) -> impl Strategy<Value = Will> {
         (
-            topic_name(),
+            topic(),
             binary(16),
             qos(),
             any::<bool>(),
@@ -881,7 +886,7 @@ proptest! {
     fn v5_publish_encoded_for_v311_drops_properties(
         mut publish in publish(Version::V5)
             .prop_filter("carries properties", |p| !p.properties.is_empty()),
-        topic in strategies::topic_name(),
+        topic in strategies::topic(),
     ) {
         // 3.1.1 has no Topic Alias to stand for an empty topic.
         if publish.topic.is_empty() {

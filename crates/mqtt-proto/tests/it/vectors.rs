@@ -8,7 +8,7 @@
 //! DISCONNECT and AUTH, and the 3.1.1 CONNACK and SUBACK return codes. Where the specification
 //! gives a worked example, the vector uses its bytes and says where it comes from.
 
-use super::filter;
+use super::{filter, name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::{NonZeroU16, NonZeroU32};
 
@@ -19,8 +19,8 @@ use mqtt_proto::packet::{
     AckProperties, Auth, AuthProperties, ByteString, Bytes, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, Disconnect, DisconnectProperties, Packet, PacketType, PayloadFormat, PubAck,
     PubComp, PubRec, PubRel, Publish, PublishProperties, QoS, RetainHandling, SubAck, Subscribe,
-    SubscribeProperties, Subscription, SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe,
-    UnsubscribeProperties, UserProperty, Version, Will, WillProperties,
+    SubscribeProperties, Subscription, SubscriptionId, SubscriptionOptions, TopicName, UnsubAck,
+    Unsubscribe, UnsubscribeProperties, UserProperty, Version, Will, WillProperties,
 };
 
 use Version::{V3_1_1, V5};
@@ -87,7 +87,12 @@ fn publish(
 ) -> Publish {
     Publish {
         qos,
-        topic: s(topic),
+        // The empty name stands for a Topic Alias.
+        topic: if topic.is_empty() {
+            TopicName::empty()
+        } else {
+            name(topic)
+        },
         packet_id: packet_id.map(pid),
         payload: b(payload),
         ..Publish::default()
@@ -164,7 +169,7 @@ fn example_connect(version: Version) -> Connect {
         clean_start: true,
         keep_alive: 10,
         client_id: s("c"),
-        will: Some(Will::new("w/t", &b"bye"[..], QoS::AtLeastOnce)),
+        will: Some(Will::new(name("w/t"), &b"bye"[..], QoS::AtLeastOnce)),
         username: Some(s("u")),
         password: Some(b(b"p")),
         properties: ConnectProperties::default(),
@@ -214,7 +219,7 @@ fn vectors() -> Vec<Vector> {
                 keep_alive: 0,
                 client_id: s(""),
                 will: Some(Will {
-                    topic: s("w/t"),
+                    topic: name("w/t"),
                     payload: Bytes::new(),
                     qos: QoS::ExactlyOnce,
                     retain: true,
@@ -881,7 +886,7 @@ fn vectors() -> Vec<Vector> {
         table.push(Vector {
             name,
             version: V3_1_1,
-            packet: Packet::Publish(Publish::new("t", payload)),
+            packet: Packet::Publish(Publish::new(super::name("t"), payload)),
             bytes,
         });
     }

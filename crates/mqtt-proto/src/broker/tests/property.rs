@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use super::util::{Net, secs};
 use crate::connection::{ClientEvent, ClientState};
 use crate::packet::{Publish, QoS, Version};
+use crate::topic::valid_name;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -96,7 +97,7 @@ impl World {
                 let id = self.next;
                 self.next += 1;
                 let mut publish = Publish::new(
-                    format!("t/{from}"),
+                    valid_name(&format!("t/{from}")),
                     Bytes::copy_from_slice(&id.to_be_bytes()),
                 );
                 publish.qos = qos;

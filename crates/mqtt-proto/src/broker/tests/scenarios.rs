@@ -13,7 +13,7 @@ use crate::packet::{
     Connect, Packet, Publish, QoS, RetainHandling, SubscribeProperties, Subscription,
     SubscriptionId, UnsubscribeProperties, UserProperty, Version, Will,
 };
-use crate::topic::valid_filter;
+use crate::topic::{valid_filter, valid_name};
 
 const BOTH: [Version; 2] = [Version::V3_1_1, Version::V5];
 
@@ -65,7 +65,7 @@ fn v5_properties_reach_v5_subscribers_and_are_dropped_for_v311() {
     let publisher = net.join(Version::V5, "pub");
     net.subscribe(v5, "t", QoS::AtLeastOnce);
     net.subscribe(v311, "t", QoS::AtLeastOnce);
-    let mut publish = Publish::new("t", "p");
+    let mut publish = Publish::new(valid_name("t"), "p");
     publish.qos = QoS::AtLeastOnce;
     publish
         .properties
@@ -156,13 +156,13 @@ fn retained_messages_are_set_replaced_deleted_and_sent_on_subscribe() {
     for version in BOTH {
         let mut net = Net::new();
         let publisher = net.join(version, "pub");
-        let mut retained = Publish::new("r/1", "first");
+        let mut retained = Publish::new(valid_name("r/1"), "first");
         retained.retain = true;
         retained.qos = QoS::AtLeastOnce;
         net.publish_packet(publisher, retained.clone());
         retained.payload = Bytes::from_static(b"second");
         net.publish_packet(publisher, retained.clone());
-        let mut other = Publish::new("r/2", "other");
+        let mut other = Publish::new(valid_name("r/2"), "other");
         other.retain = true;
         net.publish_packet(publisher, other.clone());
         assert_eq!(net.broker.stats().retained, 2);
@@ -191,7 +191,7 @@ fn retained_messages_are_set_replaced_deleted_and_sent_on_subscribe() {
 fn mqtt_3_3_1_10_and_11_retain_handling() {
     let mut net = Net::new();
     let publisher = net.join(Version::V5, "pub");
-    let mut retained = Publish::new("r", "kept");
+    let mut retained = Publish::new(valid_name("r"), "kept");
     retained.retain = true;
     net.publish_packet(publisher, retained);
     let sub = net.join(Version::V5, "sub");
@@ -238,7 +238,7 @@ fn mqtt_3_3_1_12_retain_as_published() {
     rap.options.retain_as_published = true;
     net.subscribe_with(keep, rap, SubscribeProperties::default());
     net.subscribe(clear, "t", QoS::AtMostOnce);
-    let mut retained = Publish::new("t", "r");
+    let mut retained = Publish::new(valid_name("t"), "r");
     retained.retain = true;
     net.publish_packet(publisher, retained);
     assert!(net.messages(keep)[0].retain);
@@ -249,7 +249,7 @@ fn mqtt_3_3_1_12_retain_as_published() {
 fn retained_message_expiry_is_honoured() {
     let mut net = Net::new();
     let publisher = net.join(Version::V5, "pub");
-    let mut retained = Publish::new("r", "brief");
+    let mut retained = Publish::new(valid_name("r"), "brief");
     retained.retain = true;
     retained.properties.message_expiry_interval = Some(10);
     net.publish_packet(publisher, retained);
@@ -291,7 +291,11 @@ fn mqtt_3_1_2_8_will_is_published_on_abnormal_close_only() {
         let watcher = net.join(version, "watcher");
         net.subscribe(watcher, "wills/#", QoS::AtLeastOnce);
         let mut config = Net::config(version, "dies");
-        config.will = Some(Will::new("wills/dies", "gone", QoS::AtLeastOnce));
+        config.will = Some(Will::new(
+            valid_name("wills/dies"),
+            "gone",
+            QoS::AtLeastOnce,
+        ));
         let dies = net.connect(config.clone());
         net.drop_transport(dies);
         assert_eq!(payloads(&net.messages(watcher)), ["gone"]);
@@ -315,7 +319,7 @@ fn disconnect_with_will_message_publishes_the_will() {
     let watcher = net.join(Version::V5, "watcher");
     net.subscribe(watcher, "w", QoS::AtMostOnce);
     let mut config = Net::config(Version::V5, "c");
-    config.will = Some(Will::new("w", "bye", QoS::AtMostOnce));
+    config.will = Some(Will::new(valid_name("w"), "bye", QoS::AtMostOnce));
     let c = net.connect(config);
     let now = net.now;
     net.clients[c]
@@ -337,7 +341,7 @@ fn mqtt_3_1_3_9_will_delay_and_cancellation_by_reconnect() {
     let mut config = Net::config(Version::V5, "c");
     config.clean_start = false;
     config.properties.session_expiry_interval = Some(3600);
-    let mut will = Will::new("w", "late", QoS::AtMostOnce);
+    let mut will = Will::new(valid_name("w"), "late", QoS::AtMostOnce);
     will.properties.will_delay_interval = Some(30);
     config.will = Some(will);
     let c = net.connect(config);
@@ -364,7 +368,7 @@ fn will_is_sent_when_the_session_ends_before_the_delay() {
     net.subscribe(watcher, "w", QoS::AtMostOnce);
     let mut config = Net::config(Version::V5, "c");
     config.properties.session_expiry_interval = Some(5);
-    let mut will = Will::new("w", "ended", QoS::AtMostOnce);
+    let mut will = Will::new(valid_name("w"), "ended", QoS::AtMostOnce);
     will.properties.will_delay_interval = Some(30);
     config.will = Some(will);
     let c = net.connect(config);
@@ -720,11 +724,11 @@ fn queued_messages_expire() {
     net.subscribe(sub, "q", QoS::AtLeastOnce);
     net.drop_transport(sub);
     let publisher = net.join(Version::V5, "pub");
-    let mut brief = Publish::new("q", "brief");
+    let mut brief = Publish::new(valid_name("q"), "brief");
     brief.qos = QoS::AtLeastOnce;
     brief.properties.message_expiry_interval = Some(5);
     net.publish_packet(publisher, brief);
-    let mut lasting = Publish::new("q", "lasting");
+    let mut lasting = Publish::new(valid_name("q"), "lasting");
     lasting.qos = QoS::AtLeastOnce;
     lasting.properties.message_expiry_interval = Some(50);
     net.publish_packet(publisher, lasting);
@@ -957,12 +961,12 @@ fn mqtt_3_2_2_15_packet_larger_than_the_broker_maximum_is_disconnected_with_0x95
     let c = net.join(Version::V5, "big");
     // The client learnt the limit from CONNACK and refuses locally...
     let now = net.now;
-    let big = Publish::new("t", vec![0u8; 1000]);
+    let big = Publish::new(valid_name("t"), vec![0u8; 1000]);
     assert!(net.clients[c].core.publish(now, big).is_err());
     // ...and a peer that ignores it is disconnected with Packet too large.
     let mut wire = BytesMut::new();
     codec::encode(
-        &Packet::Publish(Publish::new("t", vec![0u8; 1000])),
+        &Packet::Publish(Publish::new(valid_name("t"), vec![0u8; 1000])),
         Version::V5,
         &mut wire,
     )
@@ -990,7 +994,11 @@ fn a_will_on_a_forbidden_topic_is_refused_at_connect() {
     let mut net = Net::new();
     net.broker = crate::broker::Broker::new(BrokerConfig::default()).with_authorizer(Acl);
     let mut config = Net::config(Version::V5, "alice");
-    config.will = Some(Will::new("bob/status", "spoofed", QoS::AtMostOnce));
+    config.will = Some(Will::new(
+        valid_name("bob/status"),
+        "spoofed",
+        QoS::AtMostOnce,
+    ));
     let c = net.connect(config.clone());
     assert!(matches!(
         net.disconnected(c),
@@ -999,7 +1007,11 @@ fn a_will_on_a_forbidden_topic_is_refused_at_connect() {
             ..
         })
     ));
-    config.will = Some(Will::new("alice/status", "offline", QoS::AtMostOnce));
+    config.will = Some(Will::new(
+        valid_name("alice/status"),
+        "offline",
+        QoS::AtMostOnce,
+    ));
     let ok = net.connect(config);
     assert_eq!(net.clients[ok].core.state(), ClientState::Connected);
 }
@@ -1016,12 +1028,12 @@ fn mqtt_3_1_2_25_messages_larger_than_the_client_accepts_are_dropped_and_counted
     let publisher = net.join(Version::V5, "pub");
     let fits = Publish {
         qos: QoS::AtLeastOnce,
-        ..Publish::new("t", vec![b'x'; 20])
+        ..Publish::new(valid_name("t"), vec![b'x'; 20])
     };
     // One byte more does not fit once the packet identifier is counted.
     let too_big = Publish {
         qos: QoS::AtLeastOnce,
-        ..Publish::new("t", vec![b'y'; 21])
+        ..Publish::new(valid_name("t"), vec![b'y'; 21])
     };
     net.publish_packet(publisher, too_big);
     net.publish_packet(publisher, fits);

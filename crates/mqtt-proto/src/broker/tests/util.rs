@@ -9,7 +9,7 @@ use crate::connection::{
     ClientConfig, ClientConnection, ClientEvent, ClientState, DisconnectReason, Session,
 };
 use crate::packet::{Publish, QoS, SubscribeProperties, Subscription, Version};
-use crate::topic::valid_filter;
+use crate::topic::{valid_filter, valid_name};
 
 pub(crate) struct Client {
     pub(crate) core: ClientConnection,
@@ -258,7 +258,7 @@ impl Net {
     }
 
     pub(crate) fn publish(&mut self, c: usize, topic: &str, payload: &'static str, qos: QoS) {
-        let mut publish = Publish::new(topic, Bytes::from_static(payload.as_bytes()));
+        let mut publish = Publish::new(valid_name(topic), Bytes::from_static(payload.as_bytes()));
         publish.qos = qos;
         self.publish_packet(c, publish);
     }

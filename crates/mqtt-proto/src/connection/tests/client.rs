@@ -16,7 +16,7 @@ use crate::packet::{
     Publish, QoS, SubAck, SubscribeProperties, Subscription, UnsubAck, UnsubscribeProperties,
     Version,
 };
-use crate::topic::{TopicError, valid_filter};
+use crate::topic::{TopicError, TopicName, valid_filter, valid_name};
 
 fn config(version: Version) -> ClientConfig {
     let mut config = ClientConfig::new(version, "client-1");
@@ -29,7 +29,7 @@ fn pid(id: u16) -> PacketId {
 }
 
 fn publish(topic: &str, payload: &'static str, qos: QoS) -> Publish {
-    let mut p = Publish::new(topic, Bytes::from_static(payload.as_bytes()));
+    let mut p = Publish::new(valid_name(topic), Bytes::from_static(payload.as_bytes()));
     p.qos = qos;
     p
 }
@@ -424,7 +424,7 @@ fn server_limits_are_usage_errors_never_disconnects() {
         sim.client.publish(sim.now, retained),
         Err(UsageError::RetainNotSupported)
     );
-    let big = Publish::new("a", vec![0u8; 100]);
+    let big = Publish::new(valid_name("a"), vec![0u8; 100]);
     assert!(matches!(
         sim.client.publish(sim.now, big),
         Err(UsageError::PacketTooLarge { max: 64, .. })
@@ -454,14 +454,18 @@ fn queued_publishes_beyond_server_limits_are_dropped_with_an_event() {
 }
 
 #[test]
-fn invalid_topic_names_are_usage_errors() {
-    // Filters cannot be invalid: a `TopicFilter` is checked when it is made.
+fn the_empty_topic_name_is_a_usage_error() {
+    // Names and filters cannot be invalid: a `TopicName` and a `TopicFilter` are checked when
+    // they are made. The empty name exists for the aliases the connection applies itself, and
+    // a message with it has no topic (MQTT-4.7.3-1).
     let mut sim = connected(Version::V5);
+    let mut empty = publish("t", "x", QoS::AtLeastOnce);
+    empty.topic = TopicName::empty();
     assert!(matches!(
-        sim.client
-            .publish(sim.now, publish("a/+", "x", QoS::AtMostOnce)),
-        Err(UsageError::InvalidTopic(TopicError::WildcardInName))
+        sim.client.publish(sim.now, empty),
+        Err(UsageError::InvalidTopic(TopicError::Empty))
     ));
+    assert_eq!(sim.sent(), Vec::<Packet>::new());
 }
 
 /// The topic and alias of each PUBLISH the client sent, each checked to be at most `max` bytes.
@@ -665,7 +669,10 @@ fn packet_larger_than_our_maximum_is_disconnected_with_0x95() {
     let mut sim = Sim::new(cfg);
     sim.accept(ConnAck::default());
     sim.take_events();
-    sim.deliver([Packet::Publish(Publish::new("t", vec![0u8; 200]))]);
+    sim.deliver([Packet::Publish(Publish::new(
+        valid_name("t"),
+        vec![0u8; 200],
+    ))]);
     assert_eq!(
         sim.sent(),
         [Packet::Disconnect(Disconnect::new(

@@ -19,6 +19,7 @@ use crate::connection::{AckToken, ClientConfig, ClientEvent, DisconnectReason};
 use crate::packet::{
     ConnAck, Packet, PacketId, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Version,
 };
+use crate::topic::valid_name;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -215,7 +216,10 @@ impl ModelServer {
 }
 
 fn message_publish(message: u32, qos: QoS, id: u16, dup: bool) -> Publish {
-    let mut p = Publish::new("m", Bytes::copy_from_slice(&message.to_be_bytes()));
+    let mut p = Publish::new(
+        valid_name("m"),
+        Bytes::copy_from_slice(&message.to_be_bytes()),
+    );
     p.qos = qos;
     p.packet_id = PacketId::new(id).filter(|_| qos != QoS::AtMostOnce);
     p.dup = dup;
@@ -361,7 +365,10 @@ impl World {
             Op::ClientPublish(qos) => {
                 let message = self.next_message;
                 self.next_message += 1;
-                let mut p = Publish::new("c", Bytes::copy_from_slice(&message.to_be_bytes()));
+                let mut p = Publish::new(
+                    valid_name("c"),
+                    Bytes::copy_from_slice(&message.to_be_bytes()),
+                );
                 p.qos = qos;
                 match self.sim.client.publish(self.sim.now, p) {
                     Ok(_) => self.sent_by_client.push((message, qos)),

@@ -103,6 +103,8 @@ mod tests {
     use super::*;
     use crate::topic::MAX_TOPIC_LEN;
 
+    /// MQTT-4.7.3-1 (not empty), MQTT-4.7.3-2 (no U+0000), MQTT-3.3.2-2 (no wildcards),
+    /// MQTT-4.7.3-3 (at most 65,535 bytes).
     #[test]
     fn only_valid_names_are_made() {
         let invalid = [

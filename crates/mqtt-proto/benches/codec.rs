@@ -4,7 +4,9 @@
 //! on the same bytes: our encoder writes the wire form, rumqttc decodes it into its own packet
 //! type (checked to re-encode to those same bytes), and each side then encodes its own packet
 //! and decodes identical copies of the wire form. Decode benches make the copy outside the
-//! timed routine (`iter_batched`), encode benches reuse one cleared buffer.
+//! timed routine (`iter_batched`). Encode benches write [`ENCODE_COPIES`] packets into one
+//! cleared buffer per iteration: each side's copies of the packet, decoded from copies of the
+//! wire form, with the same payloads on both sides ([`Case::new`]).
 //!
 //! The copies are read buffers in their steady state ([`read_buffer`]); the `decode-fresh`
 //! groups decode plain `BytesMut` clones instead, which adds the one-time cost of a connection's
@@ -38,6 +40,14 @@ const MAX: usize = 1 << 20;
 /// 100 ns decode. A small fixed batch keeps it in the allocator's reused memory; the two clock
 /// reads per batch are spread over the batch.
 const BATCH: BatchSize = BatchSize::NumIterations(64);
+
+/// How many packets an encode iteration writes (one for the 64 KiB cases). A copy's speed
+/// depends on where its source and destination lie relative to cache lines and to the stores
+/// before it; one packet encoded to the start of one buffer measures one such placement, and
+/// which one depends on the allocator. Several packets from different allocations, each
+/// written after the one before, measure an average (and a connection's write buffer holds
+/// several packets between flushes, too). Times are per iteration: divide by this.
+const ENCODE_COPIES: usize = 8;
 
 /// rumqttc's packet for one protocol version.
 // Built once per case and only borrowed in the timed loops: its size costs nothing there.
@@ -80,13 +90,15 @@ fn read_buffer(wire: &[u8]) -> BytesMut {
     buf
 }
 
-/// One benchmark case: our packet, its wire form and rumqttc's equivalent.
+/// One benchmark case: its wire form, rumqttc's packet for it and the copies the encode benches
+/// write.
 struct Case {
     name: String,
     version: Version,
-    ours: Packet,
     theirs: Theirs,
     wire: BytesMut,
+    /// What the encode benches write: copies of `ours` and `theirs`.
+    encode: Vec<(Packet, Theirs)>,
 }
 
 impl Case {
@@ -102,17 +114,35 @@ impl Case {
             "{name}: both codecs must agree on the bytes"
         );
         let decoded = codec::decode(&mut wire.clone(), version, &Limits::new(MAX as u32));
-        assert_eq!(decoded, Ok(Some(ours.clone())), "{name}");
-        // Both sides encode the packet they decoded from a copy of the same bytes, so that
-        // their payloads sit at the same offset from an allocation's start: how fast a 64 KiB
-        // copy runs depends on how source and destination are aligned to each other.
-        let ours = decoded.ok().flatten().expect("decoded");
+        assert_eq!(decoded, Ok(Some(ours)), "{name}");
+        // Each copy is decoded by both sides from its own copy of the bytes, and then both
+        // encode the same payload: encoding is mostly that copy, and its speed depends on
+        // where the source lies.
+        let copies = if wire.len() > 1024 { 1 } else { ENCODE_COPIES };
+        let encode = (0..copies)
+            .map(|_| {
+                let mut ours = codec::decode(&mut wire.clone(), version, &Limits::new(MAX as u32))
+                    .ok()
+                    .flatten()
+                    .expect("decoded");
+                let mut theirs = Theirs::decode(&mut wire.clone(), version);
+                if let Packet::Publish(publish) = &mut ours {
+                    let payload = publish.payload.clone();
+                    match &mut theirs {
+                        Theirs::V4(r4::Packet::Publish(p)) => p.payload = payload,
+                        Theirs::V5(r5::Packet::Publish(p)) => p.payload = payload,
+                        _ => panic!("{name}: both codecs must read a PUBLISH"),
+                    }
+                }
+                (ours, theirs)
+            })
+            .collect();
         Case {
             name: name.to_owned(),
             version,
-            ours,
             theirs,
             wire,
+            encode,
         }
     }
 }
@@ -257,27 +287,51 @@ fn bench_case(c: &mut Criterion, case: &Case, bytes_throughput: bool) {
         if op == "decode" {
             bench_decode(&mut group, case, || read_buffer(&case.wire));
         } else {
-            let mut buf = BytesMut::with_capacity(case.wire.len() * 2);
+            let copies = case.encode.len();
+            if bytes_throughput {
+                group.throughput(Throughput::Bytes((case.wire.len() * copies) as u64));
+            } else {
+                group.throughput(Throughput::Elements(copies as u64));
+            }
+            let mut buf = BytesMut::with_capacity(case.wire.len() * copies * 2);
             group.bench_function("mqtt-proto", |b| {
                 b.iter(|| {
                     buf.clear();
-                    codec::encode(black_box(&case.ours), case.version, &mut buf)
+                    for (packet, _) in &case.encode {
+                        let _ = black_box(codec::encode(black_box(packet), case.version, &mut buf));
+                    }
                 })
             });
-            match &case.theirs {
-                Theirs::V4(packet) => group.bench_function("rumqttc", |b| {
-                    b.iter(|| {
-                        buf.clear();
-                        black_box(packet).write(&mut buf, MAX)
-                    })
+            let v4: Vec<&r4::Packet> = case
+                .encode
+                .iter()
+                .filter_map(|(_, theirs)| match theirs {
+                    Theirs::V4(packet) => Some(packet),
+                    Theirs::V5(_) => None,
+                })
+                .collect();
+            let v5: Vec<&r5::Packet> = case
+                .encode
+                .iter()
+                .filter_map(|(_, theirs)| match theirs {
+                    Theirs::V5(packet) => Some(packet),
+                    Theirs::V4(_) => None,
+                })
+                .collect();
+            group.bench_function("rumqttc", |b| match case.version {
+                Version::V3_1_1 => b.iter(|| {
+                    buf.clear();
+                    for packet in &v4 {
+                        let _ = black_box(black_box(*packet).write(&mut buf, MAX));
+                    }
                 }),
-                Theirs::V5(packet) => group.bench_function("rumqttc", |b| {
-                    b.iter(|| {
-                        buf.clear();
-                        black_box(packet).write(&mut buf, Some(MAX as u32))
-                    })
+                Version::V5 => b.iter(|| {
+                    buf.clear();
+                    for packet in &v5 {
+                        let _ = black_box(black_box(*packet).write(&mut buf, Some(MAX as u32)));
+                    }
                 }),
-            };
+            });
         }
         group.finish();
     }

@@ -351,7 +351,16 @@ fn has_nul(bytes: &[u8]) -> bool {
         .fold(0, |found, word| found | has_zero(u64::from_le_bytes(*word)));
     match bytes.last_chunk::<8>() {
         Some(last) => found | has_zero(u64::from_le_bytes(*last)) != 0,
-        None => tail.contains(&0),
+        // Four to seven bytes: the first four and the last four, which overlap, as one word
+        // (`contains` would call `memchr`, which costs more than the search for so few bytes).
+        None => match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+            (Some(first), Some(last)) => {
+                let word = u64::from(u32::from_le_bytes(*first))
+                    | u64::from(u32::from_le_bytes(*last)) << 32;
+                has_zero(word) != 0
+            }
+            _ => tail.iter().any(|&byte| byte == 0),
+        },
     }
 }
 

@@ -359,6 +359,8 @@ fn has_nul(bytes: &[u8]) -> bool {
                     | u64::from(u32::from_le_bytes(*last)) << 32;
                 has_zero(word) != 0
             }
+            // Up to three bytes: a loop, not a call to `memchr`.
+            #[allow(clippy::manual_contains)]
             _ => tail.iter().any(|&byte| byte == 0),
         },
     }

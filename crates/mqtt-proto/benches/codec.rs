@@ -279,20 +279,16 @@ fn mixed_stream(count: usize) -> (BytesMut, usize) {
 fn bench_case(c: &mut Criterion, case: &Case, bytes_throughput: bool) {
     for op in ["decode", "encode"] {
         let mut group = c.benchmark_group(format!("{op}/{}", case.name));
+        // A decode iteration reads one packet, an encode iteration writes every copy.
+        let copies = if op == "decode" { 1 } else { case.encode.len() };
         if bytes_throughput {
-            group.throughput(Throughput::Bytes(case.wire.len() as u64));
+            group.throughput(Throughput::Bytes((case.wire.len() * copies) as u64));
         } else {
-            group.throughput(Throughput::Elements(1));
+            group.throughput(Throughput::Elements(copies as u64));
         }
         if op == "decode" {
             bench_decode(&mut group, case, || read_buffer(&case.wire));
         } else {
-            let copies = case.encode.len();
-            if bytes_throughput {
-                group.throughput(Throughput::Bytes((case.wire.len() * copies) as u64));
-            } else {
-                group.throughput(Throughput::Elements(copies as u64));
-            }
             let mut buf = BytesMut::with_capacity(case.wire.len() * copies * 2);
             group.bench_function("mqtt-proto", |b| {
                 b.iter(|| {

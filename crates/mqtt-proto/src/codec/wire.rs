@@ -502,9 +502,9 @@ mod tests {
             let specials = bytes.iter().copied().any(is_special);
             assert_eq!(has_nul_or_wildcard(bytes), specials, "{s:?}");
             assert_eq!(has_nul(bytes), bytes.contains(&0), "{s:?}");
-            let valid_name = topic::check_topic_name_by_bytes(&s).is_ok();
-            assert_eq!(is_valid_topic_name(bytes), valid_name, "{s:?}");
-            assert_eq!(topic::is_valid_topic_name(&s), valid_name, "{s:?}");
+            let name_ok = topic::check_topic_name_by_bytes(&s).is_ok();
+            assert_eq!(is_valid_topic_name(bytes), name_ok, "{s:?}");
+            assert_eq!(topic::is_valid_topic_name(&s), name_ok, "{s:?}");
             let filter = topic::check_topic_filter_by_levels(&s).is_ok();
             assert_eq!(topic::is_valid_topic_filter(&s), filter, "{s:?}");
             if s.starts_with("$share/") {
@@ -534,7 +534,7 @@ mod tests {
                 }
             });
             let expected = string.and_then(|n| {
-                if valid_name {
+                if name_ok {
                     Ok(TopicName::new_unchecked(n))
                 } else {
                     Err(DecodeError::InvalidTopicName)

@@ -8,12 +8,12 @@ use super::util::{Net, payloads, secs};
 use crate::ReasonCode;
 use crate::broker::{Authorizer, BrokerConfig, ClientInfo};
 use crate::codec;
-use crate::connection::{ClientEvent, ClientState, DisconnectReason};
+use crate::connection::{ClientEvent, ClientState, DisconnectReason, UsageError};
 use crate::packet::{
     Connect, Packet, Publish, QoS, RetainHandling, SubscribeProperties, Subscription,
     SubscriptionId, UnsubscribeProperties, UserProperty, Version, Will,
 };
-use crate::topic::{valid_filter, valid_name};
+use crate::topic::{TopicError, TopicName, valid_filter, valid_name};
 
 const BOTH: [Version; 2] = [Version::V3_1_1, Version::V5];
 
@@ -85,6 +85,27 @@ fn v5_properties_reach_v5_subscribers_and_are_dropped_for_v311() {
     let got = net.messages(v311);
     assert_eq!(payloads(&got), ["p"]);
     assert!(got[0].properties.is_empty());
+}
+
+#[test]
+fn the_broker_publishes_its_own_messages_but_not_to_the_empty_topic() {
+    let mut net = Net::new();
+    let watcher = net.join(Version::V5, "watcher");
+    net.subscribe(watcher, "$SYS/#", QoS::AtMostOnce);
+    let now = net.now;
+    let uptime = Publish::new(valid_name("$SYS/uptime"), "42");
+    assert_eq!(net.broker.publish(now, uptime), Ok(1));
+    net.pump();
+    assert_eq!(payloads(&net.messages(watcher)), ["42"]);
+    // The empty name stands for a Topic Alias, which the broker's own messages have none of
+    // (MQTT-4.7.3-1: a topic is at least one character).
+    let empty = Publish::new(TopicName::empty(), "lost");
+    assert_eq!(
+        net.broker.publish(now, empty),
+        Err(UsageError::InvalidTopic(TopicError::Empty))
+    );
+    net.pump();
+    assert!(net.messages(watcher).is_empty());
 }
 
 #[test]

@@ -117,7 +117,7 @@ macro_rules! pub_ack {
                 if version == Version::V5 {
                     if !self.properties.is_empty() {
                         buf.put_u8(self.reason_code.as_u8());
-                        self.properties.write(self.properties.body_len()?, buf);
+                        self.properties.write(buf);
                     } else if self.reason_code != ReasonCode::Success {
                         buf.put_u8(self.reason_code.as_u8());
                     }
@@ -200,7 +200,7 @@ impl SubAck {
         buf.put_u16(self.packet_id.get());
         match version {
             Version::V5 => {
-                self.properties.write(self.properties.body_len()?, buf);
+                self.properties.write(buf);
                 for code in &self.reason_codes {
                     buf.put_u8(code.as_u8());
                 }
@@ -275,7 +275,7 @@ impl UnsubAck {
     pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
+            self.properties.write(buf);
             for code in &self.reason_codes {
                 buf.put_u8(code.as_u8());
             }

@@ -227,12 +227,12 @@ impl Connect {
         buf.put_u8(flags);
         buf.put_u16(self.keep_alive);
         if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
+            self.properties.write(buf);
         }
         put_binary(buf, self.client_id.as_bytes());
         if let Some(will) = &self.will {
             if version == Version::V5 {
-                will.properties.write(will.properties.body_len()?, buf);
+                will.properties.write(buf);
             }
             put_binary(buf, will.topic.as_bytes());
             put_binary(buf, &will.payload);
@@ -326,7 +326,7 @@ impl ConnAck {
         buf.put_u8(u8::from(self.session_present));
         buf.put_u8(self.code(version)?);
         if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
+            self.properties.write(buf);
         }
         Ok(())
     }

@@ -88,7 +88,7 @@ impl Disconnect {
         if version == Version::V5 {
             if !self.properties.is_empty() {
                 buf.put_u8(self.reason_code.as_u8());
-                self.properties.write(self.properties.body_len()?, buf);
+                self.properties.write(buf);
             } else if self.reason_code != ReasonCode::Success {
                 buf.put_u8(self.reason_code.as_u8());
             }
@@ -129,7 +129,7 @@ impl Auth {
     pub(crate) fn write(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         if !self.properties.is_empty() {
             buf.put_u8(self.reason_code.as_u8());
-            self.properties.write(self.properties.body_len()?, buf);
+            self.properties.write(buf);
         } else if self.reason_code != ReasonCode::Success {
             buf.put_u8(self.reason_code.as_u8());
         }

@@ -132,8 +132,11 @@ impl SubscriptionId {
 /// How one property value is read and written; `id` lets range errors name the property.
 pub(crate) trait PropertyValue: Sized {
     fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError>;
-    /// Length of the value on the wire, identifier excluded.
+    /// Length of the value on the wire, identifier excluded, checked against what the wire
+    /// can carry.
     fn encoded_len(&self) -> Result<usize, EncodeError>;
+    /// [`Self::encoded_len`] of a value it accepted, without the checks.
+    fn wire_len(&self) -> usize;
     fn write(&self, buf: &mut BytesMut);
 }
 
@@ -149,6 +152,10 @@ impl PropertyValue for bool {
     #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(1)
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        1
     }
     #[inline]
     fn write(&self, buf: &mut BytesMut) {
@@ -168,6 +175,10 @@ impl PropertyValue for PayloadFormat {
     #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(1)
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        1
     }
     #[inline]
     fn write(&self, buf: &mut BytesMut) {
@@ -193,6 +204,10 @@ impl PropertyValue for QoS {
         Ok(1)
     }
     #[inline]
+    fn wire_len(&self) -> usize {
+        1
+    }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u8(self.as_u8());
     }
@@ -206,6 +221,10 @@ impl PropertyValue for u16 {
     #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(2)
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        2
     }
     #[inline]
     fn write(&self, buf: &mut BytesMut) {
@@ -223,6 +242,10 @@ impl PropertyValue for NonZeroU16 {
         Ok(2)
     }
     #[inline]
+    fn wire_len(&self) -> usize {
+        2
+    }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u16(self.get());
     }
@@ -236,6 +259,10 @@ impl PropertyValue for u32 {
     #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(4)
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        4
     }
     #[inline]
     fn write(&self, buf: &mut BytesMut) {
@@ -253,6 +280,10 @@ impl PropertyValue for NonZeroU32 {
         Ok(4)
     }
     #[inline]
+    fn wire_len(&self) -> usize {
+        4
+    }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         buf.put_u32(self.get());
     }
@@ -266,6 +297,10 @@ impl PropertyValue for SubscriptionId {
     #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         Ok(varint_len(self.get() as usize))
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        varint_len(self.get() as usize)
     }
     #[inline]
     fn write(&self, buf: &mut BytesMut) {
@@ -283,6 +318,10 @@ impl PropertyValue for ByteString {
         string_len(self)
     }
     #[inline]
+    fn wire_len(&self) -> usize {
+        2 + self.len()
+    }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self.as_bytes());
     }
@@ -296,6 +335,10 @@ impl PropertyValue for Bytes {
     #[inline]
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         field_len(self)
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        2 + self.len()
     }
     #[inline]
     fn write(&self, buf: &mut BytesMut) {
@@ -316,6 +359,10 @@ impl PropertyValue for UserProperty {
         Ok(string_len(&self.name)? + string_len(&self.value)?)
     }
     #[inline]
+    fn wire_len(&self) -> usize {
+        4 + self.name.len() + self.value.len()
+    }
+    #[inline]
     fn write(&self, buf: &mut BytesMut) {
         put_binary(buf, self.name.as_bytes());
         put_binary(buf, self.value.as_bytes());
@@ -329,6 +376,8 @@ pub(crate) trait Slot {
     const UNSET: Self;
     fn read_into(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError>;
     fn encoded_len(&self) -> Result<usize, EncodeError>;
+    /// [`Self::encoded_len`] of values it accepted, without the checks.
+    fn wire_len(&self) -> usize;
     fn write(&self, id: u8, buf: &mut BytesMut);
     fn is_unset(&self) -> bool;
 }
@@ -349,6 +398,10 @@ impl<T: PropertyValue> Slot for Option<T> {
             Some(value) => Ok(1 + value.encoded_len()?),
             None => Ok(0),
         }
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        self.as_ref().map_or(0, |value| 1 + value.wire_len())
     }
     #[inline]
     fn write(&self, id: u8, buf: &mut BytesMut) {
@@ -374,6 +427,10 @@ impl<T: PropertyValue> Slot for Vec<T> {
     fn encoded_len(&self) -> Result<usize, EncodeError> {
         self.iter()
             .try_fold(0, |sum, value| Ok(sum + 1 + value.encoded_len()?))
+    }
+    #[inline]
+    fn wire_len(&self) -> usize {
+        self.iter().map(|value| 1 + value.wire_len()).sum()
     }
     #[inline]
     fn write(&self, id: u8, buf: &mut BytesMut) {
@@ -617,9 +674,26 @@ macro_rules! properties {
                 Ok(varint_len(body) + body)
             }
 
-            /// Writes the block; `body_len` is what [`Self::body_len`] returned.
+            /// Writes the block, which [`Self::body_len`] must have accepted: encoding sizes
+            /// (and checks) a packet before it writes anything, and this does not check again.
+            // PUBLISH, which sizes its block with its other fields, uses `write_with_len`;
+            // every other packet uses this.
+            #[allow(dead_code)]
             #[inline]
-            pub(crate) fn write(&self, body_len: usize, buf: &mut BytesMut) {
+            pub(crate) fn write(&self, buf: &mut BytesMut) {
+                if self.is_empty() {
+                    buf.put_u8(0);
+                } else {
+                    let body_len = 0 $(+ Slot::wire_len(&self.$field))*;
+                    put_varint(buf, body_len);
+                    self.write_all(buf);
+                }
+            }
+
+            /// Writes the block; `body_len` is what [`Self::body_len`] returned.
+            #[allow(dead_code)]
+            #[inline]
+            pub(crate) fn write_with_len(&self, body_len: usize, buf: &mut BytesMut) {
                 put_varint(buf, body_len);
                 // Every property takes at least two bytes: a length of 0 means there are none.
                 if body_len != 0 {

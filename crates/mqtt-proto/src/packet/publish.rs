@@ -363,7 +363,7 @@ impl Publish {
         match (properties, alias) {
             // An empty block, the common case, without a call.
             (Some(0), _) => buf.put_u8(0),
-            (Some(len), None) => self.properties.write(len, buf),
+            (Some(len), None) => self.properties.write_with_len(len, buf),
             (Some(len), Some(alias)) => {
                 put_varint(buf, len);
                 buf.put_u8(TOPIC_ALIAS);

@@ -177,7 +177,7 @@ impl Subscribe {
     pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
+            self.properties.write(buf);
         }
         for subscription in &self.filters {
             put_binary(buf, subscription.filter.as_bytes());
@@ -244,7 +244,7 @@ impl Unsubscribe {
     pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         buf.put_u16(self.packet_id.get());
         if version == Version::V5 {
-            self.properties.write(self.properties.body_len()?, buf);
+            self.properties.write(buf);
         }
         for filter in &self.filters {
             put_binary(buf, filter.as_bytes());

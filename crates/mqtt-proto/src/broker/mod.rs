@@ -34,6 +34,7 @@
 //! ```
 
 mod auth;
+mod flow;
 mod session;
 mod stats;
 pub(crate) mod tree;
@@ -47,7 +48,7 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo};
-pub use stats::{Dropped, Stats};
+pub use stats::{DropReason, Dropped, Stats};
 
 use crate::ReasonCode;
 use crate::connection::{
@@ -79,9 +80,38 @@ pub struct BrokerConfig {
     pub retain_available: bool,
     /// Whether shared subscriptions are supported (default true).
     pub shared_subscriptions: bool,
-    /// The most messages queued for a disconnected session (default 1,000). QoS 0 messages make
-    /// room first; beyond that new messages are dropped and counted in [`Dropped::queue_full`].
+    /// The most messages queued for a disconnected session (default 100,000). QoS 0 messages
+    /// make room first; beyond that new messages are dropped, counted in [`Dropped::queue_full`]
+    /// and reported ([`BrokerEvent::MessagesDropped`]).
     pub max_session_queue: usize,
+    /// Like `max_session_queue`, in bytes of messages kept for one disconnected session
+    /// (default 64 MiB; a message weighs its payload, topic and properties plus about 170 bytes
+    /// of bookkeeping).
+    pub max_session_queue_bytes: usize,
+    /// Bytes of messages kept for all sessions together, connected or not (default 2 GiB). A
+    /// disconnected session's message that does not fit is dropped and counted in
+    /// [`Dropped::memory_budget`]; for a connected one, the publishers feeding it are held back
+    /// as when its own queue is full.
+    pub max_queued_bytes: usize,
+    /// The most sessions, connected or not (default 1,000,000). A client that would start one
+    /// more is refused (5.0: 0x97 Quota exceeded; 3.1.1: server unavailable).
+    pub max_sessions: usize,
+    /// How long a connected client's full queue may hold back the publishers that feed it
+    /// before the client is disconnected (5.0: 0x97 Quota exceeded) and its messages stay in
+    /// its session, if the session persists (default 30 s).
+    ///
+    /// When a client's queue is full (`connection.max_queued` messages, or
+    /// `connection.max_queued_bytes`), the broker does not drop what it acknowledged: it keeps
+    /// the message and withholds the PUBACK/PUBREC of the publishers feeding that client until
+    /// the queue has room again (3.1.1 publishers with more than `connection.receive_maximum`
+    /// messages held back are not read at all meanwhile). One slow subscriber slows down the
+    /// publishers that feed it, for at most this long at a stretch.
+    pub congestion_timeout: Duration,
+    /// Bytes that packets being received may take in total (default 256 MiB). Packets above
+    /// 16 KiB reserve their announced size when their fixed header arrives; a connection whose
+    /// packet does not fit is not read until others complete. A packet larger than this is
+    /// refused as too large, whatever `connection.max_packet_size` says.
+    pub max_incoming_bytes: usize,
     /// The longest Session Expiry Interval granted, in seconds (default: one day). 3.1.1
     /// sessions without Clean Session get this.
     pub max_session_expiry: u32,
@@ -97,7 +127,12 @@ impl Default for BrokerConfig {
             max_qos: QoS::ExactlyOnce,
             retain_available: true,
             shared_subscriptions: true,
-            max_session_queue: 1000,
+            max_session_queue: 100_000,
+            max_session_queue_bytes: 64 * 1024 * 1024,
+            max_queued_bytes: 2 * 1024 * 1024 * 1024,
+            max_sessions: 1_000_000,
+            congestion_timeout: Duration::from_secs(30),
+            max_incoming_bytes: 256 * 1024 * 1024,
             max_session_expiry: 24 * 60 * 60,
             max_retained: 100_000,
         }
@@ -133,6 +168,23 @@ pub enum BrokerEvent {
     /// Close this connection's transport once `poll_transmit` has nothing more for it, then
     /// call [`Broker::handle_eof`].
     Close(ConnectionId),
+    /// Stop reading this connection's transport until [`BrokerEvent::ResumeReading`]: the
+    /// broker cannot take its input yet (its publisher is held back, or its next packet waits
+    /// for room in `max_incoming_bytes`). Bytes already read may still be given.
+    PauseReading(ConnectionId),
+    /// Read this connection's transport again.
+    ResumeReading(ConnectionId),
+    /// Messages for a client were dropped (counted in [`Stats::dropped`] too). Reported at
+    /// most every few seconds, with the count since the last report, so that a log stays
+    /// readable under a flood.
+    MessagesDropped {
+        /// The client whose session lost them.
+        client_id: ByteString,
+        /// Why.
+        reason: DropReason,
+        /// How many since the last report.
+        count: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,6 +192,10 @@ enum TimerKey {
     Connection(u64),
     Will(u32),
     SessionExpiry(u32),
+    /// A connection's queue has been full since the deadline minus `congestion_timeout`.
+    Congestion(u64),
+    /// Drops to report.
+    DropReport,
 }
 
 /// Hashes the connection numbers the broker assigns itself (sequential, never chosen by a peer,
@@ -175,6 +231,18 @@ struct Conn {
     timer: Option<Instant>,
     ready: bool,
     closed: bool,
+    /// Acknowledgements of this client's messages held back (see [`flow`]).
+    held: u32,
+    /// Why its input is held back: a set of `flow::PAUSED_*` bits.
+    paused: u8,
+    /// Whether the driver was last told to read it.
+    reading: bool,
+    /// Bytes reserved in `max_incoming_bytes` for the packet it is receiving, and the count of
+    /// its received packets when they were: the packet is complete once that count moves.
+    reserved: usize,
+    reserved_at: u64,
+    /// The weight of its queue as last counted in the broker-wide total.
+    accounted: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +271,8 @@ pub struct Broker {
     stats: Stats,
     next_assigned_id: u64,
     targets: Vec<(u32, SubValue)>,
+    /// Flow control: held acknowledgements, congested queues, the incoming budget.
+    flow: flow::Flow,
 }
 
 impl std::fmt::Debug for Broker {
@@ -215,7 +285,10 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// A broker with this configuration, anonymous access and no topic restrictions.
-    pub fn new(config: BrokerConfig) -> Self {
+    pub fn new(mut config: BrokerConfig) -> Self {
+        // A packet that could never fit the incoming budget is refused from its fixed header.
+        let budget = u32::try_from(config.max_incoming_bytes).unwrap_or(u32::MAX);
+        config.connection.max_packet_size = config.connection.max_packet_size.min(budget).max(2);
         Self {
             config,
             authenticator: Box::new(AllowAll),
@@ -233,6 +306,7 @@ impl Broker {
             stats: Stats::default(),
             next_assigned_id: 0,
             targets: Vec::new(),
+            flow: flow::Flow::default(),
         }
     }
 
@@ -269,6 +343,9 @@ impl Broker {
             sessions: self.by_client_id.len(),
             subscriptions: self.tree.len(),
             retained: self.retained.len(),
+            queued_bytes: self.flow.queued_bytes,
+            incoming_bytes: self.flow.incoming,
+            held_acks: self.flow.held_count(),
             ..self.stats
         }
     }
@@ -302,6 +379,12 @@ impl Broker {
                 timer: None,
                 ready: false,
                 closed: false,
+                held: 0,
+                paused: 0,
+                reading: true,
+                reserved: 0,
+                reserved_at: 0,
+                accounted: 0,
             }),
         );
         self.after(id, now);
@@ -313,6 +396,7 @@ impl Broker {
         if let Some(conn) = self.conns.get_mut(&connection.0) {
             conn.server.handle_bytes(now, bytes);
             self.after(connection.0, now);
+            self.settle(now);
         }
     }
 
@@ -323,7 +407,10 @@ impl Broker {
             conn.server.handle_eof(now);
             self.after(connection.0, now);
         }
-        self.conns.remove(&connection.0);
+        if let Some(conn) = self.conns.remove(&connection.0) {
+            self.forget_connection(connection.0, &conn, now);
+        }
+        self.settle(now);
     }
 
     /// Time passed: keep-alive and connect timeouts, delayed wills, session expiry.
@@ -360,8 +447,11 @@ impl Broker {
                         self.end_session(now, key);
                     }
                 }
+                TimerKey::Congestion(id) => self.congestion_timeout(id, now),
+                TimerKey::DropReport => self.report_drops(now),
             }
         }
+        self.settle(now);
     }
 
     // ---- commands ----
@@ -378,9 +468,17 @@ impl Broker {
     /// Disconnects a client (5.0 clients get a DISCONNECT with `reason_code` first).
     pub fn disconnect(&mut self, connection: ConnectionId, now: Instant, reason_code: ReasonCode) {
         if let Some(conn) = self.conns.get_mut(&connection.0) {
+            // Refused only once the connection is closed, which is what was asked.
             let _ = conn.server.disconnect(now, Disconnect::new(reason_code));
             self.after(connection.0, now);
         }
+        self.settle(now);
+    }
+
+    /// Whether the driver should read this connection's transport now (see
+    /// [`BrokerEvent::PauseReading`]).
+    pub fn wants_read(&self, connection: ConnectionId) -> bool {
+        self.conns.get(&connection.0).is_none_or(|c| c.reading)
     }
 
     // ---- output ----
@@ -449,6 +547,7 @@ impl Broker {
             };
             self.on_event(id, now, event);
         }
+        self.flow_after(id, now);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -618,6 +717,17 @@ impl Broker {
         }
         let existing = self.by_client_id.get(&client_id).copied();
         let session_present = existing.is_some();
+        if existing.is_none() && self.by_client_id.len() >= self.config.max_sessions {
+            let code = match version {
+                Version::V5 => ReasonCode::QuotaExceeded,
+                Version::V3_1_1 => ReasonCode::ServerUnavailable,
+            };
+            self.stats.refused_sessions += 1;
+            if let Some(conn) = self.conns.get_mut(&id) {
+                let _ = conn.server.refuse(now, code, ConnAckProperties::default());
+            }
+            return;
+        }
         let key = match existing {
             Some(key) => key,
             None => {
@@ -658,6 +768,11 @@ impl Broker {
             properties.session_expiry_interval = Some(max_expiry);
         }
         let delivery = session.delivery.take().map(|d| *d).unwrap_or_default();
+        // Counted again, by the connection, once it has them.
+        self.flow.queued_bytes = self
+            .flow
+            .queued_bytes
+            .saturating_sub(delivery.queued_bytes());
         if connect.client_id.is_empty() {
             properties.assigned_client_identifier = Some(client_id.clone());
         }
@@ -724,16 +839,17 @@ impl Broker {
             return;
         }
         let publisher = conn.session;
+        self.flow.jammed.clear();
         let reached = self.route(now, publisher, publish);
-        if let Some(token) = ack
-            && let Some(conn) = self.conns.get_mut(&id)
-        {
+        if let Some(token) = ack {
             let code = if reached == 0 && version == Version::V5 {
                 ReasonCode::NoMatchingSubscribers
             } else {
                 ReasonCode::Success
             };
-            let _ = conn.server.ack(now, token, code);
+            // Acknowledged once every session it reached has room for it: until then the
+            // publisher is held back (see `flow`).
+            self.acknowledge(id, now, token, code);
         }
     }
 
@@ -767,6 +883,9 @@ impl Broker {
             });
         }
         targets.sort_unstable_by_key(|(key, _)| *key);
+        // The message's own copy of its topic and payload, made once for all the sessions that
+        // keep it (see `deliver`).
+        let mut owned = None;
         let mut reached = 0;
         let mut index = 0;
         while let Some(&(key, _)) = targets.get(index) {
@@ -798,7 +917,7 @@ impl Broker {
             if !identifiers.is_empty() || out.properties.get().is_some() {
                 out.properties.subscription_identifiers = identifiers;
             }
-            self.deliver(now, key, out);
+            self.deliver(now, key, out, &mut owned);
             reached += 1;
         }
         self.targets = targets;
@@ -840,32 +959,69 @@ impl Broker {
     }
 
     /// Hands one message to a session: its connection if connected, its queue if it persists.
-    fn deliver(&mut self, now: Instant, key: u32, publish: Publish) {
+    ///
+    /// A message that waits (in a queue, or for a disconnected client) gets its own copy of its
+    /// bytes first, shared through `owned` by every session of this routing that keeps it: a
+    /// zero-copy slice would pin the whole read buffer it arrived in for as long as it waits.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        key: u32,
+        mut publish: Publish,
+        owned: &mut Option<(TopicName, Bytes)>,
+    ) {
         let payload = publish.payload.len() as u64;
-        let max_queue = self.config.max_session_queue;
         let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::as_mut) else {
             return;
         };
-        let result = match session.connection.and_then(|c| self.conns.get_mut(&c)) {
-            Some(conn) => conn.server.publish(now, publish).map(|_| None),
-            None => session
-                .delivery
-                .get_or_insert_with(Box::default)
-                .enqueue(now, publish, max_queue),
+        if let Some(id) = session.connection {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if conn.server.would_queue(&publish) {
+                own_bytes(&mut publish, owned);
+            }
+            match conn.server.publish(now, publish) {
+                Ok(_) => {
+                    self.stats.messages_out += 1;
+                    self.stats.bytes_out += payload;
+                    self.mark_ready(id);
+                    self.note_delivered(id, now);
+                }
+                Err(UsageError::PacketTooLarge { .. }) => self.stats.dropped.too_large += 1,
+                // The connection is closing: it can take nothing more.
+                Err(_) => self.stats.dropped.queue_full += 1,
+            }
+            return;
+        }
+        own_bytes(&mut publish, owned);
+        let size = crate::connection::weight(&publish);
+        let delivery = session.delivery.get_or_insert_with(Box::default);
+        let before = delivery.queued_bytes();
+        let result = if self.flow.queued_bytes.saturating_add(size) > self.config.max_queued_bytes {
+            Err(DropReason::MemoryBudget)
+        } else {
+            delivery
+                .enqueue(
+                    now,
+                    publish,
+                    self.config.max_session_queue,
+                    self.config.max_session_queue_bytes,
+                )
+                .map_err(|_| DropReason::QueueFull)
         };
+        let after = delivery.queued_bytes();
+        self.flow.queued_bytes = (self.flow.queued_bytes + after).saturating_sub(before);
+        let client_id = session.client_id.clone();
         match result {
             Ok(dropped) => {
                 self.stats.messages_out += 1;
                 self.stats.bytes_out += payload;
-                if dropped.is_some() {
-                    self.stats.dropped.queue_full += 1;
-                }
-                if let Some(id) = session.connection {
-                    self.mark_ready(id);
+                if dropped > 0 {
+                    self.note_drop(now, &client_id, DropReason::QueueFull, dropped as u64);
                 }
             }
-            Err(UsageError::PacketTooLarge { .. }) => self.stats.dropped.too_large += 1,
-            Err(_) => self.stats.dropped.queue_full += 1,
+            Err(reason) => self.note_drop(now, &client_id, reason, 1),
         }
     }
 
@@ -960,7 +1116,9 @@ impl Broker {
             })
             .collect();
         for publish in matching {
-            self.deliver(now, key, publish);
+            // Retained messages own their bytes already: a session that keeps one shares them.
+            let mut owned = Some((publish.topic.clone(), publish.payload.clone()));
+            self.deliver(now, key, publish, &mut owned);
         }
     }
 
@@ -1005,6 +1163,13 @@ impl Broker {
         let will = conn.will.take();
         let key = conn.session.take();
         let delivery = conn.server.take_session();
+        // Its messages leave the connection's count; they are counted again below if the
+        // session keeps them, each with bytes of its own now that it may wait for long.
+        self.flow.queued_bytes = self
+            .flow
+            .queued_bytes
+            .saturating_sub(std::mem::take(&mut conn.accounted));
+        self.connection_closed(id, now);
         // The will is published unless the client disconnected normally (MQTT-3.1.2-8,
         // MQTT-3.14.4-3); reason 0x04 asks for it.
         let publish_will = match &reason {
@@ -1018,6 +1183,7 @@ impl Broker {
                 && session.connection == Some(id)
             {
                 session.connection = None;
+                let kept_bytes = delivery.queued_bytes();
                 session.delivery = Some(Box::new(delivery));
                 if let DisconnectReason::Remote(d) = &reason
                     && let Some(expiry) = d.properties.session_expiry_interval
@@ -1025,6 +1191,12 @@ impl Broker {
                     session.expiry_interval = expiry.min(max_expiry);
                 }
                 let expiry = session.expiry_interval;
+                if expiry != 0
+                    && let Some(delivery) = &mut session.delivery
+                {
+                    // What it kept in flight may now wait for long.
+                    delivery.for_each_publish_mut(detach_publish);
+                }
                 let mut will_now = None;
                 if let Some(will) = will.filter(|_| publish_will) {
                     let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -1038,6 +1210,7 @@ impl Broker {
                         self.timers.push(Reverse((at, TimerKey::Will(key))));
                     }
                 }
+                self.flow.queued_bytes += kept_bytes;
                 if expiry != 0 {
                     let at = now + Duration::from_secs(u64::from(expiry));
                     if let Some(session) = self.session_mut(key) {
@@ -1071,6 +1244,12 @@ impl Broker {
         for filter in &session.filters {
             self.tree.remove(filter, key);
         }
+        if let Some(delivery) = &session.delivery {
+            self.flow.queued_bytes = self
+                .flow
+                .queued_bytes
+                .saturating_sub(delivery.queued_bytes());
+        }
         self.by_client_id.remove(&session.client_id);
         self.free_sessions.push(key);
         if let Some(pending) = session.pending_will {
@@ -1084,6 +1263,43 @@ impl Broker {
 /// messages passing through; state that lives as long as a session must not pin whole buffers.
 fn detach(s: &ByteString) -> ByteString {
     ByteString::from(&**s)
+}
+
+/// Makes a message own its bytes (see [`detach`]).
+fn detach_publish(publish: &mut Publish) {
+    publish.topic = detach_name(&publish.topic);
+    publish.payload = Bytes::copy_from_slice(&publish.payload);
+    detach_properties(publish);
+}
+
+/// Makes a message's property strings and binary data own their bytes.
+fn detach_properties(publish: &mut Publish) {
+    if let Some(p) = publish.properties.get_mut() {
+        p.content_type = p.content_type.as_ref().map(detach);
+        p.response_topic = p.response_topic.as_ref().map(detach);
+        p.correlation_data = p
+            .correlation_data
+            .as_ref()
+            .map(|d| Bytes::copy_from_slice(d));
+        for property in &mut p.user_properties {
+            property.name = detach(&property.name);
+            property.value = detach(&property.value);
+        }
+    }
+}
+
+/// Gives a message that a session keeps bytes of its own: the topic and payload copied once
+/// per routing into `owned` and shared by every session that keeps it.
+fn own_bytes(publish: &mut Publish, owned: &mut Option<(TopicName, Bytes)>) {
+    let (topic, payload) = owned.get_or_insert_with(|| {
+        (
+            detach_name(&publish.topic),
+            Bytes::copy_from_slice(&publish.payload),
+        )
+    });
+    publish.topic = topic.clone();
+    publish.payload = payload.clone();
+    detach_properties(publish);
 }
 
 /// [`detach`] for a topic name.

@@ -113,6 +113,15 @@ fn read_fixed_header(
     }))
 }
 
+/// The size on the wire of the packet at the front of `buf` (fixed header included), once its
+/// fixed header is complete; `None` before that or when the header is malformed (decoding then
+/// reports why). It says how much memory the whole packet will take before it has arrived.
+pub(crate) fn packet_len(buf: &[u8]) -> Option<usize> {
+    let rest = buf.get(1..)?;
+    let (remaining, used) = read_varint(rest).ok()??;
+    Some(1 + used + remaining as usize)
+}
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// - `Ok(Some(packet))`: the packet's bytes were removed from `buf`; whatever follows stays.

@@ -26,6 +26,7 @@ pub use client::{ClientConfig, ClientConnection, ClientEvent, ClientState, Messa
 pub use error::{DisconnectReason, ProtocolError, UsageError};
 pub use inbound::AckToken;
 pub use outbound::PublishOutcome;
+pub(crate) use outbound::weight;
 pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState};
 pub use session::{ActiveSubscription, Session};
 
@@ -106,6 +107,8 @@ pub(crate) struct Core {
     pub(crate) peer_max_packet_size: Option<u32>,
     /// No more input is processed once set.
     pub(crate) closed: bool,
+    /// Packets decoded so far: a packet that was being received has completed when this moves.
+    pub(crate) decoded: u64,
 }
 
 impl Core {
@@ -120,6 +123,7 @@ impl Core {
             aliases: OutboundAliases::default(),
             peer_max_packet_size: None,
             closed: false,
+            decoded: 0,
         }
     }
 
@@ -175,9 +179,28 @@ impl Core {
         self.read_buf.first().map(|b| b >> 4)
     }
 
+    /// Bytes received and not yet decoded.
+    pub(crate) fn buffered(&self) -> usize {
+        self.read_buf.len()
+    }
+
+    /// The size of the packet being received, while only part of it is buffered.
+    pub(crate) fn partial_packet_len(&self) -> Option<usize> {
+        codec::packet_len(&self.read_buf).filter(|&len| len > self.read_buf.len())
+    }
+
+    /// Makes room in the read buffer for `additional` more bytes at once, so that a large packet
+    /// arrives into one allocation of its size instead of a series of doublings.
+    pub(crate) fn reserve_input(&mut self, additional: usize) {
+        self.read_buf.reserve(additional);
+    }
+
     /// The next complete packet in the read buffer.
     pub(crate) fn next_packet(&mut self) -> Result<Option<Packet>, codec::DecodeError> {
         let packet = codec::decode(&mut self.read_buf, self.version, &self.limits);
+        if let Ok(Some(_)) = packet {
+            self.decoded += 1;
+        }
         if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
             // An idle connection holds no read buffer; the next read allocates one.
             self.read_buf = BytesMut::new();

@@ -49,6 +49,20 @@ pub(crate) struct Queued {
     pub(crate) expires_at: Option<Instant>,
 }
 
+/// What keeping `publish` costs in memory, roughly: its payload, topic and properties, the
+/// queue entry and the allocations behind them. Queue limits and budgets in bytes count this; it
+/// depends only on what a message keeps while it is queued and in flight, so adding and removing
+/// the same message balance.
+pub(crate) fn weight(publish: &Publish) -> usize {
+    /// A queue entry, and the allocations of the payload and topic copies (with the shared
+    /// header `Bytes` adds once a copy is shared).
+    const ENTRY: usize = std::mem::size_of::<Queued>() + 64;
+    let properties = publish.properties.get().map_or(0, |p| {
+        std::mem::size_of::<crate::packet::PublishProperties>() + p.weight()
+    });
+    ENTRY + publish.payload.len() + publish.topic.len() + properties
+}
+
 /// Outbound QoS 1/2 state. Lives in the session, so it survives reconnection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Outbound {
@@ -60,6 +74,8 @@ pub(crate) struct Outbound {
     pub(crate) inflight: VecDeque<Inflight>,
     /// Waiting for room in the window, in the order published.
     pub(crate) queued: VecDeque<Queued>,
+    /// The [`weight`] of every message in `inflight` and `queued`.
+    pub(crate) bytes: usize,
 }
 
 impl Outbound {
@@ -78,6 +94,27 @@ impl Outbound {
         }
     }
 
+    /// Puts a QoS 1/2 publish that was just sent in flight.
+    pub(crate) fn push_inflight(&mut self, publish: Publish) {
+        self.bytes += weight(&publish);
+        self.inflight.push_back(Inflight::Publish(publish));
+    }
+
+    /// Removes a queued publish (to make room), returning it.
+    pub(crate) fn remove_queued(&mut self, index: usize) -> Option<Publish> {
+        let queued = self.queued.remove(index)?;
+        self.forget(&queued.publish);
+        if let Some(id) = queued.publish.packet_id {
+            self.release_id(id);
+        }
+        Some(queued.publish)
+    }
+
+    /// A message leaves the state.
+    fn forget(&mut self, publish: &Publish) {
+        self.bytes = self.bytes.saturating_sub(weight(publish));
+    }
+
     /// Returns an identifier to the pool.
     pub(crate) fn release_id(&mut self, packet_id: PacketId) {
         self.in_use.remove(&packet_id.get());
@@ -86,6 +123,7 @@ impl Outbound {
 
     /// Queues a publish; QoS 1/2 ones already hold their identifier.
     pub(crate) fn enqueue(&mut self, publish: Publish, expires_at: Option<Instant>) {
+        self.bytes += weight(&publish);
         self.queued.push_back(Queued {
             publish,
             expires_at,
@@ -120,6 +158,7 @@ impl Outbound {
                     .checked_duration_since(now)
                     .filter(|d| !d.is_zero())
                 else {
+                    self.forget(&publish);
                     if let Some(id) = publish.packet_id {
                         self.release_id(id);
                     }
@@ -132,7 +171,9 @@ impl Outbound {
                     Some(u32::try_from(secs).unwrap_or(u32::MAX));
             }
             send(&publish);
-            if publish.qos != QoS::AtMostOnce {
+            if publish.qos == QoS::AtMostOnce {
+                self.forget(&publish);
+            } else {
                 self.inflight.push_back(Inflight::Publish(publish));
             }
         }
@@ -145,6 +186,10 @@ impl Outbound {
         }
         if self.queued.is_empty() && self.queued.capacity() > 0 {
             self.queued = VecDeque::new();
+        }
+        if self.queued.is_empty() && self.inflight.is_empty() {
+            debug_assert_eq!(self.bytes, 0, "weights added and removed balance");
+            self.bytes = 0;
         }
     }
 
@@ -168,7 +213,9 @@ impl Outbound {
                     Some(Inflight::Publish(p)) if p.qos == QoS::AtLeastOnce
                 ) =>
             {
-                self.inflight.remove(index);
+                if let Some(Inflight::Publish(publish)) = self.inflight.remove(index) {
+                    self.forget(&publish);
+                }
                 self.release_id(packet_id);
                 Ok(PublishOutcome {
                     packet_id,
@@ -200,7 +247,9 @@ impl Outbound {
                 }
                 if reason_code.is_error() {
                     // A refusing PUBREC ends the exchange; no PUBREL follows (section 4.3.3).
-                    self.inflight.remove(index);
+                    if let Some(Inflight::Publish(publish)) = self.inflight.remove(index) {
+                        self.forget(&publish);
+                    }
                     self.release_id(packet_id);
                     return Ok(Err(PublishOutcome {
                         packet_id,
@@ -208,7 +257,11 @@ impl Outbound {
                         properties,
                     }));
                 }
-                *entry = Inflight::PubRel(packet_id);
+                if let Inflight::Publish(publish) =
+                    std::mem::replace(entry, Inflight::PubRel(packet_id))
+                {
+                    self.bytes = self.bytes.saturating_sub(weight(&publish));
+                }
                 Ok(Ok(PubRel::new(packet_id)))
             }
             // A repeated PUBREC: answer it again.
@@ -298,6 +351,7 @@ impl Outbound {
         }
         self.queued = kept;
         for publish in &rejected {
+            self.forget(publish);
             if let Some(id) = publish.packet_id {
                 self.in_use.remove(&id.get());
             }

@@ -21,11 +21,18 @@ use crate::packet::{
     QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
 };
 
+/// Events decoded ahead of the application: input beyond them waits in the read buffer, as
+/// bytes, until they are polled.
+const INPUT_BATCH: usize = 16;
+
 /// Limits a [`ServerConnection`] enforces and announces.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// The largest packet accepted from the client (default 1 MiB), announced in 5.0.
+    /// The largest packet accepted from the client, announced in 5.0 when below the protocol's
+    /// own ceiling. Default: that ceiling (268,435,455 bytes), because a 3.1.1 client cannot
+    /// learn a lower one; a broker bounds what partly received packets hold in total instead
+    /// (`BrokerConfig::max_incoming_bytes`).
     pub max_packet_size: u32,
     /// How many unacknowledged QoS 1/2 publishes the client may have in flight (default 100).
     pub receive_maximum: u16,
@@ -38,20 +45,27 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// The in-flight window towards 3.1.1 clients, which announce no Receive Maximum (default 20).
     pub max_inflight_v311: u16,
-    /// The most publishes waiting for room in the client's window (default 1,000).
+    /// How many messages may wait for room in the client's window before the queue counts as
+    /// full ([`ServerConnection::is_congested`]; default 1,000). The connection itself queues
+    /// without limit: its owner pushes back on whatever feeds it (a broker withholds the
+    /// publishers' acknowledgements), so the queue stays near this.
     pub max_queued: usize,
+    /// Like `max_queued`, in bytes of messages kept for the client, in flight or queued
+    /// (default 4 MiB).
+    pub max_queued_bytes: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_packet_size: 1024 * 1024,
+            max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE,
             receive_maximum: 100,
             topic_alias_maximum: 16,
             max_keep_alive: None,
             connect_timeout: Duration::from_secs(10),
             max_inflight_v311: 20,
             max_queued: 1000,
+            max_queued_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -89,25 +103,49 @@ impl ServerSession {
         self.outbound.queued.len()
     }
 
+    /// What the messages kept for the client weigh, in bytes (payload, topic, properties and
+    /// bookkeeping), in flight and queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbound.bytes
+    }
+
     /// Queues a message for the client while it is offline; it is sent when the client resumes
-    /// the session. With `max_queued` reached, the oldest queued QoS 0 message makes room and is
-    /// returned; with none, the new message is refused with [`UsageError::QueueFull`].
+    /// the session. When it would take the queue past `max_messages` messages or `max_bytes`
+    /// bytes, the oldest queued QoS 0 messages make room; returns how many were dropped for it.
+    /// When they cannot make enough room, the new message is refused with
+    /// [`UsageError::QueueFull`] and nothing is dropped.
     pub fn enqueue(
         &mut self,
         now: Instant,
         mut publish: Publish,
-        max_queued: usize,
-    ) -> Result<Option<Publish>, UsageError> {
-        let mut dropped = None;
-        if self.outbound.queued.len() >= max_queued {
-            let oldest_qos0 = self
-                .outbound
-                .queued
-                .iter()
-                .position(|q| q.publish.qos == QoS::AtMostOnce);
-            match oldest_qos0.and_then(|index| self.outbound.queued.remove(index)) {
-                Some(queued) => dropped = Some(queued.publish),
-                None => return Err(UsageError::QueueFull),
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<usize, UsageError> {
+        let size = super::outbound::weight(&publish);
+        let fits = |messages: usize, bytes: usize| {
+            messages < max_messages && bytes.saturating_add(size) <= max_bytes
+        };
+        let mut dropped = 0;
+        if !fits(self.outbound.queued.len(), self.outbound.bytes) {
+            // Only QoS 0 messages make room; check they can make enough before dropping any.
+            let (mut messages, mut bytes) = (self.outbound.queued.len(), self.outbound.bytes);
+            let mut qos0 = Vec::new();
+            for (index, queued) in self.outbound.queued.iter().enumerate() {
+                if fits(messages, bytes) {
+                    break;
+                }
+                if queued.publish.qos == QoS::AtMostOnce {
+                    qos0.push(index);
+                    messages -= 1;
+                    bytes = bytes.saturating_sub(super::outbound::weight(&queued.publish));
+                }
+            }
+            if !fits(messages, bytes) {
+                return Err(UsageError::QueueFull);
+            }
+            for index in qos0.into_iter().rev() {
+                self.outbound.remove_queued(index);
+                dropped += 1;
             }
         }
         publish.dup = false;
@@ -124,6 +162,19 @@ impl ServerSession {
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
         self.outbound.enqueue(publish, expires_at);
         Ok(dropped)
+    }
+
+    /// Calls `f` on every message kept for the client, in flight and queued (a broker makes them
+    /// own their bytes before keeping them for long).
+    pub(crate) fn for_each_publish_mut(&mut self, mut f: impl FnMut(&mut Publish)) {
+        for entry in &mut self.outbound.inflight {
+            if let Inflight::Publish(publish) = entry {
+                f(publish);
+            }
+        }
+        for queued in &mut self.outbound.queued {
+            f(&mut queued.publish);
+        }
     }
 }
 
@@ -171,6 +222,10 @@ pub struct ServerConnection {
     connect_session_expiry: u32,
     keep_alive: u16,
     window: usize,
+    /// Input is buffered, not processed ([`ServerConnection::pause_input`]).
+    input_paused: bool,
+    /// The time of the latest input, for the packets decoded as events are polled.
+    last_input: Instant,
     /// Whether acknowledged deliveries are reported ([`ServerEvent::Delivered`]); the broker
     /// router has no use for them and gets one per message it relays at QoS 1 or 2.
     pub(crate) report_delivered: bool,
@@ -196,6 +251,8 @@ impl ServerConnection {
             connect_session_expiry: 0,
             keep_alive: 0,
             window: 0,
+            input_paused: false,
+            last_input: now,
             report_delivered: true,
         }
     }
@@ -232,6 +289,62 @@ impl ServerConnection {
         self.outbound.queued.len()
     }
 
+    /// What the messages kept for the client weigh, in bytes, in flight and queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbound.bytes
+    }
+
+    /// Whether the client's queue is full: `max_queued` messages wait for its window, or the
+    /// messages kept for it reach `max_queued_bytes`. Whoever feeds the connection should stop
+    /// until it is not ([`ServerConnection::publish`] still queues).
+    pub fn is_congested(&self) -> bool {
+        self.outbound.queued.len() >= self.config.max_queued
+            || self.outbound.bytes >= self.config.max_queued_bytes
+    }
+
+    /// Whether `publish` would wait in the queue rather than go out at once: the client's window
+    /// is full or others wait before it. A message that waits is kept for a while, and should
+    /// not share memory with a large read buffer.
+    pub fn would_queue(&self, publish: &Publish) -> bool {
+        publish.qos != QoS::AtMostOnce
+            && (self.state != ServerState::Connected
+                || !self.outbound.queued.is_empty()
+                || self.outbound.inflight.len() >= self.window
+                || publish.properties.message_expiry_interval.is_some())
+    }
+
+    /// Whether more input is useful now. It is not while input is paused
+    /// ([`ServerConnection::pause_input`]), or while the client waits for authentication and has
+    /// already sent a packet that must wait for its outcome: bytes given meanwhile are only
+    /// buffered, so a driver should stop reading until this turns true again.
+    pub fn wants_input(&self) -> bool {
+        if self.core.closed {
+            return true;
+        }
+        let waits_for_auth = self.state == ServerState::Authenticating
+            && self
+                .core
+                .peek_type()
+                .is_some_and(|t| t != PacketType::Auth as u8);
+        !self.input_paused && !waits_for_auth
+    }
+
+    /// Bytes received and not yet processed (part of a packet, or input held while paused).
+    pub fn buffered_input(&self) -> usize {
+        self.core.buffered()
+    }
+
+    /// The size of the packet being received, while only part of it has arrived: what it will
+    /// hold in memory once complete.
+    pub fn partial_packet_len(&self) -> Option<usize> {
+        self.core.partial_packet_len()
+    }
+
+    /// How many packets have been received and decoded on this connection.
+    pub fn received_packets(&self) -> u64 {
+        self.core.decoded
+    }
+
     /// Whether the connection has ended and its transmit queue is drained: close the transport.
     pub fn is_closed(&self) -> bool {
         self.state == ServerState::Closed && !self.core.has_transmit()
@@ -244,18 +357,30 @@ impl ServerConnection {
 
     // ---- input ----
 
-    /// Feeds bytes read from the transport.
+    /// Feeds bytes read from the transport. While input is paused they are only buffered.
+    ///
+    /// Packets are decoded a few at a time, as their events are polled: whoever handles the
+    /// events can pause the input between two messages, however many one read brought.
     pub fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
         if self.core.closed {
             return;
         }
+        self.last_input = now;
         self.core.buffer(bytes);
+        if self.input_paused {
+            return;
+        }
         if self.keep_alive > 0 {
             // MQTT-3.1.2-24: one and a half keep-alive intervals since the last packet.
             let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
             self.core.timers.set(Timer::KeepAliveExpiry, now + grace);
         }
-        while !self.core.closed {
+        self.process_input(now);
+    }
+
+    /// Handles the complete packets in the read buffer, until [`INPUT_BATCH`] events wait.
+    fn process_input(&mut self, now: Instant) {
+        while !self.core.closed && !self.input_paused && self.events.len() < INPUT_BATCH {
             // Until CONNACK, only AUTH is processed after CONNECT (MQTT-3.1.4-6); the rest
             // waits in the buffer.
             if self.state == ServerState::Authenticating
@@ -301,6 +426,37 @@ impl ServerConnection {
     }
 
     // ---- commands ----
+
+    /// Stops processing input: what arrives is buffered until
+    /// [`ServerConnection::resume_input`]. The keep-alive timeout is suspended meanwhile (the
+    /// client's PINGREQs wait unread). A broker pauses a publisher whose messages it cannot take
+    /// yet; the driver should stop reading its transport ([`ServerConnection::wants_input`]).
+    pub fn pause_input(&mut self, _now: Instant) {
+        if !self.core.closed {
+            self.input_paused = true;
+            self.core.timers.stop(Timer::KeepAliveExpiry);
+        }
+    }
+
+    /// Processes what was buffered while input was paused, and whatever comes next.
+    pub fn resume_input(&mut self, now: Instant) {
+        if !self.input_paused {
+            return;
+        }
+        self.input_paused = false;
+        self.last_input = now;
+        if self.state == ServerState::Connected && self.keep_alive > 0 {
+            let grace = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+            self.core.timers.set(Timer::KeepAliveExpiry, now + grace);
+        }
+        self.process_input(now);
+    }
+
+    /// Makes room to receive `additional` more bytes in one allocation (a large packet whose size
+    /// its fixed header announced).
+    pub fn reserve_input(&mut self, additional: usize) {
+        self.core.reserve_input(additional);
+    }
 
     /// Accepts the client: sends CONNACK with `properties` (the limits this connection
     /// enforces are added), resumes `session` (resending its unacknowledged messages, DUP set,
@@ -371,7 +527,8 @@ impl ServerConnection {
         );
         self.fill_window(now);
         // Packets the client pipelined behind its CONNECT.
-        self.handle_bytes(now, &[]);
+        self.last_input = now;
+        self.process_input(now);
         Ok(())
     }
 
@@ -428,7 +585,8 @@ impl ServerConnection {
     /// Sends a message to the client at the QoS given. QoS 1/2 get a packet identifier and wait
     /// in the queue while the client's window is full; [`ServerEvent::Delivered`] reports the
     /// acknowledgement. A message larger than the client's Maximum Packet Size is refused
-    /// (MQTT-3.1.2-25): the broker drops it for this client.
+    /// (MQTT-3.1.2-25): the broker drops it for this client. The queue has no limit of its own:
+    /// stop feeding the connection while [`ServerConnection::is_congested`].
     pub fn publish(
         &mut self,
         now: Instant,
@@ -450,9 +608,6 @@ impl ServerConnection {
             self.core.send(Packet::Publish(publish));
             return Ok(None);
         }
-        if self.outbound.queued.len() >= self.config.max_queued {
-            return Err(UsageError::QueueFull);
-        }
         let packet_id = self.outbound.allocate_id()?;
         publish.packet_id = Some(packet_id);
         let expires_at = publish
@@ -467,7 +622,7 @@ impl ServerConnection {
             // What `fill_window` would do with a queue of one, without moving the message
             // through the queue: a broker does this for every delivery.
             self.core.send_publish(&publish);
-            self.outbound.inflight.push_back(Inflight::Publish(publish));
+            self.outbound.push_inflight(publish);
         } else {
             self.outbound.enqueue(publish, expires_at);
             self.fill_window(now);
@@ -549,8 +704,12 @@ impl ServerConnection {
         self.core.poll_transmit(buf, false)
     }
 
-    /// The next event for the application.
+    /// The next event for the application. Buffered input is decoded as the events are taken
+    /// (the packets it answers directly, such as PINGRESP, go to `poll_transmit` then).
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        if self.events.is_empty() && self.core.buffered() > 0 {
+            self.process_input(self.last_input);
+        }
         let event = self.events.pop_front();
         if event.is_none() && self.events.capacity() > 0 {
             self.events = VecDeque::new();

@@ -664,6 +664,13 @@ macro_rules! properties {
                 Ok(0 $(+ Slot::encoded_len(&self.$field)?)*)
             }
 
+            /// The wire length of the properties, without checks: what they weigh when a
+            /// broker keeps them (queues count bytes).
+            #[allow(dead_code)]
+            pub(crate) fn weight(&self) -> usize {
+                0 $(+ Slot::wire_len(&self.$field))*
+            }
+
             /// Length of the whole block, length prefix included.
             // PUBLISH sizes its block in one pass with its other fields; every other packet
             // uses this.

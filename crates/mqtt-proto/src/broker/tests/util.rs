@@ -18,6 +18,29 @@ pub(crate) struct Client {
     pub(crate) events: Vec<ClientEvent>,
     /// The transport is gone.
     pub(crate) gone: bool,
+    /// The broker asked its driver not to read this client ([`BrokerEvent::PauseReading`]):
+    /// what the client sends waits in `unsent`.
+    pub(crate) paused: bool,
+    pub(crate) unsent: BytesMut,
+    /// The client does not read: what the broker sends waits in `unread`.
+    pub(crate) stalled: bool,
+    pub(crate) unread: BytesMut,
+}
+
+impl Client {
+    fn new(core: ClientConnection, conn: ConnectionId, config: ClientConfig) -> Self {
+        Self {
+            core,
+            conn,
+            config,
+            events: Vec::new(),
+            gone: false,
+            paused: false,
+            unsent: BytesMut::new(),
+            stalled: false,
+            unread: BytesMut::new(),
+        }
+    }
 }
 
 pub(crate) struct Net {
@@ -58,13 +81,11 @@ impl Net {
             .broker
             .open(self.now)
             .expect("below the connection limit");
-        self.clients.push(Client {
-            core: ClientConnection::new(config.clone(), session, self.now),
+        self.clients.push(Client::new(
+            ClientConnection::new(config.clone(), session, self.now),
             conn,
             config,
-            events: Vec::new(),
-            gone: false,
-        });
+        ));
         self.pump();
         self.clients.len() - 1
     }
@@ -88,13 +109,11 @@ impl Net {
             .broker
             .open(self.now)
             .expect("below the connection limit");
-        let client = Client {
-            core: ClientConnection::new(config.clone(), Some(session), self.now),
+        let client = Client::new(
+            ClientConnection::new(config.clone(), Some(session), self.now),
             conn,
             config,
-            events: Vec::new(),
-            gone: false,
-        };
+        );
         self.clients.push(client);
         let last = self.clients.len() - 1;
         self.clients.swap(c, last);
@@ -128,11 +147,19 @@ impl Net {
                     continue;
                 }
                 let mut out = BytesMut::new();
-                if client.core.poll_transmit(self.now, &mut out) {
+                if client.core.poll_transmit(self.now, &mut out) && Some(client.conn) != lossy_conn
+                {
+                    client.unsent.extend_from_slice(&out);
+                }
+                if !client.paused && !client.unsent.is_empty() {
                     moved = true;
-                    if Some(client.conn) != lossy_conn {
-                        self.broker.handle_bytes(client.conn, self.now, &out);
-                    }
+                    let out = client.unsent.split();
+                    self.broker.handle_bytes(client.conn, self.now, &out);
+                }
+                if !client.stalled && !client.unread.is_empty() {
+                    moved = true;
+                    let unread = client.unread.split();
+                    client.core.handle_bytes(self.now, &unread);
                 }
                 while let Some(event) = client.core.poll_event() {
                     client.events.push(event);
@@ -146,18 +173,31 @@ impl Net {
                 }
                 if let Some(client) = self.clients.iter_mut().find(|c| c.conn == conn && !c.gone) {
                     moved = true;
-                    client.core.handle_bytes(self.now, &out);
+                    if client.stalled {
+                        client.unread.extend_from_slice(&out);
+                    } else {
+                        client.core.handle_bytes(self.now, &out);
+                    }
                 }
             }
             while let Some(event) = self.broker.poll_event() {
+                if let BrokerEvent::PauseReading(conn) | BrokerEvent::ResumeReading(conn) = &event
+                    && let Some(client) = self.clients.iter_mut().find(|c| c.conn == *conn)
+                {
+                    client.paused = matches!(event, BrokerEvent::PauseReading(_));
+                    moved = true;
+                }
                 if let BrokerEvent::Close(conn) = &event
                     && let Some(client) =
                         self.clients.iter_mut().find(|c| c.conn == *conn && !c.gone)
                 {
-                    // Flush, then close the transport.
+                    // Flush, then close the transport (a client that does not read loses
+                    // what it did not read).
                     let mut out = BytesMut::new();
                     self.broker.poll_transmit(*conn, self.now, &mut out);
-                    client.core.handle_bytes(self.now, &out);
+                    if !client.stalled {
+                        client.core.handle_bytes(self.now, &out);
+                    }
                     client.core.handle_eof(self.now);
                     client.gone = true;
                     self.broker.handle_eof(*conn, self.now);

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures_lite::future;
 use mqtt_async::runtime::Runtime;
 use mqtt_async::topic::{TopicError, TopicName};
 use mqtt_async::{
@@ -269,10 +270,13 @@ pub(crate) async fn manual_ack_order<R: Runtime + Default>(target: Target, versi
     server.stop().await;
 }
 
-/// A subscriber that stalls, then reads slowly, through a queue of 4 loses none of 500 QoS 1
-/// messages of 64 KiB (far more than the sockets buffer): while its queue is full the client
-/// stops reading from the network, and the broker, bounded by the client's Receive Maximum
-/// (5.0) or its own in-flight window (3.1.1), holds the rest.
+/// A subscriber that reads slowly, through a queue of 4, loses none of 500 QoS 1 messages of
+/// 64 KiB (far more than the sockets buffer) published as fast as the broker takes them: while
+/// its queue is full the client stops reading from the network, and the broker, bounded by the
+/// client's Receive Maximum (5.0) or its own in-flight window (3.1.1), holds the rest; ours
+/// holds the publisher back (its PUBACKs wait) once the subscriber's queue is full, mosquitto
+/// queues without limit as configured here. Every publish is acknowledged and every message
+/// arrives, in order.
 pub(crate) async fn slow_consumer_loses_no_qos1<R: Runtime + Default>(
     target: Target,
     version: Version,
@@ -292,23 +296,27 @@ pub(crate) async fn slow_consumer_loses_no_qos1<R: Runtime + Default>(
         .unwrap();
     let b = connect::<R>(server.options(version, "slow-b")).await;
     let padding = "x".repeat(64 * 1024);
-    within::<R, _>("for the publisher", async {
+    let publish = async {
         for i in 0..COUNT {
             let payload = format!("{i:08} {padding}");
             b.publish("slow/t", payload, QoS::AtLeastOnce)
                 .await
                 .expect("every publish acknowledged");
         }
-    })
-    .await;
-    for i in 0..COUNT {
-        if i % 50 == 0 {
-            sleep::<R>(Duration::from_millis(10)).await;
+    };
+    let consume = async {
+        // The subscriber stalls first, then reads slowly.
+        sleep::<R>(Duration::from_millis(200)).await;
+        for i in 0..COUNT {
+            if i % 50 == 0 {
+                sleep::<R>(Duration::from_millis(10)).await;
+            }
+            let message = next::<R>(&mut messages).await;
+            let number = format!("{i:08} ");
+            assert_eq!(&message.payload()[..9], number.as_bytes(), "in order");
         }
-        let message = next::<R>(&mut messages).await;
-        let number = format!("{i:08} ");
-        assert_eq!(&message.payload()[..9], number.as_bytes(), "in order");
-    }
+    };
+    within::<R, _>("for the relay", future::zip(publish, consume)).await;
     server.stop().await;
 }
 

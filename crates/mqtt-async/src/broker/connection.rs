@@ -9,17 +9,27 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use async_channel::Sender;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_lite::AsyncWriteExt;
 use futures_lite::future;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::ToRouter;
-use crate::runtime::BoxTransport;
+use crate::runtime::{BoxTransport, SharedRuntime};
 
 /// Bytes read in one go; on the stack, for the length of one poll.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// How long a connection the broker closed may take to write what it has left (a last
+/// DISCONNECT) and to read what the client still sends.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long, after its last packet went out, the connection reads (and discards) what the
+/// client still sends, so that closing does not reset the connection and lose the DISCONNECT
+/// the client has not read yet.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// What the router has for one connection to write. The router appends encoded packets; the
 /// connection's task takes them all at once.
@@ -35,6 +45,8 @@ struct OutboxState {
     waker: Option<Waker>,
     /// Nothing more will come: write what is there, then close the transport.
     closed: bool,
+    /// The router cannot take this connection's input now: do not read.
+    read_paused: bool,
 }
 
 impl Outbox {
@@ -45,11 +57,24 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether the router added bytes `chunks` times, or `bytes` bytes, that the task has not
-    /// taken yet: the client is not reading.
+    /// Whether the router added bytes `chunks` times, or at least `bytes` bytes in more than
+    /// one go, that the task has not taken yet: the client is not reading. One large addition
+    /// alone (a large message, or a window's worth) does not count.
     pub(super) fn is_full(&self, chunks: usize, bytes: usize) -> bool {
         let state = self.state();
-        state.chunks >= chunks || state.bytes.len() >= bytes
+        state.chunks >= chunks || (state.bytes.len() >= bytes && state.chunks >= 2)
+    }
+
+    /// Starts or stops reading the connection's transport.
+    pub(super) fn set_reading(&self, reading: bool) {
+        let waker = {
+            let mut state = self.state();
+            state.read_paused = !reading;
+            if reading { state.waker.take() } else { None }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Appends bytes with `fill` and wakes the connection's task if it wrote any.
@@ -85,12 +110,14 @@ enum Step {
     Read(Bytes),
     /// The client is gone (end of file or an I/O error).
     Gone,
-    /// The router closed the connection and everything was written.
-    Closed,
+    /// The router closed the connection: what is left is to be written, then the transport
+    /// closed.
+    Closing,
 }
 
 /// Serves one connection until either side ends it.
 pub(super) async fn serve(
+    runtime: SharedRuntime,
     mut transport: BoxTransport,
     to_router: Sender<ToRouter>,
     peer: SocketAddr,
@@ -123,13 +150,50 @@ pub(super) async fn serve(
                 }
             }
             Step::Gone => break,
-            Step::Closed => {
-                let _ = transport.close().await;
+            Step::Closing => {
+                let deadline = runtime.now() + CLOSE_TIMEOUT;
+                let sleep = runtime.sleep_until(deadline);
+                future::or(
+                    close(&runtime, &mut transport, &mut writing, &outbox),
+                    sleep,
+                )
+                .await;
                 break;
             }
         }
     }
     let _ = to_router.send(ToRouter::Eof(id)).await;
+}
+
+/// Writes what the router left, shuts down the write side, then reads and discards what the
+/// client still sends until it closes too or [`LINGER`] passes. Closing a socket with unread
+/// input makes the kernel reset the connection, and a client that is still writing (one that
+/// broke a limit, typically) would then lose the DISCONNECT telling it why.
+async fn close(
+    runtime: &SharedRuntime,
+    transport: &mut BoxTransport,
+    writing: &mut Writing,
+    outbox: &Outbox,
+) {
+    let written = future::poll_fn(|cx| match writing.poll_write(cx, transport, outbox) {
+        Poll::Ready(Step::Gone) => Poll::Ready(false),
+        Poll::Ready(_) => Poll::Ready(true),
+        Poll::Pending => Poll::Pending,
+    })
+    .await;
+    if !written || transport.close().await.is_err() {
+        return;
+    }
+    let linger = runtime.sleep_until(runtime.now() + LINGER);
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = transport.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    future::or(drain, linger).await;
 }
 
 /// The write side's state between polls.
@@ -151,6 +215,23 @@ impl Writing {
         if let Poll::Ready(step) = self.poll_write(cx, transport, outbox) {
             return Poll::Ready(step);
         }
+        {
+            let mut state = outbox.state();
+            if state.closed {
+                return Poll::Ready(Step::Closing);
+            }
+            if state.read_paused {
+                // Woken by `set_reading`, or by the outbox or the transport's write side.
+                if !state
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    state.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+        }
         let mut buf = [0u8; READ_CHUNK];
         match Pin::new(&mut **transport).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(Step::Gone),
@@ -162,7 +243,8 @@ impl Writing {
     }
 
     /// Writes everything the outbox holds, as far as the transport takes it. Ready only when
-    /// the connection ended.
+    /// the connection ended ([`Step::Gone`]) or the outbox is closed and everything was written
+    /// ([`Step::Closing`]).
     fn poll_write(
         &mut self,
         cx: &mut Context<'_>,
@@ -184,7 +266,7 @@ impl Writing {
                     }
                     continue;
                 } else if state.closed {
-                    return Poll::Ready(Step::Closed);
+                    return Poll::Ready(Step::Closing);
                 } else {
                     if !state
                         .waker

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures_lite::future;
 use mqtt_proto::ReasonCode;
 pub use mqtt_proto::broker::{
-    AllowAll, AuthDecision, Authenticator, Authorizer, BrokerConfig, ClientInfo, Stats,
+    AllowAll, AuthDecision, Authenticator, Authorizer, BrokerConfig, ClientInfo, DropReason,
+    Dropped, Stats,
 };
 use mqtt_proto::broker::{Broker as Core, BrokerEvent, ConnectionId};
 use mqtt_proto::connection::DisconnectReason;
@@ -36,9 +37,12 @@ use connection::Outbox;
 /// have waiting before it counts as not reading.
 const OUTPUT_QUEUE: usize = 256;
 
-/// Bytes of output a connection may have waiting (beyond what its task is writing) before it
-/// counts as not reading, however few the chunks (at least four of the largest packets).
+/// Bytes of output a connection may have waiting (beyond what its task is writing), added in
+/// more than one go, before it counts as not reading.
 const OUTPUT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The longest pause of an accept loop whose `accept` keeps failing (out of file descriptors).
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Messages from the inbox the router handles before it hands out what they produced.
 const BATCH: usize = 64;
@@ -87,6 +91,25 @@ pub enum PeerEvent {
         /// What went wrong.
         error: String,
     },
+    /// Messages kept for a disconnected client's session were dropped: its queue limit or the
+    /// broker's memory budget was reached. Told at most every few seconds, with the count
+    /// since the last time (also counted in [`Stats::dropped`]).
+    MessagesDropped {
+        /// The session's client identifier.
+        client_id: ByteString,
+        /// Which limit.
+        reason: DropReason,
+        /// How many since the last report.
+        count: u64,
+    },
+    /// A listener could not accept connections (out of file descriptors, typically). It backs
+    /// off, up to a second between attempts, and this is told once until it accepts again.
+    AcceptFailed {
+        /// The address it listens on.
+        listener: Option<SocketAddr>,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
@@ -94,6 +117,7 @@ type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
 enum ToRouter {
     Open(Arc<Outbox>, Sender<Option<ConnectionId>>, SocketAddr),
     TlsFailed(SocketAddr, String),
+    AcceptFailed(Option<SocketAddr>, String),
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
@@ -340,13 +364,9 @@ impl<R: 'static> Broker<R> {
             }));
         }
         drop((to_router, listening));
-        // Room for a few of the largest packets a client may send, which is what it may get.
-        let max_packet = usize::try_from(core.config().connection.max_packet_size).unwrap_or(0);
-        let output_bytes = OUTPUT_BYTES.max(max_packet.saturating_mul(4));
         Router {
             runtime,
             core,
-            output_bytes,
             outputs: HashMap::default(),
             on_event,
             peers: HashMap::default(),
@@ -367,6 +387,7 @@ async fn accept_loop(
     to_router: Sender<ToRouter>,
     stop: Receiver<()>,
 ) {
+    let mut backoff = std::time::Duration::ZERO;
     loop {
         let accepted = future::or(async { Some(accept(listener.as_mut()).await) }, async {
             let _ = stop.recv().await;
@@ -374,15 +395,48 @@ async fn accept_loop(
         })
         .await;
         let Some(accepted) = accepted else { return };
-        let Ok((transport, peer)) = accepted else {
-            // Out of file descriptors and the like: keep serving the others.
-            continue;
+        let (transport, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = std::time::Duration::ZERO;
+                accepted
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: the error comes back at once, so
+                // trying again at once would spin. Back off (told once per streak) and keep
+                // serving the connections there are.
+                if backoff.is_zero() {
+                    let addr = listener.local_addr().ok();
+                    let _ = to_router
+                        .send(ToRouter::AcceptFailed(addr, error.to_string()))
+                        .await;
+                }
+                backoff = (backoff * 2)
+                    .max(std::time::Duration::from_millis(10))
+                    .min(ACCEPT_BACKOFF_MAX);
+                let sleep = runtime.sleep_until(runtime.now() + backoff);
+                let stopped = future::or(
+                    async {
+                        sleep.await;
+                        false
+                    },
+                    async {
+                        let _ = stop.recv().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    return;
+                }
+                continue;
+            }
         };
         let to_router = to_router.clone();
         let Some(acceptor) = tls.clone() else {
             // Plain TCP: the task is the connection alone, none of the TLS handshake's state
             // (which would size every idle connection's future).
-            runtime.spawn(Box::pin(connection::serve(transport, to_router, peer)));
+            let task = connection::serve(runtime.clone(), transport, to_router, peer);
+            runtime.spawn(Box::pin(task));
             continue;
         };
         let inner = runtime.clone();
@@ -412,6 +466,7 @@ async fn accept_loop(
             };
             // A task of its own, which holds none of the handshake's state either.
             inner.spawn(Box::pin(connection::serve(
+                inner.clone(),
                 Box::new(stream),
                 to_router,
                 peer,
@@ -445,8 +500,6 @@ struct Router {
     runtime: SharedRuntime,
     core: Core,
     outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
-    /// A connection with this many bytes waiting is not reading.
-    output_bytes: usize,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
     peers: HashMap<ConnectionId, SocketAddr, BuildHasherDefault<IdHasher>>,
@@ -524,6 +577,11 @@ impl Router {
                     hook(&PeerEvent::TlsFailed { peer, error });
                 }
             }
+            ToRouter::AcceptFailed(listener, error) => {
+                if let Some(hook) = &mut self.on_event {
+                    hook(&PeerEvent::AcceptFailed { listener, error });
+                }
+            }
             ToRouter::Eof(id) => {
                 self.core.handle_eof(id, now);
                 self.outputs.remove(&id);
@@ -588,6 +646,15 @@ impl Router {
             BrokerEvent::Close(connection) => {
                 self.peers.remove(connection);
             }
+            BrokerEvent::MessagesDropped {
+                client_id,
+                reason,
+                count,
+            } => hook(&PeerEvent::MessagesDropped {
+                client_id: client_id.clone(),
+                reason: *reason,
+                count: *count,
+            }),
             _ => {}
         }
     }
@@ -600,7 +667,7 @@ impl Router {
                 let Some(output) = self.outputs.get(&id) else {
                     continue;
                 };
-                if output.is_full(OUTPUT_QUEUE, self.output_bytes) {
+                if output.is_full(OUTPUT_QUEUE, OUTPUT_BYTES) {
                     // The client stopped reading: (5.0) a DISCONNECT with Quota Exceeded goes
                     // out after what is queued, and the `Close` event that follows closes it.
                     self.core.disconnect(id, now, ReasonCode::QuotaExceeded);
@@ -612,6 +679,11 @@ impl Router {
             while let Some(event) = self.core.poll_event() {
                 any = true;
                 self.tell(&event);
+                if let BrokerEvent::PauseReading(id) | BrokerEvent::ResumeReading(id) = event
+                    && let Some(output) = self.outputs.get(&id)
+                {
+                    output.set_reading(matches!(event, BrokerEvent::ResumeReading(_)));
+                }
                 if let BrokerEvent::Close(id) = event {
                     // Send what is left, then let the task close the transport.
                     if let Some(output) = self.outputs.remove(&id) {

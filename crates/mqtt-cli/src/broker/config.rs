@@ -27,11 +27,21 @@ relative paths are relative to the file's directory):
 
   [limits]
   max_connections = 10000         # simultaneous connections
-  max_packet_size = 1048576       # bytes, from clients (announced in 5.0)
-  receive_maximum = 100           # QoS 1/2 publishes a 5.0 client may have in flight
+  max_sessions = 1000000          # sessions, connected or not
+  max_packet_size = 268435455     # bytes, from clients (announced in 5.0 when lower)
+  max_incoming_bytes = 268435456  # bytes all partly received packets over 16 KiB may hold;
+                                  # a connection whose packet does not fit waits, unread
+  receive_maximum = 100           # QoS 1/2 publishes a 5.0 client may have in flight (and
+                                  # acknowledgements held back before a 3.1.1 one is not read)
   max_inflight = 20               # QoS 1/2 publishes in flight towards a 3.1.1 client
-  max_queued_messages = 1000      # publishes waiting for a connected client's window
-  max_session_queue = 1000        # messages kept for a disconnected session
+  max_queued_messages = 1000      # a connected client's queue is full at this many messages
+  max_queued_bytes = 4194304      # ... or at this many bytes: the publishers feeding it are
+                                  # held back (acknowledgements withheld), nothing is dropped
+  congestion_timeout = 30         # seconds a full queue may hold publishers back before its
+                                  # client is disconnected (0x97; the session keeps messages)
+  max_session_queue = 100000      # messages kept for a disconnected session; beyond it (or
+  max_session_queue_bytes = 67108864  # these bytes) new ones are dropped, counted and logged
+  max_total_queued_bytes = 2147483648 # bytes of messages kept for all sessions together
   max_session_expiry = 86400      # seconds a session may outlive its connection
   max_retained = 100000           # retained messages
   max_keep_alive = 300            # seconds (default: accept the client's)
@@ -84,11 +94,17 @@ pub(crate) struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Limits {
     max_connections: Option<usize>,
+    max_sessions: Option<usize>,
     max_packet_size: Option<u32>,
+    max_incoming_bytes: Option<usize>,
     receive_maximum: Option<u16>,
     max_inflight: Option<u16>,
     max_queued_messages: Option<usize>,
+    max_queued_bytes: Option<usize>,
+    congestion_timeout: Option<u64>,
     max_session_queue: Option<usize>,
+    max_session_queue_bytes: Option<usize>,
+    max_total_queued_bytes: Option<usize>,
     max_session_expiry: Option<u32>,
     max_retained: Option<usize>,
     max_keep_alive: Option<u16>,
@@ -158,7 +174,12 @@ impl Limits {
             c.max_inflight_v311 = v;
         }
         if let Some(v) = self.max_queued_messages {
+            anyhow::ensure!(v > 0, "limits.max_queued_messages must be positive");
             c.max_queued = v;
+        }
+        if let Some(v) = self.max_queued_bytes {
+            anyhow::ensure!(v > 0, "limits.max_queued_bytes must be positive");
+            c.max_queued_bytes = v;
         }
         if let Some(v) = self.max_keep_alive {
             c.max_keep_alive = Some(v);
@@ -171,6 +192,26 @@ impl Limits {
         }
         if let Some(v) = self.max_session_queue {
             config.max_session_queue = v;
+        }
+        if let Some(v) = self.max_session_queue_bytes {
+            config.max_session_queue_bytes = v;
+        }
+        if let Some(v) = self.max_total_queued_bytes {
+            config.max_total_queued_bytes = v;
+        }
+        if let Some(v) = self.max_sessions {
+            config.max_sessions = v;
+        }
+        if let Some(v) = self.congestion_timeout {
+            anyhow::ensure!(v > 0, "limits.congestion_timeout must be positive");
+            config.congestion_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = self.max_incoming_bytes {
+            anyhow::ensure!(
+                v >= 64 * 1024,
+                "limits.max_incoming_bytes must be at least 65536"
+            );
+            config.max_incoming_bytes = v;
         }
         if let Some(v) = self.max_session_expiry {
             config.max_session_expiry = v;

@@ -177,6 +177,19 @@ fn log_event(event: &PeerEvent) {
             ..
         } => info!(%peer, %reason, "connection closed before CONNECT"),
         PeerEvent::TlsFailed { peer, error } => warn!(%peer, "TLS handshake failed: {error}"),
+        PeerEvent::MessagesDropped {
+            client_id,
+            reason,
+            count,
+        } => warn!(
+            %client_id,
+            "dropped {count} message(s) for the disconnected session: {reason} \
+             (limits.max_session_queue, max_session_queue_bytes, max_total_queued_bytes)"
+        ),
+        PeerEvent::AcceptFailed { listener, error } => match listener {
+            Some(addr) => warn!(%addr, "cannot accept connections, backing off: {error}"),
+            None => warn!("cannot accept connections, backing off: {error}"),
+        },
         PeerEvent::Rejected { peer } => {
             warn!(%peer, "connection rejected: too many connections (limits.max_connections)")
         }

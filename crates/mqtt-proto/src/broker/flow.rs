@@ -10,7 +10,7 @@
 //! - **The incoming budget.** A packet larger than [`SMALL_PACKET`] reserves its announced size
 //!   in `BrokerConfig::max_incoming_bytes` when its fixed header arrives; a connection whose
 //!   packet does not fit is not read until others complete theirs, first come first served.
-//! - **The queued-bytes budget**, `BrokerConfig::max_queued_bytes`: every message kept for a
+//! - **The queued-bytes budget**, `BrokerConfig::max_total_queued_bytes`: every message kept for a
 //!   session is counted by its weight.
 //! - **Drops are reported**: counted in `Stats` and told to the driver, per client, at most every
 //!   [`DROP_REPORT_INTERVAL`].
@@ -100,7 +100,7 @@ impl Broker {
         self.count_queue(id);
         let has_room = self.conns.get(&id).is_some_and(|conn| {
             !conn.server.is_congested()
-                && (self.flow.queued_bytes <= self.config.max_queued_bytes
+                && (self.flow.queued_bytes <= self.config.max_total_queued_bytes
                     || conn.server.queued() == 0)
         });
         if has_room && self.flow.congested.contains_key(&id) {
@@ -126,7 +126,7 @@ impl Broker {
     /// publisher's acknowledgement if its queue is now full.
     pub(super) fn note_delivered(&mut self, id: u64, now: Instant) {
         self.count_queue(id);
-        let over_budget = self.flow.queued_bytes > self.config.max_queued_bytes;
+        let over_budget = self.flow.queued_bytes > self.config.max_total_queued_bytes;
         let Some(conn) = self.conns.get(&id) else {
             return;
         };

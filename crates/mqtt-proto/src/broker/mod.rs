@@ -92,7 +92,7 @@ pub struct BrokerConfig {
     /// disconnected session's message that does not fit is dropped and counted in
     /// [`Dropped::memory_budget`]; for a connected one, the publishers feeding it are held back
     /// as when its own queue is full.
-    pub max_queued_bytes: usize,
+    pub max_total_queued_bytes: usize,
     /// The most sessions, connected or not (default 1,000,000). A client that would start one
     /// more is refused (5.0: 0x97 Quota exceeded; 3.1.1: server unavailable).
     pub max_sessions: usize,
@@ -129,7 +129,7 @@ impl Default for BrokerConfig {
             shared_subscriptions: true,
             max_session_queue: 100_000,
             max_session_queue_bytes: 64 * 1024 * 1024,
-            max_queued_bytes: 2 * 1024 * 1024 * 1024,
+            max_total_queued_bytes: 2 * 1024 * 1024 * 1024,
             max_sessions: 1_000_000,
             congestion_timeout: Duration::from_secs(30),
             max_incoming_bytes: 256 * 1024 * 1024,
@@ -998,18 +998,19 @@ impl Broker {
         let size = crate::connection::weight(&publish);
         let delivery = session.delivery.get_or_insert_with(Box::default);
         let before = delivery.queued_bytes();
-        let result = if self.flow.queued_bytes.saturating_add(size) > self.config.max_queued_bytes {
-            Err(DropReason::MemoryBudget)
-        } else {
-            delivery
-                .enqueue(
-                    now,
-                    publish,
-                    self.config.max_session_queue,
-                    self.config.max_session_queue_bytes,
-                )
-                .map_err(|_| DropReason::QueueFull)
-        };
+        let result =
+            if self.flow.queued_bytes.saturating_add(size) > self.config.max_total_queued_bytes {
+                Err(DropReason::MemoryBudget)
+            } else {
+                delivery
+                    .enqueue(
+                        now,
+                        publish,
+                        self.config.max_session_queue,
+                        self.config.max_session_queue_bytes,
+                    )
+                    .map_err(|_| DropReason::QueueFull)
+            };
         let after = delivery.queued_bytes();
         self.flow.queued_bytes = (self.flow.queued_bytes + after).saturating_sub(before);
         let client_id = session.client_id.clone();

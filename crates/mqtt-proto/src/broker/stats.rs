@@ -13,7 +13,7 @@ pub struct Stats {
     /// Retained messages.
     pub retained: usize,
     /// What the messages kept for sessions weigh now, in bytes (counted against
-    /// `BrokerConfig::max_queued_bytes`).
+    /// `BrokerConfig::max_total_queued_bytes`).
     pub queued_bytes: usize,
     /// Bytes reserved now by large packets being received (counted against
     /// `BrokerConfig::max_incoming_bytes`).
@@ -46,7 +46,7 @@ pub struct Dropped {
     /// `max_session_queue_bytes`): QoS 0 messages make room first, then new messages are
     /// refused. Also messages for a connection that was closing.
     pub queue_full: u64,
-    /// A disconnected session's message did not fit `max_queued_bytes`, the broker-wide budget.
+    /// A disconnected session's message did not fit `max_total_queued_bytes`, the broker-wide budget.
     pub memory_budget: u64,
     /// The Message Expiry Interval ran out before delivery.
     pub expired: u64,

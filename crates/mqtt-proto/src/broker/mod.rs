@@ -34,6 +34,7 @@
 //! ```
 
 mod auth;
+mod retained;
 mod session;
 mod stats;
 pub(crate) mod tree;
@@ -58,6 +59,7 @@ use crate::packet::{
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 use crate::topic::{self, TopicName};
+use retained::RetainedStore;
 use session::{BrokerSession, SubValue};
 use tree::SubscriptionTree;
 
@@ -177,12 +179,6 @@ struct Conn {
     closed: bool,
 }
 
-#[derive(Debug, Clone)]
-struct Retained {
-    publish: Publish,
-    expires_at: Option<Instant>,
-}
-
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
 pub struct Broker {
     config: BrokerConfig,
@@ -196,7 +192,7 @@ pub struct Broker {
     free_sessions: Vec<u32>,
     by_client_id: HashMap<ByteString, u32>,
     tree: SubscriptionTree<SubValue>,
-    retained: HashMap<TopicName, Retained>,
+    retained: RetainedStore,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     ready: VecDeque<u64>,
     events: VecDeque<BrokerEvent>,
@@ -226,7 +222,7 @@ impl Broker {
             free_sessions: Vec::new(),
             by_client_id: HashMap::new(),
             tree: SubscriptionTree::new(),
-            retained: HashMap::new(),
+            retained: RetainedStore::new(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
@@ -811,8 +807,10 @@ impl Broker {
             self.retained.remove(&publish.topic);
             return;
         }
+        // Expired messages must not keep a new topic out.
+        self.retained.purge_expired(now);
         if self.retained.len() >= self.config.max_retained
-            && !self.retained.contains_key(&publish.topic)
+            && !self.retained.contains(&publish.topic)
         {
             return;
         }
@@ -830,13 +828,7 @@ impl Broker {
             .properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
-        self.retained.insert(
-            stored.topic.clone(),
-            Retained {
-                publish: stored,
-                expires_at,
-            },
-        );
+        self.retained.insert(stored, expires_at);
     }
 
     /// Hands one message to a session: its connection if connected, its queue if it persists.
@@ -936,29 +928,24 @@ impl Broker {
 
     /// Sends the retained messages matching `filter`, RETAIN set (MQTT-3.3.1-9).
     fn send_retained(&mut self, now: Instant, key: u32, filter: &str, value: SubValue) {
-        self.retained
-            .retain(|_, r| r.expires_at.is_none_or(|at| at > now));
-        let matching: Vec<Publish> = self
-            .retained
-            .values()
-            .filter(|r| topic::matches(filter, &r.publish.topic))
-            .map(|r| {
-                let mut publish = r.publish.clone();
-                if let Some(at) = r.expires_at {
-                    let left = at.saturating_duration_since(now);
-                    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                    publish.properties.message_expiry_interval =
-                        Some(u32::try_from(secs).unwrap_or(u32::MAX));
-                }
-                publish.qos = publish.qos.min(value.options.qos);
-                publish.retain = true;
-                if value.identifier.is_some() || publish.properties.get().is_some() {
-                    publish.properties.subscription_identifiers =
-                        value.identifier.into_iter().collect();
-                }
-                publish
-            })
-            .collect();
+        self.retained.purge_expired(now);
+        let mut matching = Vec::new();
+        self.retained.for_each_match(filter, now, |r| {
+            let mut publish = r.publish.clone();
+            if let Some(at) = r.expires_at {
+                let left = at.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                publish.properties.message_expiry_interval =
+                    Some(u32::try_from(secs).unwrap_or(u32::MAX));
+            }
+            publish.qos = publish.qos.min(value.options.qos);
+            publish.retain = true;
+            if value.identifier.is_some() || publish.properties.get().is_some() {
+                publish.properties.subscription_identifiers =
+                    value.identifier.into_iter().collect();
+            }
+            matching.push(publish);
+        });
         for publish in matching {
             self.deliver(now, key, publish);
         }

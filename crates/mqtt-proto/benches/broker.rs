@@ -1,6 +1,7 @@
 //! The broker core alone, no sockets: messages per second through the router for 1 to 1,
-//! 1 to 100 fan-out, and with 10,000 wildcard subscriptions; and heap bytes of core state per
-//! idle connected client (printed before the timings).
+//! 1 to 100 fan-out, and with 10,000 wildcard subscriptions; one SUBSCRIBE among 100,000
+//! retained messages; and heap bytes of core state per idle connected client and per retained
+//! message (printed before the timings).
 
 use std::alloc::System;
 use std::hint::black_box;
@@ -11,8 +12,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mqtt_proto::broker::{Broker, BrokerConfig, ConnectionId};
 use mqtt_proto::codec;
 use mqtt_proto::packet::{
-    Connect, Packet, PacketId, Publish, QoS, Subscribe, SubscribeProperties, Subscription,
-    TopicFilter, Version,
+    Connect, Packet, PacketId, Publish, QoS, RetainHandling, Subscribe, SubscribeProperties,
+    Subscription, TopicFilter, Version,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -147,5 +148,96 @@ fn bench_router(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_router);
+/// The topic of retained message `i`: 100 branches of 1,000 leaves, four levels deep.
+fn retained_topic(i: usize) -> String {
+    format!("retained/{}/{}/state", i / 1000, i % 1000)
+}
+
+/// A broker holding `n` retained messages of 64 bytes on distinct topics, and the heap bytes
+/// they added.
+fn retained_broker(now: Instant, n: usize) -> (Broker, i64) {
+    let mut broker = Broker::new(config());
+    let publisher = client(&mut broker, now, "retainer", &[]);
+    let mut out = BytesMut::new();
+    let region = Region::new(GLOBAL);
+    for i in 0..n {
+        let mut publish = Publish::new(
+            retained_topic(i).parse().expect("valid topic name"),
+            bytes::Bytes::from_static(&[0x42; 64]),
+        );
+        publish.retain = true;
+        broker.handle_bytes(publisher, now, &bytes(Packet::Publish(publish)));
+        drain(&mut broker, now, &mut out);
+    }
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64
+        + change.bytes_reallocated as i64;
+    assert_eq!(broker.stats().retained, n);
+    (broker, net)
+}
+
+/// The retained PUBLISH packets a connection has to send, decoded.
+fn retained_received(broker: &mut Broker, now: Instant) -> usize {
+    let mut count = 0;
+    while let Some(conn) = broker.poll_ready() {
+        let mut out = BytesMut::new();
+        broker.poll_transmit(conn, now, &mut out);
+        while let Some(packet) = codec::decode(&mut out, V, &Default::default()).unwrap() {
+            if let Packet::Publish(publish) = packet {
+                assert!(publish.retain);
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+fn bench_retained(c: &mut Criterion) {
+    let now = Instant::now();
+    let n = 100_000;
+    let (mut broker, heap) = retained_broker(now, n);
+    println!(
+        "broker core: {} bytes of heap per retained message ({n} messages, 64-byte payloads, \
+         topics of about 22 bytes)",
+        heap / n as i64
+    );
+    let subscriber = client(&mut broker, now, "retained-sub", &[]);
+    let mut out = BytesMut::with_capacity(1 << 20);
+    let mut group = c.benchmark_group("retained");
+    // Each case subscribes again to the same filter: Send At Subscribe sends the retained
+    // messages every time, whether or not the subscription existed.
+    for (name, filter, matches) in [
+        ("subscribe_literal_of_100000", "retained/42/420/state", 1),
+        ("subscribe_plus_1000_of_100000", "retained/42/+/state", 1000),
+        ("subscribe_hash_1000_of_100000", "retained/42/#", 1000),
+        ("subscribe_plus_100_of_100000", "retained/+/420/state", 100),
+    ] {
+        let mut subscription =
+            Subscription::new(TopicFilter::new(filter).unwrap(), QoS::AtMostOnce);
+        subscription.options.retain_handling = RetainHandling::SendAtSubscribe;
+        let wire = bytes(Packet::Subscribe(Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: SubscribeProperties::default(),
+            filters: vec![subscription],
+        }));
+        for round in ["new", "existing"] {
+            broker.handle_bytes(subscriber, now, &wire);
+            let received = retained_received(&mut broker, now);
+            assert_eq!(received, matches, "{filter}, {round} subscription");
+        }
+        // The same packets go out every round: the SUBACK and the retained messages.
+        broker.handle_bytes(subscriber, now, &wire);
+        let round = drain(&mut broker, now, &mut out);
+        group.throughput(Throughput::Elements(matches as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                broker.handle_bytes(subscriber, now, &wire);
+                assert_eq!(drain(&mut broker, now, &mut out), round);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_router, bench_retained);
 criterion_main!(benches);

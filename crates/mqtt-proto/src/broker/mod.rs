@@ -35,6 +35,7 @@
 
 mod auth;
 mod flow;
+mod retained;
 mod session;
 mod stats;
 pub(crate) mod tree;
@@ -59,6 +60,7 @@ use crate::packet::{
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 use crate::topic::{self, TopicName};
+use retained::RetainedStore;
 use session::{BrokerSession, SubValue};
 use tree::SubscriptionTree;
 
@@ -115,8 +117,13 @@ pub struct BrokerConfig {
     /// The longest Session Expiry Interval granted, in seconds (default: one day). 3.1.1
     /// sessions without Clean Session get this.
     pub max_session_expiry: u32,
-    /// The most retained messages (default 100,000); new topics beyond it are not retained.
+    /// The most retained messages (default 100,000); new topics beyond it are not retained
+    /// (the message is still delivered; counted in [`Dropped::retained`]).
     pub max_retained: usize,
+    /// The most bytes retained messages may take (default 256 MiB; each weighs its topic,
+    /// payload and properties plus 256 bytes of bookkeeping); a message that would go beyond is
+    /// not retained, like one beyond `max_retained`.
+    pub max_retained_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -135,6 +142,7 @@ impl Default for BrokerConfig {
             max_incoming_bytes: 256 * 1024 * 1024,
             max_session_expiry: 24 * 60 * 60,
             max_retained: 100_000,
+            max_retained_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -245,12 +253,6 @@ struct Conn {
     accounted: usize,
 }
 
-#[derive(Debug, Clone)]
-struct Retained {
-    publish: Publish,
-    expires_at: Option<Instant>,
-}
-
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
 pub struct Broker {
     config: BrokerConfig,
@@ -264,7 +266,7 @@ pub struct Broker {
     free_sessions: Vec<u32>,
     by_client_id: HashMap<ByteString, u32>,
     tree: SubscriptionTree<SubValue>,
-    retained: HashMap<TopicName, Retained>,
+    retained: RetainedStore,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
     ready: VecDeque<u64>,
     events: VecDeque<BrokerEvent>,
@@ -299,7 +301,7 @@ impl Broker {
             free_sessions: Vec::new(),
             by_client_id: HashMap::new(),
             tree: SubscriptionTree::new(),
-            retained: HashMap::new(),
+            retained: RetainedStore::new(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
@@ -343,6 +345,7 @@ impl Broker {
             sessions: self.by_client_id.len(),
             subscriptions: self.tree.len(),
             retained: self.retained.len(),
+            retained_bytes: self.retained.bytes(),
             queued_bytes: self.flow.queued_bytes,
             incoming_bytes: self.flow.incoming,
             held_acks: self.flow.held_count(),
@@ -930,15 +933,25 @@ impl Broker {
             self.retained.remove(&publish.topic);
             return;
         }
-        if self.retained.len() >= self.config.max_retained
-            && !self.retained.contains_key(&publish.topic)
-        {
+        // Expired messages must not keep a new topic out.
+        self.retained.purge_expired(now);
+        let replaced = self
+            .retained
+            .get(&publish.topic)
+            .map_or(0, |old| retained::weight(&old.publish));
+        let over_count = self.retained.len() >= self.config.max_retained
+            && !self.retained.contains(&publish.topic);
+        let over_bytes = (self.retained.bytes() + retained::weight(publish))
+            .saturating_sub(replaced)
+            > self.config.max_retained_bytes;
+        if over_count || over_bytes {
+            // Still delivered, as published; only not kept.
+            self.stats.dropped.retained += 1;
             return;
         }
         let mut stored = publish.clone();
         // Retained messages live long: their own copy frees the read buffer they arrived in.
-        stored.topic = detach_name(&publish.topic);
-        stored.payload = Bytes::copy_from_slice(&publish.payload);
+        detach_publish(&mut stored);
         stored.dup = false;
         stored.packet_id = None;
         if let Some(properties) = stored.properties.get_mut() {
@@ -949,13 +962,7 @@ impl Broker {
             .properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
-        self.retained.insert(
-            stored.topic.clone(),
-            Retained {
-                publish: stored,
-                expires_at,
-            },
-        );
+        self.retained.insert(stored, expires_at);
     }
 
     /// Hands one message to a session: its connection if connected, its queue if it persists.
@@ -1093,29 +1100,24 @@ impl Broker {
 
     /// Sends the retained messages matching `filter`, RETAIN set (MQTT-3.3.1-9).
     fn send_retained(&mut self, now: Instant, key: u32, filter: &str, value: SubValue) {
-        self.retained
-            .retain(|_, r| r.expires_at.is_none_or(|at| at > now));
-        let matching: Vec<Publish> = self
-            .retained
-            .values()
-            .filter(|r| topic::matches(filter, &r.publish.topic))
-            .map(|r| {
-                let mut publish = r.publish.clone();
-                if let Some(at) = r.expires_at {
-                    let left = at.saturating_duration_since(now);
-                    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                    publish.properties.message_expiry_interval =
-                        Some(u32::try_from(secs).unwrap_or(u32::MAX));
-                }
-                publish.qos = publish.qos.min(value.options.qos);
-                publish.retain = true;
-                if value.identifier.is_some() || publish.properties.get().is_some() {
-                    publish.properties.subscription_identifiers =
-                        value.identifier.into_iter().collect();
-                }
-                publish
-            })
-            .collect();
+        self.retained.purge_expired(now);
+        let mut matching = Vec::new();
+        self.retained.for_each_match(filter, now, |r| {
+            let mut publish = r.publish.clone();
+            if let Some(at) = r.expires_at {
+                let left = at.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                publish.properties.message_expiry_interval =
+                    Some(u32::try_from(secs).unwrap_or(u32::MAX));
+            }
+            publish.qos = publish.qos.min(value.options.qos);
+            publish.retain = true;
+            if value.identifier.is_some() || publish.properties.get().is_some() {
+                publish.properties.subscription_identifiers =
+                    value.identifier.into_iter().collect();
+            }
+            matching.push(publish);
+        });
         for publish in matching {
             // Retained messages own their bytes already: a session that keeps one shares them.
             let mut owned = Some((publish.topic.clone(), publish.payload.clone()));

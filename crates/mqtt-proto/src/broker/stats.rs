@@ -12,6 +12,9 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Retained messages.
     pub retained: usize,
+    /// What the retained messages weigh, in bytes (counted against
+    /// `BrokerConfig::max_retained_bytes`).
+    pub retained_bytes: usize,
     /// What the messages kept for sessions weigh now, in bytes (counted against
     /// `BrokerConfig::max_total_queued_bytes`).
     pub queued_bytes: usize,
@@ -54,6 +57,9 @@ pub struct Dropped {
     pub too_large: u64,
     /// The publisher was not authorized for the topic.
     pub not_authorized: u64,
+    /// Retained messages not kept (`max_retained` or `max_retained_bytes` reached); they were
+    /// still delivered to the subscribers there were.
+    pub retained: u64,
 }
 
 /// Why messages for a session were dropped, in [`BrokerEvent::MessagesDropped`](super::BrokerEvent).

@@ -495,7 +495,7 @@ fn levels(path: Option<&str>) -> impl Iterator<Item = &str> {
 }
 
 /// The first level of `topic` and the rest, `None` when it was the last level.
-fn split_level(topic: &str) -> (&str, Option<&str>) {
+pub(super) fn split_level(topic: &str) -> (&str, Option<&str>) {
     match topic.split_once('/') {
         Some((level, rest)) => (level, Some(rest)),
         None => (topic, None),
@@ -507,8 +507,8 @@ fn split_level(topic: &str) -> (&str, Option<&str>) {
 /// Most nodes have one to a few children and most filters one subscriber, where a hash table's
 /// minimum of four buckets would waste most of its memory, and comparing a few keys costs no more
 /// than hashing one. Large maps switch to a hash table so that a node with thousands of children
-/// or subscribers keeps constant-time lookups.
-enum SmallMap<K, T, S> {
+/// or subscribers keeps constant-time lookups. The retained store's nodes use it too.
+pub(super) enum SmallMap<K, T, S> {
     /// At most [`FEW`] entries, allocated exactly.
     Few(Vec<(K, T)>),
     // Boxed: the common small map then costs no more than a vector (24 bytes instead of 48
@@ -521,22 +521,22 @@ enum SmallMap<K, T, S> {
 const FEW: usize = 8;
 
 impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::Few(Vec::new())
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             Self::Few(entries) => entries.len(),
             Self::Many(map) => map.len(),
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn get<Q: ?Sized + Eq + Hash>(&self, key: &Q) -> Option<&T>
+    pub(super) fn get<Q: ?Sized + Eq + Hash>(&self, key: &Q) -> Option<&T>
     where
         K: Borrow<Q>,
     {
@@ -549,7 +549,7 @@ impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
         }
     }
 
-    fn get_mut<Q: ?Sized + Eq + Hash>(&mut self, key: &Q) -> Option<&mut T>
+    pub(super) fn get_mut<Q: ?Sized + Eq + Hash>(&mut self, key: &Q) -> Option<&mut T>
     where
         K: Borrow<Q>,
     {
@@ -564,7 +564,7 @@ impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
 
     /// The value at `key`, inserting `make()` first if missing; `make` builds the owned key only
     /// when needed. Never `None` (see [`Node::child_or_insert`]).
-    fn get_or_insert_with<Q: ?Sized + Eq + Hash>(
+    pub(super) fn get_or_insert_with<Q: ?Sized + Eq + Hash>(
         &mut self,
         key: &Q,
         make: impl FnOnce() -> (K, T),
@@ -602,7 +602,7 @@ impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
 
     /// Removes `key`, giving memory back: hash tables keep their peak capacity otherwise, and
     /// churn through one busy node must not pin it forever.
-    fn remove<Q: ?Sized + Eq + Hash>(&mut self, key: &Q) -> Option<T>
+    pub(super) fn remove<Q: ?Sized + Eq + Hash>(&mut self, key: &Q) -> Option<T>
     where
         K: Borrow<Q>,
     {
@@ -627,7 +627,7 @@ impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&K, &T)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &T)> {
         let (few, many) = match self {
             Self::Few(entries) => (Some(entries.iter().map(|(k, v)| (k, v))), None),
             Self::Many(map) => (None, Some(map.iter())),
@@ -636,7 +636,7 @@ impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
     }
 
     /// Empties the map, moving the values into `out`.
-    fn drain_into(&mut self, out: &mut Vec<T>) {
+    pub(super) fn drain_into(&mut self, out: &mut Vec<T>) {
         match std::mem::replace(self, Self::new()) {
             Self::Few(entries) => out.extend(entries.into_iter().map(|(_, value)| value)),
             Self::Many(map) => out.extend(map.into_values()),
@@ -645,7 +645,7 @@ impl<K: Eq + Hash, T, S: BuildHasher + Default> SmallMap<K, T, S> {
 
     /// Whether the map holds no memory of its own.
     #[cfg(test)]
-    fn is_unallocated(&self) -> bool {
+    pub(super) fn is_unallocated(&self) -> bool {
         matches!(self, Self::Few(entries) if entries.capacity() == 0)
     }
 }

@@ -336,6 +336,41 @@ fn max_sessions_refuses_one_more_session() {
     }
 }
 
+#[test]
+fn retained_messages_beyond_their_byte_budget_are_delivered_but_not_kept() {
+    let config = BrokerConfig {
+        max_retained_bytes: 2000,
+        ..BrokerConfig::default()
+    };
+    let mut net = Net::with_config(config);
+    let sub = net.join(Version::V5, "sub");
+    net.subscribe(sub, "r/#", QoS::AtLeastOnce);
+    let publisher = net.join(Version::V5, "pub");
+    let big = "x".repeat(1000);
+    for topic in ["r/1", "r/2"] {
+        let mut publish = Publish::new(valid_name(topic), Bytes::from(big.clone()));
+        publish.retain = true;
+        net.publish_packet(publisher, publish);
+    }
+    assert_eq!(net.messages(sub).len(), 2, "both delivered");
+    let stats = net.broker.stats();
+    assert_eq!((stats.retained, stats.dropped.retained), (1, 1));
+    assert!(stats.retained_bytes <= 2000);
+    // Replacing the kept one with one of the same size fits.
+    let mut publish = Publish::new(valid_name("r/1"), Bytes::from(big));
+    publish.retain = true;
+    net.publish_packet(publisher, publish);
+    assert_eq!(net.broker.stats().dropped.retained, 1);
+    let late = net.join(Version::V5, "late");
+    net.subscribe(late, "r/#", QoS::AtLeastOnce);
+    let kept: Vec<_> = net
+        .messages(late)
+        .iter()
+        .map(|m| m.topic.to_string())
+        .collect();
+    assert_eq!(kept, ["r/1"]);
+}
+
 // ---- the incoming budget, through the broker core alone ----
 
 fn wire(packet: Packet, version: Version) -> BytesMut {

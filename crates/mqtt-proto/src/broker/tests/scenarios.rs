@@ -287,6 +287,35 @@ fn retained_message_expiry_is_honoured() {
 }
 
 #[test]
+fn retained_limit_counts_live_messages_and_spares_replacements() {
+    let mut net = Net::with_config(BrokerConfig {
+        max_retained: 2,
+        ..BrokerConfig::default()
+    });
+    let publisher = net.join(Version::V5, "pub");
+    let retain = |net: &mut Net, topic: &str, payload: &'static str, expiry: Option<u32>| {
+        let mut publish = Publish::new(valid_name(topic), payload);
+        publish.retain = true;
+        publish.properties.message_expiry_interval = expiry;
+        net.publish_packet(publisher, publish);
+    };
+    retain(&mut net, "r/1", "brief", Some(5));
+    retain(&mut net, "r/2", "two", None);
+    retain(&mut net, "r/3", "refused", None);
+    retain(&mut net, "r/2", "two again", None);
+    assert_eq!(net.broker.stats().retained, 2);
+    // Once `r/1` has expired, it no longer takes a place.
+    net.advance(secs(5));
+    retain(&mut net, "r/3", "three", None);
+    let sub = net.join(Version::V5, "sub");
+    net.subscribe(sub, "r/#", QoS::AtMostOnce);
+    let messages = net.messages(sub);
+    let mut got = payloads(&messages);
+    got.sort_unstable();
+    assert_eq!(got, ["three", "two again"]);
+}
+
+#[test]
 fn shared_subscriptions_give_each_message_to_one_member_in_turn() {
     let mut net = Net::new();
     let a = net.join(Version::V5, "a");

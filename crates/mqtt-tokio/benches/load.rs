@@ -1014,6 +1014,7 @@ async fn relay(broker: &BrokerProcess, relay: Relay, messages: u64) -> anyhow::R
         return Err(e);
     }
     sent.sort_by_key(|(i, _)| *i);
+    received.sort_by_key(|(i, _)| *i);
     let mut result = RelayResult {
         stalled,
         ..RelayResult::default()

@@ -33,7 +33,7 @@ relative paths are relative to the file's directory):
                                   # a connection whose packet does not fit waits, unread
   receive_maximum = 100           # QoS 1/2 publishes a 5.0 client may have in flight (and
                                   # acknowledgements held back before a 3.1.1 one is not read)
-  max_inflight = 20               # QoS 1/2 publishes in flight towards a 3.1.1 client
+  max_inflight = 100              # QoS 1/2 publishes in flight towards a 3.1.1 client
   max_queued_messages = 1000      # a connected client's queue is full at this many messages
   max_queued_bytes = 4194304      # ... or at this many bytes: the publishers feeding it are
                                   # held back (acknowledgements withheld), nothing is dropped

@@ -43,7 +43,11 @@ pub struct ServerConfig {
     pub max_keep_alive: Option<u16>,
     /// How long the client has to send CONNECT (default 10 s).
     pub connect_timeout: Duration,
-    /// The in-flight window towards 3.1.1 clients, which announce no Receive Maximum (default 20).
+    /// The in-flight window towards 3.1.1 clients, which announce no Receive Maximum (default
+    /// 100, as many as a 5.0 client may send us). Measured with 10 publishers feeding one 3.1.1
+    /// subscriber: a window of 20 relayed 155,000 messages/s (0.57 of rumqttd's rate in the
+    /// same run), 100 relayed 407,000 (1.49), 1,000 relayed 846,000; 100 keeps what a client
+    /// must hold unacknowledged as modest as a 5.0 client's default.
     pub max_inflight_v311: u16,
     /// How many messages may wait for room in the client's window before the queue counts as
     /// full ([`ServerConnection::is_congested`]; default 1,000). The connection itself queues
@@ -63,7 +67,7 @@ impl Default for ServerConfig {
             topic_alias_maximum: 16,
             max_keep_alive: None,
             connect_timeout: Duration::from_secs(10),
-            max_inflight_v311: 20,
+            max_inflight_v311: 100,
             max_queued: 1000,
             max_queued_bytes: 4 * 1024 * 1024,
         }

@@ -9,6 +9,7 @@
 mod broker_limits;
 mod client_suite;
 mod examples;
+mod guarantees;
 mod mosquitto;
 mod mosquitto_clients;
 mod peer_events;

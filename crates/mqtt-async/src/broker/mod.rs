@@ -17,12 +17,14 @@ use bytes::Bytes;
 use futures_lite::future;
 use mqtt_proto::ReasonCode;
 pub use mqtt_proto::broker::{
-    AllowAll, AuthDecision, Authenticator, Authorizer, BrokerConfig, ClientInfo, DropReason,
-    Dropped, Stats,
+    AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, BrokerConfig, ClientInfo,
+    DropReason, Dropped, Stats,
 };
 use mqtt_proto::broker::{Broker as Core, BrokerEvent, ConnectionId};
 use mqtt_proto::connection::DisconnectReason;
 use mqtt_proto::packet::ByteString;
+/// The packets an [`Authenticator`] decides on.
+pub use mqtt_proto::packet::{Auth, AuthProperties, Connect};
 
 use crate::Error;
 use crate::runtime::{Listener, Runtime, SharedRuntime, accept};
@@ -118,6 +120,7 @@ enum ToRouter {
     Open(Arc<Outbox>, Sender<Option<ConnectionId>>, SocketAddr),
     TlsFailed(SocketAddr, String),
     AcceptFailed(Option<SocketAddr>, String),
+    Authenticated(ConnectionId, AuthDecision),
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
@@ -162,7 +165,9 @@ impl<R> BrokerBuilder<R> {
         self
     }
 
-    /// Decides who may connect (default: everyone).
+    /// Decides who may connect (default: everyone). It runs on a thread of its own, one
+    /// request at a time, so that a slow check (a password hash, a lookup) delays only the
+    /// clients waiting to connect, never the routing of messages.
     pub fn authenticator(mut self, authenticator: impl Authenticator + 'static) -> Self {
         self.authenticator = Some(Box::new(authenticator));
         self
@@ -191,8 +196,8 @@ impl<R> BrokerBuilder<R> {
             listeners.push((listener, acceptor));
         }
         let mut core = Core::new(self.config);
-        if let Some(authenticator) = self.authenticator {
-            core = core.with_boxed_authenticator(authenticator);
+        if self.authenticator.is_some() {
+            core = core.with_deferred_authentication();
         }
         if let Some(authorizer) = self.authorizer {
             core = core.with_boxed_authorizer(authorizer);
@@ -203,6 +208,7 @@ impl<R> BrokerBuilder<R> {
             runtime: self.runtime,
             listeners,
             core,
+            authenticator: self.authenticator,
             on_event: self.on_event,
             to_router,
             inbox,
@@ -218,6 +224,8 @@ pub struct Broker<R> {
     runtime: SharedRuntime,
     listeners: Vec<(Box<dyn Listener>, Option<futures_rustls::TlsAcceptor>)>,
     core: Core,
+    /// Run on a thread of its own (see [`BrokerBuilder::authenticator`]).
+    authenticator: Option<Box<dyn Authenticator>>,
     on_event: Option<EventHook>,
     to_router: Sender<ToRouter>,
     inbox: Receiver<ToRouter>,
@@ -344,6 +352,7 @@ impl<R: 'static> Broker<R> {
             runtime,
             listeners,
             core,
+            authenticator,
             on_event,
             to_router,
             inbox,
@@ -363,10 +372,12 @@ impl<R: 'static> Broker<R> {
                 drop(listening);
             }));
         }
+        let auth = authenticator.and_then(|a| spawn_authenticator(a, to_router.clone()));
         drop((to_router, listening));
         Router {
             runtime,
             core,
+            auth,
             outputs: HashMap::default(),
             on_event,
             peers: HashMap::default(),
@@ -496,9 +507,38 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Runs `authenticator` on a thread of its own: requests come from the router, decisions go
+/// back to it. The thread ends when the router drops the sender. `None` when no thread can be
+/// started (the broker then refuses the clients it cannot ask about).
+fn spawn_authenticator(
+    mut authenticator: Box<dyn Authenticator>,
+    to_router: Sender<ToRouter>,
+) -> Option<Sender<(ConnectionId, AuthRequest)>> {
+    let (requests, incoming) = async_channel::unbounded::<(ConnectionId, AuthRequest)>();
+    std::thread::Builder::new()
+        .name("mqtt-auth".into())
+        .spawn(move || {
+            while let Ok((connection, request)) = incoming.recv_blocking() {
+                // An authenticator that panics refuses that client; the others are still asked.
+                let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    request.decide(authenticator.as_mut())
+                }))
+                .unwrap_or(AuthDecision::Refuse(ReasonCode::UnspecifiedError));
+                let answer = ToRouter::Authenticated(connection, decision);
+                if to_router.send_blocking(answer).is_err() {
+                    return;
+                }
+            }
+        })
+        .ok()?;
+    Some(requests)
+}
+
 struct Router {
     runtime: SharedRuntime,
     core: Core,
+    /// Where authentication requests go, when there is an authenticator.
+    auth: Option<Sender<(ConnectionId, AuthRequest)>>,
     outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
@@ -576,6 +616,10 @@ impl Router {
                 if let Some(hook) = &mut self.on_event {
                     hook(&PeerEvent::TlsFailed { peer, error });
                 }
+            }
+            ToRouter::Authenticated(id, decision) => {
+                // Refused only when the client left meanwhile: nothing to do then.
+                let _ = self.core.authenticated(id, now, decision);
             }
             ToRouter::AcceptFailed(listener, error) => {
                 if let Some(hook) = &mut self.on_event {
@@ -683,6 +727,21 @@ impl Router {
                     && let Some(output) = self.outputs.get(&id)
                 {
                     output.set_reading(matches!(event, BrokerEvent::ResumeReading(_)));
+                }
+                if let BrokerEvent::Authenticate {
+                    connection,
+                    request,
+                } = event
+                {
+                    let asked = self
+                        .auth
+                        .as_ref()
+                        .is_some_and(|auth| auth.try_send((connection, request)).is_ok());
+                    if !asked {
+                        let refuse = AuthDecision::Refuse(ReasonCode::ServerUnavailable);
+                        let _ = self.core.authenticated(connection, now, refuse);
+                    }
+                    continue;
                 }
                 if let BrokerEvent::Close(id) = event {
                     // Send what is left, then let the task close the transport.

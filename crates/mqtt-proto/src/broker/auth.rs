@@ -1,5 +1,7 @@
 //! Hooks the application plugs into the broker: who may connect, publish and subscribe.
 
+use bytestring::ByteString;
+
 use crate::ReasonCode;
 use crate::packet::{Auth, AuthProperties, Connect};
 
@@ -25,8 +27,50 @@ pub enum AuthDecision {
     Continue(AuthProperties),
 }
 
-/// Decides whether a client may connect. Called synchronously from the broker's loop, so a
-/// lookup that must wait belongs in the driver, before the bytes reach the broker.
+/// A step of authentication to decide, when the broker defers them to its driver
+/// ([`Broker::with_deferred_authentication`](super::Broker::with_deferred_authentication)):
+/// hand it to an [`Authenticator`] (or anything else), then give the decision to
+/// [`Broker::authenticated`](super::Broker::authenticated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthRequest {
+    /// A client sent CONNECT: see [`Authenticator::connect`].
+    Connect(Box<Connect>),
+    /// A client sent AUTH: see [`Authenticator::auth`].
+    Auth {
+        /// The client identifier (assigned by the broker when the client sent none).
+        client_id: ByteString,
+        /// The user name from its CONNECT.
+        username: Option<ByteString>,
+        /// The AUTH packet.
+        auth: Box<Auth>,
+    },
+}
+
+impl AuthRequest {
+    /// Asks `authenticator`.
+    pub fn decide(&self, authenticator: &mut dyn Authenticator) -> AuthDecision {
+        match self {
+            AuthRequest::Connect(connect) => authenticator.connect(connect),
+            AuthRequest::Auth {
+                client_id,
+                username,
+                auth,
+            } => authenticator.auth(
+                ClientInfo {
+                    client_id,
+                    username: username.as_deref(),
+                },
+                auth,
+            ),
+        }
+    }
+}
+
+/// Decides whether a client may connect. By default the broker calls it in its own loop, so it
+/// must be quick; one that waits (a database, a slow password hash) belongs behind
+/// [`Broker::with_deferred_authentication`](super::Broker::with_deferred_authentication), as the
+/// async broker does with every authenticator it is given.
 pub trait Authenticator: Send {
     /// A client sent CONNECT (user name, password, authentication method and data are in it).
     fn connect(&mut self, connect: &Connect) -> AuthDecision;

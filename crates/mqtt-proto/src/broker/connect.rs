@@ -8,7 +8,7 @@ use bytestring::ByteString;
 
 use super::detach::{detach, detach_publish, detach_will};
 use super::session::BrokerSession;
-use super::{AuthDecision, Broker, BrokerEvent, ClientInfo, ConnectionId, TimerKey};
+use super::{AuthDecision, AuthRequest, Broker, BrokerEvent, ClientInfo, ConnectionId, TimerKey};
 use crate::ReasonCode;
 use crate::connection::DisconnectReason;
 use crate::packet::{
@@ -37,40 +37,57 @@ impl Broker {
         };
         conn.client_id = Some(client_id);
         conn.username = connect.username.as_ref().map(detach);
-        match self.authenticator.connect(&connect) {
-            AuthDecision::Accept => self.complete_connect(id, now),
-            AuthDecision::Refuse(code) => {
-                let _ = conn.server.refuse(now, code, ConnAckProperties::default());
-            }
-            AuthDecision::Continue(properties) => {
-                let _ = conn.server.auth(
-                    now,
-                    Auth {
-                        reason_code: ReasonCode::ContinueAuthentication,
-                        properties,
-                    },
-                );
-            }
+        if self.defer_auth {
+            conn.auth_pending = true;
+            self.events.push_back(BrokerEvent::Authenticate {
+                connection: ConnectionId(id),
+                request: AuthRequest::Connect(Box::new(connect)),
+            });
+            return;
         }
+        let decision = self.authenticator.connect(&connect);
+        self.apply_auth_decision(id, now, decision);
     }
 
     pub(super) fn on_auth(&mut self, id: u64, now: Instant, auth: Auth) {
         let Some((client_id, username)) = self.client_info(id) else {
             return;
         };
+        if self.defer_auth {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.auth_pending = true;
+            }
+            self.events.push_back(BrokerEvent::Authenticate {
+                connection: ConnectionId(id),
+                request: AuthRequest::Auth {
+                    client_id,
+                    username,
+                    auth: Box::new(auth),
+                },
+            });
+            return;
+        }
         let info = ClientInfo {
             client_id: &client_id,
             username: username.as_deref(),
         };
         let decision = self.authenticator.auth(info, &auth);
+        self.apply_auth_decision(id, now, decision);
+    }
+
+    /// Carries out an authentication step's decision: CONNACK (after the session is set up) or
+    /// a refusal, the next AUTH of an exchange, or the outcome of a re-authentication.
+    pub(super) fn apply_auth_decision(&mut self, id: u64, now: Instant, decision: AuthDecision) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
         let connected = conn.session.is_some();
+        // Each refused command below means the connection closed meanwhile: nothing to answer.
         match decision {
             AuthDecision::Accept if connected => {
                 let mut done = Auth::default();
-                done.properties.authentication_method = auth.properties.authentication_method;
+                done.properties.authentication_method =
+                    conn.server.authentication_method().map(ByteString::from);
                 let _ = conn.server.auth(now, done);
             }
             AuthDecision::Accept => self.complete_connect(id, now),

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo};
+pub use auth::{AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, ClientInfo};
 pub use stats::{DropReason, Dropped, Stats};
 
 use crate::ReasonCode;
@@ -177,6 +177,15 @@ pub enum BrokerEvent {
     /// Close this connection's transport once `poll_transmit` has nothing more for it, then
     /// call [`Broker::handle_eof`].
     Close(ConnectionId),
+    /// Decide whether this client may connect (or go on with its AUTH exchange), then call
+    /// [`Broker::authenticated`]. Only with [`Broker::with_deferred_authentication`]; meanwhile
+    /// the client waits (its connect timeout runs).
+    Authenticate {
+        /// The connection.
+        connection: ConnectionId,
+        /// What to decide.
+        request: AuthRequest,
+    },
     /// Stop reading this connection's transport until [`BrokerEvent::ResumeReading`]: the
     /// broker cannot take its input yet (its publisher is held back, or its next packet waits
     /// for room in `max_incoming_bytes`). Bytes already read may still be given.
@@ -252,12 +261,16 @@ struct Conn {
     reserved_at: u64,
     /// The weight of its queue as last counted in the broker-wide total.
     accounted: usize,
+    /// A deferred authentication step waits for [`Broker::authenticated`].
+    auth_pending: bool,
 }
 
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
 pub struct Broker {
     config: BrokerConfig,
     authenticator: Box<dyn Authenticator>,
+    /// Authentication steps go to the driver ([`BrokerEvent::Authenticate`]).
+    defer_auth: bool,
     authorizer: Box<dyn Authorizer>,
     // Boxed so the maps hold pointers: idle connections and sessions are what a broker has most
     // of, and hash tables keep spare capacity.
@@ -295,6 +308,7 @@ impl Broker {
         Self {
             config,
             authenticator: Box::new(AllowAll),
+            defer_auth: false,
             authorizer: Box::new(AllowAll),
             conns: HashMap::default(),
             next_conn: 0,
@@ -328,6 +342,15 @@ impl Broker {
     /// Like [`Broker::with_authenticator`], for an authenticator chosen at run time.
     pub fn with_boxed_authenticator(mut self, authenticator: Box<dyn Authenticator>) -> Self {
         self.authenticator = authenticator;
+        self
+    }
+
+    /// Hands every authentication step to the driver as [`BrokerEvent::Authenticate`], to be
+    /// answered with [`Broker::authenticated`], instead of calling the authenticator in the
+    /// broker's loop: a slow check (a password hash, a lookup over the network) then stalls only
+    /// the client it concerns.
+    pub fn with_deferred_authentication(mut self) -> Self {
+        self.defer_auth = true;
         self
     }
 
@@ -389,6 +412,7 @@ impl Broker {
                 reserved: 0,
                 reserved_at: 0,
                 accounted: 0,
+                auth_pending: false,
             }),
         );
         self.after(id, now);
@@ -477,6 +501,29 @@ impl Broker {
             self.after(connection.0, now);
         }
         self.settle(now);
+    }
+
+    /// The decision on a [`BrokerEvent::Authenticate`] request. Fails with
+    /// [`UsageError::Closed`] when the connection has ended meanwhile (nothing to do), and with
+    /// [`UsageError::AuthNotAllowed`] when no request of this connection waits.
+    pub fn authenticated(
+        &mut self,
+        connection: ConnectionId,
+        now: Instant,
+        decision: AuthDecision,
+    ) -> Result<(), UsageError> {
+        let conn = self
+            .conns
+            .get_mut(&connection.0)
+            .filter(|c| !c.closed)
+            .ok_or(UsageError::Closed)?;
+        if !std::mem::take(&mut conn.auth_pending) {
+            return Err(UsageError::AuthNotAllowed);
+        }
+        self.apply_auth_decision(connection.0, now, decision);
+        self.after(connection.0, now);
+        self.settle(now);
+        Ok(())
     }
 
     /// Whether the driver should read this connection's transport now (see

@@ -47,7 +47,9 @@ pub struct ClientConfig {
     /// are also the limits this connection enforces; Maximum Packet Size defaults to
     /// `max_packet_size`.
     pub properties: ConnectProperties,
-    /// The largest packet accepted from the server (default 1 MiB). Announced to 5.0 servers.
+    /// The largest packet accepted from the server, announced to 5.0 servers when below the
+    /// protocol's ceiling. Default: that ceiling (268,435,455 bytes), because a 3.1.1 server
+    /// cannot learn a lower one and would send a larger message again at every reconnect.
     pub max_packet_size: u32,
     /// Hold PUBACK / PUBREC for received messages until [`ClientConnection::ack`].
     pub manual_ack: bool,
@@ -76,7 +78,7 @@ impl ClientConfig {
             username: None,
             password: None,
             properties: ConnectProperties::default(),
-            max_packet_size: 1024 * 1024,
+            max_packet_size: Limits::PROTOCOL_MAX_PACKET_SIZE,
             manual_ack: false,
             max_inflight: 10,
             max_queued: 10_000,

@@ -278,6 +278,11 @@ impl ServerConnection {
         self.connect.as_deref()
     }
 
+    /// The Authentication Method of the CONNECT (5.0 enhanced authentication), if any.
+    pub fn authentication_method(&self) -> Option<&str> {
+        self.auth_method.as_deref()
+    }
+
     /// The keep alive in force, in seconds.
     pub fn keep_alive(&self) -> u16 {
         self.keep_alive

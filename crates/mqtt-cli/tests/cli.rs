@@ -5,6 +5,9 @@
 #[path = "cli/support.rs"]
 mod support;
 
+#[path = "cli/flood.rs"]
+mod flood;
+
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};

@@ -87,12 +87,21 @@ fn connect_carries_the_configuration() {
     assert_eq!(connect.username.as_deref(), Some("user"));
     assert_eq!(connect.properties.session_expiry_interval, Some(3600));
     assert_eq!(connect.properties.receive_maximum, NonZeroU16::new(5));
-    // Our maximum packet size is announced, so the server knows what we enforce.
+    // By default we take any packet: no maximum packet size is announced.
+    assert_eq!(connect.properties.maximum_packet_size, None);
+    assert_eq!(sim.client.state(), ClientState::Connecting);
+    // A lower one is announced, so the server knows what we enforce.
+    let mut cfg = config(Version::V5);
+    cfg.max_packet_size = 1024 * 1024;
+    let mut sim = Sim::new(cfg);
+    let sent = sim.sent();
+    let Some(Packet::Connect(connect)) = sent.first() else {
+        panic!("{sent:?}")
+    };
     assert_eq!(
         connect.properties.maximum_packet_size,
         NonZeroU32::new(1024 * 1024)
     );
-    assert_eq!(sim.client.state(), ClientState::Connecting);
 }
 
 #[test]

@@ -61,6 +61,14 @@ fn client(broker: &mut Broker, now: Instant, id: &str, filters: &[String]) -> Co
     conn
 }
 
+/// Heap bytes held after minus before. stats_alloc counts a reallocation's growth in
+/// `bytes_allocated` (and its shrinking in `bytes_deallocated`) as well as in
+/// `bytes_reallocated`, so the two are the whole story; adding `bytes_reallocated` would count
+/// every growth twice.
+fn heap_change(change: &stats_alloc::Stats) -> i64 {
+    change.bytes_allocated as i64 - change.bytes_deallocated as i64
+}
+
 fn config() -> BrokerConfig {
     let mut config = BrokerConfig::default();
     config.max_connections = 100_000;
@@ -80,8 +88,7 @@ fn idle_memory() {
         client(&mut broker, now, &format!("idle-{i:05}"), &[]);
     }
     let change = region.change();
-    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64
-        + change.bytes_reallocated as i64;
+    let net = heap_change(&change);
     println!(
         "broker core: {} bytes of heap per idle connected v5 client ({n} clients, no subscriptions)",
         net / n as i64
@@ -89,8 +96,83 @@ fn idle_memory() {
     black_box(&broker);
 }
 
+/// 10,000 disconnected sessions, each holding 100 queued QoS 1 messages of 64 B, published in
+/// batches of 1,000 packets per read: heap bytes per queued message, and what the broker
+/// accounts for them against its budget.
+fn queued_memory() {
+    let now = Instant::now();
+    let mut broker = Broker::new(config());
+    let sessions = 10_000;
+    let per_session = 100;
+    for i in 0..sessions {
+        let conn = broker.open(now).unwrap();
+        let mut connect = Connect::new(V, format!("offline-{i:05}"));
+        connect.clean_start = false;
+        connect.properties.session_expiry_interval = Some(3600);
+        broker.handle_bytes(conn, now, &bytes(Packet::Connect(Box::new(connect))));
+        let subscribe = Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: SubscribeProperties::default(),
+            filters: vec![Subscription::new(
+                TopicFilter::new(format!("q/{i}")).unwrap(),
+                QoS::AtLeastOnce,
+            )],
+        };
+        broker.handle_bytes(conn, now, &bytes(Packet::Subscribe(subscribe)));
+        drain(&mut broker, now, &mut BytesMut::new());
+        broker.handle_eof(conn, now);
+    }
+    let publisher = {
+        let conn = broker.open(now).unwrap();
+        let connect = Connect::new(Version::V3_1_1, "publisher");
+        let mut wire = BytesMut::new();
+        codec::encode(
+            &Packet::Connect(Box::new(connect)),
+            Version::V3_1_1,
+            &mut wire,
+        )
+        .unwrap();
+        broker.handle_bytes(conn, now, &wire);
+        drain(&mut broker, now, &mut BytesMut::new());
+        conn
+    };
+    let region = Region::new(GLOBAL);
+    let mut batch = BytesMut::new();
+    let mut id = 0u16;
+    for round in 0..per_session {
+        for i in 0..sessions {
+            let mut publish = Publish::new(
+                format!("q/{i}").parse().expect("valid topic name"),
+                bytes::Bytes::from(vec![round as u8; 64]),
+            );
+            publish.qos = QoS::AtLeastOnce;
+            id = id.checked_add(1).unwrap_or(1);
+            publish.packet_id = PacketId::new(id);
+            codec::encode(&Packet::Publish(publish), Version::V3_1_1, &mut batch).unwrap();
+            if i % 1000 == 999 {
+                broker.handle_bytes(publisher, now, &batch);
+                batch.clear();
+                drain(&mut broker, now, &mut BytesMut::new());
+            }
+        }
+    }
+    let change = region.change();
+    let net = heap_change(&change);
+    let queued = (sessions * per_session) as i64;
+    let stats = broker.stats();
+    assert_eq!(stats.dropped.queue_full + stats.dropped.memory_budget, 0);
+    println!(
+        "broker core: {} bytes of heap per queued 64 B message ({sessions} disconnected sessions \
+         x {per_session}), {} bytes each as the broker accounts them",
+        net / queued,
+        stats.queued_bytes as i64 / queued
+    );
+    black_box(&broker);
+}
+
 fn bench_router(c: &mut Criterion) {
     idle_memory();
+    queued_memory();
     let now = Instant::now();
     let publish = |topic: &str| {
         bytes(Packet::Publish(Publish::new(
@@ -170,8 +252,7 @@ fn retained_broker(now: Instant, n: usize) -> (Broker, i64) {
         drain(&mut broker, now, &mut out);
     }
     let change = region.change();
-    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64
-        + change.bytes_reallocated as i64;
+    let net = heap_change(&change);
     assert_eq!(broker.stats().retained, n);
     (broker, net)
 }

@@ -41,7 +41,7 @@ relative paths are relative to the file's directory):
                                   # client is disconnected (0x97; the session keeps messages)
   max_session_queue = 100000      # messages kept for a disconnected session; beyond it (or
   max_session_queue_bytes = 67108864  # these bytes) new ones are dropped, counted and logged
-  max_total_queued_bytes = 2147483648 # bytes of messages kept for all sessions together
+  max_total_queued_bytes = 3221225472 # bytes of messages kept for all sessions together
   max_session_expiry = 86400      # seconds a session may outlive its connection
   max_retained = 100000           # retained messages
   max_keep_alive = 300            # seconds (default: accept the client's)

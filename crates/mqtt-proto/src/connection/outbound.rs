@@ -55,7 +55,9 @@ pub(crate) struct Queued {
 /// the same message balance.
 pub(crate) fn weight(publish: &Publish) -> usize {
     /// A queue entry, and the allocations of the payload and topic copies (with the shared
-    /// header `Bytes` adds once a copy is shared).
+    /// header `Bytes` adds once a copy is shared). The broker core bench measures 250 bytes of
+    /// heap per queued 64 B message (topic `q/NNNN`) against a weight of 229: the rest is the
+    /// queue's spare capacity.
     const ENTRY: usize = std::mem::size_of::<Queued>() + 64;
     let properties = publish.properties.get().map_or(0, |p| {
         std::mem::size_of::<crate::packet::PublishProperties>() + p.weight()

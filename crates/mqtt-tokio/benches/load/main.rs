@@ -14,9 +14,9 @@
 //!
 //! The defaults are the product: our broker runs `BrokerConfig::default()`, nothing raised, so
 //! a limit that loses or slows messages out of the box shows here. In particular it has, as a
-//! user gets it, an in-flight window of 20 towards 3.1.1 subscribers (`max_inflight_v311`), 1,000
-//! messages queued per connection behind that window (`max_queued`), a Receive Maximum of 100 for
-//! publishers and at most 10,000 connections, which every scenario stays within. The one
+//! user gets it, an in-flight window of 100 towards 3.1.1 subscribers (`max_inflight_v311`),
+//! 1,000 messages queued per connection behind that window (`max_queued`), a Receive Maximum of
+//! 100 for publishers and at most 10,000 connections, which every scenario stays within. The one
 //! exception is an experiment switch, `--our-inflight-v311 N`, to measure which default to pick:
 //! it sets `connection.max_inflight_v311` alone (through `MQTT_LOAD_OUR_INFLIGHT_V311` in the
 //! child) and every line and table it touches says "NON-DEFAULT".

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mqtt_proto::packet::Version;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{BROKER_ENV, INFLIGHT, INFLIGHT_V311_ENV};
+use crate::{BROKER_ENV, INFLIGHT, INFLIGHT_V311_ENV, STALL};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum BrokerKind {
@@ -38,7 +39,50 @@ pub(crate) struct BrokerProcess {
     port: u16,
     /// rumqttd serves 5.0 on a listener of its own; the others take both versions on `port`.
     port_v5: u16,
+    /// Ours only: where to ask for its counters.
+    stats: Option<StatsPipe>,
     _dir: tempfile::TempDir,
+}
+
+/// Our broker's counters, asked for on the child's stdin and answered on its stdout: what the
+/// broker accounts itself, which no broker tells over the wire.
+struct StatsPipe {
+    ask: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+/// Some of our broker's counters ([`mqtt_proto::broker::Stats`]), as the child reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OurStats {
+    /// What the messages kept for sessions weigh by the broker's own accounting.
+    pub(crate) queued_bytes: u64,
+    /// Messages for disconnected sessions dropped: queue full, or over the broker-wide budget.
+    pub(crate) dropped: u64,
+}
+
+impl OurStats {
+    /// The child's answer line.
+    fn line(stats: &mqtt_proto::broker::Stats) -> String {
+        format!(
+            "queued_bytes={} dropped={}",
+            stats.queued_bytes,
+            stats.dropped.queue_full + stats.dropped.memory_budget
+        )
+    }
+
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let mut stats = OurStats::default();
+        for pair in line.split_whitespace() {
+            let (key, value) = pair.split_once('=').context("key=value")?;
+            let value = value.parse().with_context(|| format!("{key}: {value:?}"))?;
+            match key {
+                "queued_bytes" => stats.queued_bytes = value,
+                "dropped" => stats.dropped = value,
+                _ => bail!("unknown counter {key}"),
+            }
+        }
+        Ok(stats)
+    }
 }
 
 impl Drop for BrokerProcess {
@@ -61,6 +105,19 @@ impl BrokerProcess {
             Version::V5 => SocketAddr::from(([127, 0, 0, 1], self.port_v5)),
             _ => self.addr(),
         }
+    }
+
+    /// Our broker's counters; `None` for the peers.
+    pub(crate) async fn our_stats(&mut self) -> anyhow::Result<Option<OurStats>> {
+        let Some(pipe) = &mut self.stats else {
+            return Ok(None);
+        };
+        pipe.ask.write_all(b"stats\n").await?;
+        let line = tokio::time::timeout(STALL, pipe.answers.next_line())
+            .await
+            .context("no answer from the broker")??
+            .context("the broker closed its stdout")?;
+        OurStats::parse(&line).map(Some)
     }
 
     /// Starts a broker; `None` (with a note) when it is not installed. `our_inflight_v311` is
@@ -110,15 +167,27 @@ impl BrokerProcess {
                 command
             }
         };
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let child = command.spawn().with_context(|| kind.name())?;
+        let piped = || {
+            if kind == BrokerKind::Ours {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            }
+        };
+        command.stdin(piped()).stdout(piped()).kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| kind.name())?;
+        let stats = match (child.stdin.take(), child.stdout.take()) {
+            (Some(ask), Some(answers)) => Some(StatsPipe {
+                ask,
+                answers: tokio::io::BufReader::new(answers).lines(),
+            }),
+            _ => None,
+        };
         let broker = BrokerProcess {
             child,
             port,
             port_v5,
+            stats,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -267,7 +336,8 @@ pub(crate) fn rumqttd_conf(port: u16, port_v5: u16) -> String {
 }
 
 /// The child process: our broker on `port` with its defaults. The one override is the
-/// experiment switch `--our-inflight-v311`, which the parent announces as non-default.
+/// experiment switch `--our-inflight-v311`, which the parent announces as non-default. Each
+/// line on stdin asks for its counters, answered with one line on stdout (`OurStats`).
 pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
     let threads: usize = std::env::var("MQTT_LOAD_BROKER_THREADS")
         .ok()
@@ -293,6 +363,18 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
             .config(config)
             .build()
             .await?;
+        let handle = broker.handle();
+        let runtime = tokio::runtime::Handle::current();
+        // A thread of its own: reading stdin blocks.
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(_) = line else { break };
+                let Some(stats) = runtime.block_on(handle.stats()) else {
+                    break;
+                };
+                println!("{}", OurStats::line(&stats));
+            }
+        });
         broker.serve().await;
         Ok(())
     })

@@ -6,8 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
+use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{ClientConfig, ClientConnection, ClientEvent};
-use mqtt_proto::packet::{QoS, SubscribeProperties, Subscription, TopicFilter, Version};
+use mqtt_proto::packet::{
+    Disconnect, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,24 +24,40 @@ pub(crate) struct Raw {
 }
 
 impl Raw {
-    /// Connects and waits for CONNACK (at most `STALL`).
+    /// The load clients' configuration: keep alive 10 minutes, `INFLIGHT` QoS 1 publishes in
+    /// flight, a queue that never refuses.
+    pub(crate) fn config(id: &str, version: Version) -> ClientConfig {
+        let mut config = ClientConfig::new(version, id.to_owned());
+        config.keep_alive = 600;
+        config.max_inflight = INFLIGHT;
+        config.max_queued = 1_000_000;
+        config
+    }
+
+    /// Connects with `Raw::config` and waits for CONNACK (at most `STALL`).
     pub(crate) async fn connect(
         addr: SocketAddr,
         id: &str,
         version: Version,
     ) -> anyhow::Result<Self> {
-        tokio::time::timeout(STALL, Self::connect_now(addr, id, version))
+        Self::connect_with(addr, Self::config(id, version)).await
+    }
+
+    /// Connects and waits for CONNACK (at most `STALL`).
+    pub(crate) async fn connect_with(
+        addr: SocketAddr,
+        config: ClientConfig,
+    ) -> anyhow::Result<Self> {
+        let id = config.client_id.clone();
+        tokio::time::timeout(STALL, Self::connect_now(addr, config))
             .await
             .with_context(|| format!("{id}: no CONNACK"))?
     }
 
-    async fn connect_now(addr: SocketAddr, id: &str, version: Version) -> anyhow::Result<Self> {
+    async fn connect_now(addr: SocketAddr, config: ClientConfig) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let mut config = ClientConfig::new(version, id.to_owned());
-        config.keep_alive = 600;
-        config.max_inflight = INFLIGHT;
-        config.max_queued = 1_000_000;
+        let id = config.client_id.clone();
         let conn = ClientConnection::new(config, None, Instant::now());
         let mut raw = Raw {
             stream,
@@ -80,6 +99,22 @@ impl Raw {
         tokio::time::timeout(STALL, suback)
             .await
             .context("no SUBACK")?
+    }
+
+    /// Sends DISCONNECT and closes the connection.
+    pub(crate) async fn disconnect(mut self) -> anyhow::Result<()> {
+        self.conn
+            .disconnect(Instant::now(), Disconnect::new(ReasonCode::Success))?;
+        self.flush().await?;
+        self.stream.shutdown().await?;
+        Ok(())
+    }
+
+    /// Closes the connection without DISCONNECT, as a client that goes away does.
+    pub(crate) async fn close(mut self) -> anyhow::Result<()> {
+        self.flush().await?;
+        self.stream.shutdown().await?;
+        Ok(())
     }
 
     /// Writes everything the core has to send.

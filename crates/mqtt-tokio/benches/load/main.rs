@@ -8,6 +8,7 @@
 //! cargo bench -p mqtt-tokio --bench load -- broker --relay 10→1 --runs 3
 //! cargo bench -p mqtt-tokio --bench load -- broker --relay 10→1 --our-inflight-v311 100
 //! cargo bench -p mqtt-tokio --bench load -- memory --connections 2000
+//! cargo bench -p mqtt-tokio --bench load -- queued --quick     # a tenth of the sessions
 //! ```
 //!
 //! # Our broker runs its defaults
@@ -33,7 +34,7 @@
 //!
 //! # Scenarios
 //!
-//! Any of `client`, `broker`, `memory`; none means all.
+//! Any of `client`, `broker`, `memory`, `queued`; none means all.
 //! - `client`: 100,000 PUBLISHes of 64 B from our tokio `Client` and from rumqttc's
 //!   `AsyncClient` (both 3.1.1, 100 in flight), against mosquitto and our broker. QoS 0 ends
 //!   with a QoS 1 publish whose PUBACK proves the broker read everything before it; QoS 1 ends
@@ -78,10 +79,19 @@
 //! - `memory`: 10,000 idle 3.1.1 connections (CONNECT and CONNACK done, keep alive one hour),
 //!   opened in batches of 50: exactly our default `max_connections`. The broker's resident
 //!   memory (VmRSS) before and after, per connection.
+//! - `queued`: 10,000 persistent 3.1.1 sessions (Clean Session 0, `--sessions N`, `--quick` a
+//!   tenth), each subscribed at QoS 1 to its own topic `q/{i}` and disconnected (in batches of
+//!   50, closed after subscribing: within our `max_connections`), then one 3.1.1 publisher
+//!   sends 100 QoS 1 messages of 64 B to each topic (1,000,000), 100 in flight (what ours and
+//!   mosquitto allow a 5.0 publisher). The broker's VmRSS before and after all PUBACKs, per queued
+//!   message, and for ours its own accounting (`Stats::queued_bytes`, asked of the child over a
+//!   pipe). Then 100 of the sessions reconnect and must each receive exactly their 100
+//!   messages; losses are counted as in the relays. See `queued.rs`.
 
 mod brokers;
 mod client;
 mod memory;
+mod queued;
 mod relay;
 mod report;
 mod throughput;
@@ -93,8 +103,9 @@ use mqtt_proto::packet::QoS;
 
 use brokers::{BROKERS, BrokerKind, BrokerProcess, run_our_broker};
 use memory::memory;
+use queued::queued;
 use relay::{RELAYS, Relay, relay};
-use report::{RelayRuns, Values, print_table};
+use report::{Run, print_table};
 use throughput::{ClientKind, client_ours, client_rumqttc};
 
 /// Set in the child process that runs our broker.
@@ -135,8 +146,11 @@ struct Args {
     client: bool,
     broker: bool,
     memory: bool,
+    queued: bool,
     messages: u64,
     connections: usize,
+    /// Persistent sessions of the `queued` scenario.
+    sessions: usize,
     runs: usize,
     /// Only relays whose name contains this.
     relay: Option<String>,
@@ -152,8 +166,10 @@ impl Args {
             client: false,
             broker: false,
             memory: false,
+            queued: false,
             messages: FULL_MESSAGES,
             connections: 10_000,
+            sessions: 10_000,
             runs: 1,
             relay: None,
             brokers: None,
@@ -166,9 +182,11 @@ impl Args {
                 "client" => args.client = true,
                 "broker" | "relay" => args.broker = true,
                 "memory" => args.memory = true,
+                "queued" => args.queued = true,
                 "--quick" => quick = true,
                 "--messages" => args.messages = number(iter.next())?,
                 "--connections" => args.connections = number(iter.next())?,
+                "--sessions" => args.sessions = number(iter.next())?,
                 "--runs" => args.runs = number::<usize>(iter.next())?.max(1),
                 "--relay" => args.relay = iter.next(),
                 "--brokers" => args.brokers = iter.next(),
@@ -176,19 +194,21 @@ impl Args {
                 // What cargo passes to every bench binary.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?}; use client, broker, memory, --quick, \
-                     --messages N, --connections N, --runs N, --relay NAME, \
+                    "unknown argument {other:?}; use client, broker, memory, queued, --quick, \
+                     --messages N, --connections N, --sessions N, --runs N, --relay NAME, \
                      --brokers ours,mosquitto,rumqttd, --our-inflight-v311 N"
                 ),
             }
         }
-        if !(args.client || args.broker || args.memory) {
-            (args.client, args.broker, args.memory) = (true, true, true);
+        if !(args.client || args.broker || args.memory || args.queued) {
+            (args.client, args.broker, args.memory, args.queued) = (true, true, true, true);
         }
         if quick {
             args.messages /= 10;
             args.connections /= 10;
+            args.sessions /= 10;
         }
+        args.sessions = args.sessions.max(1);
         Ok(args)
     }
 
@@ -264,8 +284,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_once(args: &Args) -> anyhow::Result<(Values, RelayRuns)> {
-    let mut values = Values::new();
+async fn run_once(args: &Args) -> anyhow::Result<Run> {
+    let mut run = Run::default();
+    let values = &mut run.values;
     let mut put = |scenario: &str, column: &str, value: f64| {
         println!("  {scenario:<28} {column:<22} {value:>12.1}");
         values.insert((scenario.to_owned(), column.to_owned()), value);
@@ -299,7 +320,7 @@ async fn run_once(args: &Args) -> anyhow::Result<(Values, RelayRuns)> {
             }
         }
     }
-    let mut relays = RelayRuns::new();
+    let relays = &mut run.relays;
     if args.broker {
         for (index, relay_case) in RELAYS.iter().enumerate() {
             if !args.wants_relay(relay_case) {
@@ -374,5 +395,33 @@ async fn run_once(args: &Args) -> anyhow::Result<(Values, RelayRuns)> {
             );
         }
     }
-    Ok((values, relays))
+    if args.queued {
+        for kind in BROKERS.into_iter().filter(|&b| args.wants(b)) {
+            let outcome = async {
+                let Some(mut broker) = BrokerProcess::start(kind, args.our_inflight_v311).await?
+                else {
+                    return Ok(None);
+                };
+                queued(&mut broker, args.sessions).await.map(Some)
+            }
+            .await;
+            let outcome = match outcome {
+                Ok(None) => continue,
+                Ok(Some(result)) => Ok(result),
+                // Reported, and the bench goes on with the next broker.
+                Err(e) => Err(format!("{e:#}")),
+            };
+            match &outcome {
+                Ok(result) => {
+                    println!("  queued     {:<10} {}", kind.name(), result.line());
+                    for lost in &result.where_lost {
+                        println!("    lost {lost}");
+                    }
+                }
+                Err(e) => println!("  queued     {:<10} FAILED: {e}", kind.name()),
+            }
+            run.queued.insert(kind, outcome);
+        }
+    }
+    Ok(run)
 }

@@ -3,8 +3,17 @@
 use std::collections::BTreeMap;
 
 use crate::brokers::{BROKERS, BrokerKind};
+use crate::queued::{PER_SESSION, QueuedResult, SAMPLE};
 use crate::relay::{RELAYS, RelayResult};
 use crate::{Args, FULL_MESSAGES, IN_TRANSIT, INFLIGHT, PAYLOAD};
+
+/// What one run measured.
+#[derive(Default)]
+pub(crate) struct Run {
+    pub(crate) values: Values,
+    pub(crate) relays: RelayRuns,
+    pub(crate) queued: QueuedRuns,
+}
 
 /// Every measured client and memory value of one run, by (scenario, column).
 pub(crate) type Values = BTreeMap<(String, String), f64>;
@@ -12,6 +21,9 @@ pub(crate) type Values = BTreeMap<(String, String), f64>;
 /// Each relay's outcome on each broker in one run, by (index in `RELAYS`, broker); a failed
 /// run keeps its error.
 pub(crate) type RelayRuns = BTreeMap<(usize, BrokerKind), Result<RelayResult, String>>;
+
+/// The `queued` scenario's outcome on each broker in one run; a failed run keeps its error.
+pub(crate) type QueuedRuns = BTreeMap<BrokerKind, Result<QueuedResult, String>>;
 
 pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
@@ -21,11 +33,15 @@ pub(crate) fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(values[values.len() / 2])
 }
 
-pub(crate) fn print_table(args: &Args, runs: &[(Values, RelayRuns)]) {
+pub(crate) fn print_table(args: &Args, runs: &[Run]) {
     let value = |scenario: &str, column: &str| {
         median(
             runs.iter()
-                .filter_map(|(v, _)| v.get(&(scenario.to_owned(), column.to_owned())).copied())
+                .filter_map(|run| {
+                    run.values
+                        .get(&(scenario.to_owned(), column.to_owned()))
+                        .copied()
+                })
                 .collect(),
         )
     };
@@ -66,6 +82,9 @@ pub(crate) fn print_table(args: &Args, runs: &[(Values, RelayRuns)]) {
     if args.broker {
         print_relay_table(args, runs);
     }
+    if args.queued {
+        print_queued_table(args, runs);
+    }
     if args.memory {
         let scenario = "memory B/idle connection";
         let ours = value(scenario, "ours B");
@@ -88,7 +107,7 @@ pub(crate) fn print_table(args: &Args, runs: &[(Values, RelayRuns)]) {
     }
 }
 
-pub(crate) fn print_relay_table(args: &Args, runs: &[(Values, RelayRuns)]) {
+fn print_relay_table(args: &Args, runs: &[Run]) {
     println!();
     println!(
         "Relays: {IN_TRANSIT} messages in transit per publisher, {INFLIGHT} in flight from each \
@@ -108,8 +127,10 @@ pub(crate) fn print_relay_table(args: &Args, runs: &[(Values, RelayRuns)]) {
     let mut notes = Vec::new();
     for (index, relay_case) in RELAYS.iter().enumerate() {
         for kind in BROKERS {
-            let outcomes: Vec<Option<&Result<RelayResult, String>>> =
-                runs.iter().map(|(_, r)| r.get(&(index, kind))).collect();
+            let outcomes: Vec<Option<&Result<RelayResult, String>>> = runs
+                .iter()
+                .map(|run| run.relays.get(&(index, kind)))
+                .collect();
             if outcomes.iter().all(Option::is_none) {
                 continue;
             }
@@ -126,8 +147,8 @@ pub(crate) fn print_relay_table(args: &Args, runs: &[(Values, RelayRuns)]) {
             // Ours over theirs, run by run, so that both rates saw the same machine.
             let ratio = median(
                 runs.iter()
-                    .filter_map(|(_, r)| {
-                        let rate = |b| r.get(&(index, b))?.as_ref().ok().map(|x| x.rate);
+                    .filter_map(|run| {
+                        let rate = |b| run.relays.get(&(index, b))?.as_ref().ok().map(|x| x.rate);
                         Some(rate(BrokerKind::Ours)? / rate(kind).filter(|x| *x > 0.0)?)
                     })
                     .collect(),
@@ -175,6 +196,109 @@ pub(crate) fn print_relay_table(args: &Args, runs: &[(Values, RelayRuns)]) {
                     run + 1
                 ));
             }
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("- {note}");
+        }
+    }
+}
+
+fn print_queued_table(args: &Args, runs: &[Run]) {
+    let sample = SAMPLE.min(args.sessions);
+    println!();
+    println!(
+        "Queued for {} disconnected sessions (3.1.1, Clean Session 0, QoS 1): {PER_SESSION} \
+         messages of {PAYLOAD} B each, {} in all, from one 3.1.1 publisher with {INFLIGHT} in \
+         flight; then {sample} sessions reconnect for theirs. B per message: \
+         VmRSS growth / acknowledged messages; accounted: ours' Stats::queued_bytes growth / \
+         acknowledged messages.",
+        args.sessions,
+        args.sessions as u64 * PER_SESSION
+    );
+    println!();
+    println!(
+        "| broker | RSS before MB | RSS after MB | B per queued message | accounted B per message \
+         | publish msg/s | sample delivered | lost per run | unacked per run |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut notes = Vec::new();
+    for kind in BROKERS {
+        let outcomes: Vec<Option<&Result<QueuedResult, String>>> =
+            runs.iter().map(|run| run.queued.get(&kind)).collect();
+        if outcomes.iter().all(Option::is_none) {
+            continue;
+        }
+        let ok = |pick: &dyn Fn(&QueuedResult) -> Option<f64>| {
+            median(
+                outcomes
+                    .iter()
+                    .filter_map(|o| o.and_then(|r| r.as_ref().ok()))
+                    .filter_map(pick)
+                    .collect(),
+            )
+        };
+        let cell = |v: Option<f64>, decimals: usize| {
+            v.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+        };
+        let per_run = |pick: fn(&QueuedResult) -> u64| {
+            outcomes
+                .iter()
+                .map(|o| match o {
+                    Some(Ok(r)) => pick(r).to_string(),
+                    Some(Err(_)) => "failed".to_owned(),
+                    None => "–".to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let name = match (kind, args.our_inflight_v311) {
+            (BrokerKind::Ours, Some(n)) => format!("ours (NON-DEFAULT v3.1.1 window {n})"),
+            _ => kind.name().to_owned(),
+        };
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(ok(&|r| Some(r.rss_before as f64 / 1e6)), 1),
+            cell(ok(&|r| Some(r.rss_after as f64 / 1e6)), 1),
+            cell(ok(&|r| Some(r.bytes_per_message())), 0),
+            cell(ok(&|r| r.accounted_per_message()), 0),
+            cell(ok(&|r| Some(r.publish_rate)), 0),
+            cell(ok(&|r| Some(r.delivered as f64)), 0),
+            per_run(|r| r.lost),
+            per_run(|r| r.unacked),
+        );
+        for (run, outcome) in outcomes.iter().enumerate() {
+            let note = match outcome {
+                Some(Err(e)) => format!("failed: {e}"),
+                Some(Ok(r))
+                    if r.refused
+                        + r.unsent
+                        + r.duplicates
+                        + r.not_resumed as u64
+                        + r.dropped.unwrap_or(0)
+                        > 0
+                        || r.publish_stalled =>
+                {
+                    format!(
+                        "refused {}, unsent {}, duplicates {}, sessions not resumed {}, \
+                         dropped by the broker {}, publishing stalled: {}",
+                        r.refused,
+                        r.unsent,
+                        r.duplicates,
+                        r.not_resumed,
+                        r.dropped.map_or_else(|| "–".to_owned(), |d| d.to_string()),
+                        r.publish_stalled
+                    )
+                }
+                _ => continue,
+            };
+            notes.push(format!(
+                "queued on {}, run {}: {note}",
+                kind.name(),
+                run + 1
+            ));
         }
     }
     if !notes.is_empty() {

@@ -1,0 +1,381 @@
+//! The brokers under test, each a process of its own on a loopback port, and how each is
+//! configured.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mqtt_proto::packet::Version;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{BROKER_ENV, INFLIGHT, INFLIGHT_V311_ENV, STALL};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum BrokerKind {
+    Ours,
+    Mosquitto,
+    Rumqttd,
+}
+
+impl BrokerKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Ours => "ours",
+            BrokerKind::Mosquitto => "mosquitto",
+            BrokerKind::Rumqttd => "rumqttd",
+        }
+    }
+}
+
+/// Every broker, in the order of the tables.
+pub(crate) const BROKERS: [BrokerKind; 3] =
+    [BrokerKind::Ours, BrokerKind::Mosquitto, BrokerKind::Rumqttd];
+
+/// A broker process on a loopback port; killed on drop.
+pub(crate) struct BrokerProcess {
+    child: tokio::process::Child,
+    port: u16,
+    /// rumqttd serves 5.0 on a listener of its own; the others take both versions on `port`.
+    port_v5: u16,
+    /// Ours only: where to ask for its counters.
+    stats: Option<StatsPipe>,
+    _dir: tempfile::TempDir,
+}
+
+/// Our broker's counters, asked for on the child's stdin and answered on its stdout: what the
+/// broker accounts itself, which no broker tells over the wire.
+struct StatsPipe {
+    ask: tokio::process::ChildStdin,
+    answers: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+/// Some of our broker's counters ([`mqtt_proto::broker::Stats`]), as the child reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OurStats {
+    /// What the messages kept for sessions weigh by the broker's own accounting.
+    pub(crate) queued_bytes: u64,
+    /// Messages for disconnected sessions dropped: queue full, or over the broker-wide budget.
+    pub(crate) dropped: u64,
+}
+
+impl OurStats {
+    /// The child's answer line.
+    fn line(stats: &mqtt_proto::broker::Stats) -> String {
+        format!(
+            "queued_bytes={} dropped={}",
+            stats.queued_bytes,
+            stats.dropped.queue_full + stats.dropped.memory_budget
+        )
+    }
+
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let mut stats = OurStats::default();
+        for pair in line.split_whitespace() {
+            let (key, value) = pair.split_once('=').context("key=value")?;
+            let value = value.parse().with_context(|| format!("{key}: {value:?}"))?;
+            match key {
+                "queued_bytes" => stats.queued_bytes = value,
+                "dropped" => stats.dropped = value,
+                _ => bail!("unknown counter {key}"),
+            }
+        }
+        Ok(stats)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl BrokerProcess {
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub(crate) fn addr_for(&self, version: Version) -> SocketAddr {
+        match version {
+            Version::V5 => SocketAddr::from(([127, 0, 0, 1], self.port_v5)),
+            _ => self.addr(),
+        }
+    }
+
+    /// Our broker's counters; `None` for the peers.
+    pub(crate) async fn our_stats(&mut self) -> anyhow::Result<Option<OurStats>> {
+        let Some(pipe) = &mut self.stats else {
+            return Ok(None);
+        };
+        pipe.ask.write_all(b"stats\n").await?;
+        let line = tokio::time::timeout(STALL, pipe.answers.next_line())
+            .await
+            .context("no answer from the broker")??
+            .context("the broker closed its stdout")?;
+        OurStats::parse(&line).map(Some)
+    }
+
+    /// Starts a broker; `None` (with a note) when it is not installed. `our_inflight_v311` is
+    /// the experiment switch, for our broker only.
+    pub(crate) async fn start(
+        kind: BrokerKind,
+        our_inflight_v311: Option<u16>,
+    ) -> anyhow::Result<Option<Self>> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut port_v5 = port;
+        let mut command = match kind {
+            BrokerKind::Ours => {
+                let mut command = tokio::process::Command::new(std::env::current_exe()?);
+                command.env(BROKER_ENV, port.to_string());
+                command.env_remove(INFLIGHT_V311_ENV);
+                if let Some(n) = our_inflight_v311 {
+                    command.env(INFLIGHT_V311_ENV, n.to_string());
+                }
+                command
+            }
+            BrokerKind::Mosquitto => {
+                let Some(exe) = installed(&["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]) else {
+                    println!("note: mosquitto is not installed; skipped");
+                    return Ok(None);
+                };
+                let conf = dir.path().join("mosquitto.conf");
+                std::fs::write(&conf, mosquitto_conf(port))?;
+                let mut command = tokio::process::Command::new(exe);
+                command.arg("-c").arg(conf);
+                command
+            }
+            BrokerKind::Rumqttd => {
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
+                let local = home.join(".cargo/bin/rumqttd");
+                let Some(exe) = installed(&[local.to_str().unwrap_or_default()]) else {
+                    println!("note: rumqttd is not installed (cargo install rumqttd); skipped");
+                    return Ok(None);
+                };
+                port_v5 = free_port()?;
+                let conf = dir.path().join("rumqttd.toml");
+                std::fs::write(&conf, rumqttd_conf(port, port_v5))?;
+                let mut command = tokio::process::Command::new(exe);
+                command.arg("-q").arg("-c").arg(conf);
+                command
+            }
+        };
+        let piped = || {
+            if kind == BrokerKind::Ours {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            }
+        };
+        command.stdin(piped()).stdout(piped()).kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| kind.name())?;
+        let stats = match (child.stdin.take(), child.stdout.take()) {
+            (Some(ask), Some(answers)) => Some(StatsPipe {
+                ask,
+                answers: tokio::io::BufReader::new(answers).lines(),
+            }),
+            _ => None,
+        };
+        let broker = BrokerProcess {
+            child,
+            port,
+            port_v5,
+            stats,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for addr in [broker.addr(), broker.addr_for(Version::V5)] {
+            while TcpStream::connect(addr).await.is_err() {
+                if Instant::now() > deadline {
+                    bail!("{} did not listen on {addr}", kind.name());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(Some(broker))
+    }
+
+    /// CPU time the broker used so far: the sum of its threads' run times in nanoseconds
+    /// (`/proc/PID/task/*/schedstat`; brokers keep their threads, so none is missing), else
+    /// user and system time from `/proc/PID/stat`, in ticks of 10 ms, too coarse for `--quick`.
+    pub(crate) fn cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.pid().context("broker exited")?;
+        if let Some(ns) = schedstat_ns(pid) {
+            return Ok(Duration::from_nanos(ns));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name, which may contain spaces, ends with ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    }
+
+    /// Resident memory in bytes.
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("broker exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS")?;
+        Ok(kb * 1024)
+    }
+}
+
+/// The time every thread of `pid` has run, in nanoseconds: the first field of each thread's
+/// schedstat. `None` when the kernel has no schedstat.
+pub(crate) fn schedstat_ns(pid: u32) -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        // A thread may end between the listing and the read.
+        let Ok(task) = task else { continue };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            *total.get_or_insert(0) += ns;
+        }
+    }
+    total
+}
+
+/// Clock ticks per second, the unit of /proc/PID/stat's CPU times.
+pub(crate) fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+pub(crate) fn installed(candidates: &[&str]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .map(Path::to_path_buf)
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// mosquitto, configured so that it loses nothing it acknowledged: by default it keeps at most
+/// 1,000 messages queued per client (`max_queued_messages`) and silently drops QoS 1 messages
+/// beyond that, after PUBACKing them to their publisher, and it keeps only 20 in flight
+/// (`max_inflight_messages`). `max_queued_messages 0` lifts the queue limit; the window is the
+/// load clients' 100. Otherwise its defaults (Nagle stays on: faster here).
+pub(crate) fn mosquitto_conf(port: u16) -> String {
+    format!(
+        "listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         max_queued_messages 0\n\
+         max_inflight_messages {INFLIGHT}\n\
+         max_connections -1\n\
+         persistence false\n\
+         log_type none\n"
+    )
+}
+
+/// rumqttd's own sample configuration, with room for 20,000 connections, no delay between
+/// accepts, the same in-flight window (100), 1 GiB of log per filter before anything is
+/// dropped, and its 5.0 listener on `port_v5`.
+pub(crate) fn rumqttd_conf(port: u16, port_v5: u16) -> String {
+    format!(
+        "id = 0\n\
+         [router]\n\
+         max_connections = 20010\n\
+         max_outgoing_packet_count = 200\n\
+         max_segment_size = 104857600\n\
+         max_segment_count = 10\n\
+         [v4.1]\n\
+         name = \"v4-1\"\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         next_connection_delay_ms = 0\n\
+         [v4.1.connections]\n\
+         connection_timeout_ms = 60000\n\
+         max_payload_size = 20480\n\
+         max_inflight_count = {INFLIGHT}\n\
+         dynamic_filters = true\n\
+         [v5.1]\n\
+         name = \"v5-1\"\n\
+         listen = \"127.0.0.1:{port_v5}\"\n\
+         next_connection_delay_ms = 0\n\
+         [v5.1.connections]\n\
+         connection_timeout_ms = 60000\n\
+         max_payload_size = 20480\n\
+         max_inflight_count = {INFLIGHT}\n\
+         dynamic_filters = true\n"
+    )
+}
+
+/// The child process: our broker on `port` with its defaults. The one override is the
+/// experiment switch `--our-inflight-v311`, which the parent announces as non-default. Each
+/// line on stdin asks for its counters, answered with one line on stdout (`OurStats`).
+pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
+    let threads: usize = std::env::var("MQTT_LOAD_BROKER_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    let mut config = mqtt_tokio::broker::BrokerConfig::default();
+    if let Ok(n) = std::env::var(INFLIGHT_V311_ENV) {
+        config.connection.max_inflight_v311 = n.parse().context(INFLIGHT_V311_ENV)?;
+    }
+    runtime.block_on(async move {
+        let broker = mqtt_tokio::Broker::builder()
+            .bind(SocketAddr::from(([127, 0, 0, 1], port)))
+            .config(config)
+            .build()
+            .await?;
+        let handle = broker.handle();
+        let runtime = tokio::runtime::Handle::current();
+        // A thread of its own: reading stdin blocks.
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(_) = line else { break };
+                let Some(stats) = runtime.block_on(handle.stats()) else {
+                    break;
+                };
+                println!("{}", OurStats::line(&stats));
+            }
+        });
+        broker.serve().await;
+        Ok(())
+    })
+}

@@ -8,10 +8,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mqtt_tokio::broker::{AuthDecision, Authenticator, Connect, Stats};
-use mqtt_tokio::{Broker, Client, QoS, SubscribeOptions, Subscription, Version};
+use mqtt_tokio::{
+    Broker, Client, ClientOptions, QoS, SubscribeOptions, Subscription, TokioRuntime, Version,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::client_suite::support::Proxy;
 use crate::peer_events::Hooked;
 
 /// How long any one wait may take before the test fails.
@@ -166,6 +169,47 @@ async fn fan_out_with_a_slow_subscriber_loses_nothing() {
         while let Some(got) = fast.join_next().await {
             assert_eq!(got.expect("a fast subscriber"), expected, "{version:?}");
         }
+        let stats = broker.handle.stats().await.expect("the broker runs");
+        assert_eq!(stats.dropped, Default::default(), "{version:?}");
+        broker.stop().await;
+    }
+}
+
+/// A persistent session whose client is away while 3,000 QoS 1 messages are published to it
+/// receives all 3,000, in order, once its client is back (the broker's default limits keep
+/// 100,000 messages or 64 MiB per disconnected session).
+#[tokio::test]
+async fn a_persistent_session_offline_receives_a_3000_message_backlog() {
+    const COUNT: usize = 3000;
+    for version in BOTH {
+        let broker = broker().await;
+        // The subscriber reaches the broker through a proxy that can drop it, as a network would.
+        let proxy = Proxy::start::<TokioRuntime>(broker.addr).await;
+        let options = ClientOptions::new("127.0.0.1", proxy.addr().port())
+            .version(version)
+            .client_id("backlog")
+            .clean_start(false)
+            .session_expiry(Duration::from_secs(300));
+        let subscriber = tokio::time::timeout(TIMEOUT, Client::connect(options))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut messages = subscriber
+            .subscribe("backlog", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        proxy.set_open(false);
+        wait_for(&broker, "the subscriber gone", |s| s.connections == 0).await;
+        let publisher = connect(&broker, version, "pub").await;
+        publish_in_order(publisher, "backlog".into(), COUNT).await;
+        let stats = broker.handle.stats().await.expect("the broker runs");
+        assert!(stats.queued_bytes > 0, "{version:?}: kept for the session");
+        proxy.set_open(true);
+        let got = receive(&mut messages, COUNT).await;
+        let expected: Vec<(String, String)> = (0..COUNT)
+            .map(|n| ("backlog".into(), n.to_string()))
+            .collect();
+        assert_eq!(got, expected, "{version:?}");
         let stats = broker.handle.stats().await.expect("the broker runs");
         assert_eq!(stats.dropped, Default::default(), "{version:?}");
         broker.stop().await;

@@ -6,7 +6,7 @@
 //! `block_on` under an overall deadline.
 
 mod cases;
-mod support;
+pub(crate) mod support;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

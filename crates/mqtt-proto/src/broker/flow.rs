@@ -106,7 +106,7 @@ impl Broker {
         if has_room && self.flow.congested.contains_key(&id) {
             self.release(id, now);
         }
-        self.check_incoming(id);
+        self.check_incoming(id, now);
         self.update_reading(id);
     }
 
@@ -234,8 +234,9 @@ impl Broker {
         }
     }
 
-    /// Handles what [`Broker::release`] and the incoming budget set going: publishers to read
-    /// again. Called at the end of every input.
+    /// Handles what [`Broker::release`] and the incoming budget set going: connections to read
+    /// again (their input is processed once nothing holds it back any more). Called at the end
+    /// of every input.
     pub(super) fn settle(&mut self, now: Instant) {
         let limit = self.held_limit();
         while let Some(id) = self.flow.kicked.pop() {
@@ -245,6 +246,8 @@ impl Broker {
             };
             if conn.paused & PAUSED_HELD != 0 && (conn.held < limit || self_congested) {
                 conn.paused &= !PAUSED_HELD;
+            }
+            if conn.paused == 0 {
                 conn.server.resume_input(now);
             }
             self.after(id, now);
@@ -298,7 +301,7 @@ impl Broker {
 
     /// Reserves room for the large packet connection `id` is receiving, or makes it wait; frees
     /// the reservation of a packet that completed.
-    fn check_incoming(&mut self, id: u64) {
+    fn check_incoming(&mut self, id: u64, now: Instant) {
         let budget = self.config.max_incoming_bytes;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -317,6 +320,8 @@ impl Broker {
                         reserve(conn, len);
                     } else {
                         conn.paused |= PAUSED_INCOMING;
+                        // Not read meanwhile, so its keep alive must not run out either.
+                        conn.server.pause_input(now);
                         self.flow.incoming_waiters.push_back(id);
                     }
                 }
@@ -324,6 +329,7 @@ impl Broker {
                 _ if conn.paused & PAUSED_INCOMING != 0 => {
                     conn.paused &= !PAUSED_INCOMING;
                     self.flow.incoming_waiters.retain(|&w| w != id);
+                    self.flow.kicked.push(id);
                 }
                 _ => {}
             }

@@ -95,7 +95,7 @@ impl Fixture {
 }
 
 /// A 5.0 CONNECT with client identifier `id` and a keep-alive of 60 s.
-fn connect_v5(id: &str) -> Vec<u8> {
+pub(crate) fn connect_v5(id: &str) -> Vec<u8> {
     let mut packet = vec![0x10, 0];
     packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0]);
     packet.extend_from_slice(&u16::try_from(id.len()).expect("short id").to_be_bytes());

@@ -14,6 +14,7 @@ use mqtt_tokio::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::broker_limits::connect_v5;
 use crate::client_suite::support::Proxy;
 use crate::peer_events::Hooked;
 
@@ -248,16 +249,6 @@ async fn large_payloads_pass_with_the_defaults() {
         }
         broker.stop().await;
     }
-}
-
-/// A 5.0 CONNECT with client identifier `id`.
-fn connect_v5(id: &str) -> Vec<u8> {
-    let mut packet = vec![0x10, 0];
-    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0]);
-    packet.extend_from_slice(&u16::try_from(id.len()).expect("short id").to_be_bytes());
-    packet.extend_from_slice(id.as_bytes());
-    packet[1] = u8::try_from(packet.len() - 2).expect("short packet");
-    packet
 }
 
 /// A 5.0 QoS 2 PUBLISH to `t` with packet identifier `id` and no properties.

@@ -49,6 +49,15 @@ struct OutboxState {
     read_paused: bool,
 }
 
+impl OutboxState {
+    /// Registers the task to be woken when the router adds bytes, closes or resumes reading.
+    fn wake_me(&mut self, cx: &Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+    }
+}
+
 impl Outbox {
     fn state(&self) -> MutexGuard<'_, OutboxState> {
         // A panic while holding the lock leaves bytes that are still well formed.
@@ -222,13 +231,7 @@ impl Writing {
             }
             if state.read_paused {
                 // Woken by `set_reading`, or by the outbox or the transport's write side.
-                if !state
-                    .waker
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    state.waker = Some(cx.waker().clone());
-                }
+                state.wake_me(cx);
                 return Poll::Pending;
             }
         }
@@ -268,13 +271,7 @@ impl Writing {
                 } else if state.closed {
                     return Poll::Ready(Step::Closing);
                 } else {
-                    if !state
-                        .waker
-                        .as_ref()
-                        .is_some_and(|w| w.will_wake(cx.waker()))
-                    {
-                        state.waker = Some(cx.waker().clone());
-                    }
+                    state.wake_me(cx);
                     return Poll::Pending;
                 }
             }

@@ -415,3 +415,182 @@ async fn receive_all<R: Runtime + Default>(
         seen.insert(topic);
     }
 }
+
+/// A clean-session subscriber with manual acknowledgement drops the first of 400 QoS 1 messages
+/// without acking it and acks the rest: all 399 arrive (the dropped one no longer holds back
+/// every acknowledgement after it, which stopped the broker's window after 19 or 99 more), and
+/// the client reports that it acknowledged the dropped one in its place.
+pub(crate) async fn manual_ack_dropped_message_does_not_stall<R: Runtime + Default>(
+    target: Target,
+    version: Version,
+) {
+    const COUNT: usize = 400;
+    let Some(server) = Server::start::<R>(target).await else {
+        return;
+    };
+    let a = connect::<R>(server.options(version, "drop-a")).await;
+    let events = a.events();
+    let mut messages = a
+        .subscribe_with(
+            SubscribeOptions::new("drop/#")
+                .qos(QoS::AtLeastOnce)
+                .manual_ack(),
+        )
+        .await
+        .unwrap();
+    let b = connect::<R>(server.options(version, "drop-b")).await;
+    let publishing = spawn::<R, _>(async move {
+        for i in 0..COUNT {
+            b.publish("drop/t", i.to_string(), QoS::AtLeastOnce)
+                .await
+                .expect("acknowledged");
+        }
+        b
+    });
+    let first = next::<R>(&mut messages).await;
+    assert_eq!(first.payload().as_ref(), b"0");
+    drop(first);
+    for i in 1..COUNT {
+        let message = next::<R>(&mut messages).await;
+        assert_eq!(message.payload().as_ref(), i.to_string().as_bytes());
+        message.ack().await.unwrap();
+    }
+    within::<R, _>("for the publisher", publishing.recv())
+        .await
+        .expect("the publisher finished");
+    let dropped = wait_event::<R>(&events, "for the report", |event| {
+        matches!(event, ConnectionEvent::DroppedUnacked { .. })
+    })
+    .await;
+    assert!(
+        matches!(&dropped, ConnectionEvent::DroppedUnacked { topic, redelivered: false } if *topic == "drop/t"),
+        "{dropped:?}"
+    );
+    server.stop().await;
+}
+
+/// With a persistent session, a manual-ack message dropped without its ack comes back: the
+/// client reconnects at once and the broker redelivers it (DUP set) with whatever followed it
+/// unacknowledged; every one of the 400 messages reaches the application.
+pub(crate) async fn manual_ack_dropped_message_is_redelivered<R: Runtime + Default>(
+    target: Target,
+    version: Version,
+) {
+    const COUNT: usize = 400;
+    let Some(server) = Server::start::<R>(target).await else {
+        return;
+    };
+    let a = connect::<R>(persistent(server.options(version, "redeliver-a"))).await;
+    let events = a.events();
+    let mut messages = a
+        .subscribe_with(
+            SubscribeOptions::new("redeliver/#")
+                .qos(QoS::AtLeastOnce)
+                .manual_ack(),
+        )
+        .await
+        .unwrap();
+    let b = connect::<R>(server.options(version, "redeliver-b")).await;
+    let publishing = spawn::<R, _>(async move {
+        for i in 0..COUNT {
+            b.publish("redeliver/t", i.to_string(), QoS::AtLeastOnce)
+                .await
+                .expect("acknowledged");
+        }
+        b
+    });
+    let first = next::<R>(&mut messages).await;
+    assert_eq!(first.payload().as_ref(), b"0");
+    drop(first);
+    let mut seen = BTreeSet::new();
+    let mut again = None;
+    while seen.len() < COUNT {
+        let message = next::<R>(&mut messages).await;
+        let n: usize = std::str::from_utf8(message.payload())
+            .expect("text")
+            .parse()
+            .expect("a number");
+        if n == 0 {
+            again = Some(message.publish().dup);
+        }
+        seen.insert(n);
+        message.ack().await.unwrap();
+    }
+    assert_eq!(
+        again,
+        Some(true),
+        "the dropped message came again, as a redelivery"
+    );
+    within::<R, _>("for the publisher", publishing.recv())
+        .await
+        .expect("the publisher finished");
+    let dropped = wait_event::<R>(&events, "for the report", |event| {
+        matches!(event, ConnectionEvent::DroppedUnacked { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            &dropped,
+            ConnectionEvent::DroppedUnacked {
+                redelivered: true,
+                ..
+            }
+        ),
+        "{dropped:?}"
+    );
+    server.stop().await;
+}
+
+/// A consumer that is busy far longer than its keep alive loses neither its connection nor a
+/// message: while its subscription's queue is full the client keeps reading (the broker, held
+/// by our Receive Maximum, sends no more than it may), so PINGRESP is seen. This scales down a
+/// consumer busy for 45 s with a keep alive of 2 s: keep alive 1 s, a ping timeout of 2 s, busy
+/// for 5 s.
+pub(crate) async fn busy_consumer_keeps_its_connection<R: Runtime + Default>(
+    target: Target,
+    version: Version,
+) {
+    const COUNT: usize = 300;
+    let Some(server) = Server::start::<R>(target).await else {
+        return;
+    };
+    let mut options = server
+        .options(version, "busy-a")
+        .keep_alive(Duration::from_secs(1));
+    options.config_mut().ping_timeout = Duration::from_secs(2);
+    let a = connect::<R>(options).await;
+    let events = a.events();
+    let mut messages = a
+        .subscribe_with(
+            SubscribeOptions::new("busy/#")
+                .qos(QoS::AtLeastOnce)
+                .capacity(4),
+        )
+        .await
+        .unwrap();
+    let b = connect::<R>(server.options(version, "busy-b")).await;
+    let publishing = spawn::<R, _>(async move {
+        for i in 0..COUNT {
+            b.publish("busy/t", i.to_string(), QoS::AtLeastOnce)
+                .await
+                .expect("acknowledged");
+        }
+        b
+    });
+    // Busy, for five ping timeouts.
+    sleep::<R>(Duration::from_secs(5)).await;
+    for i in 0..COUNT {
+        let message = next::<R>(&mut messages).await;
+        assert_eq!(message.payload().as_ref(), i.to_string().as_bytes());
+    }
+    within::<R, _>("for the publisher", publishing.recv())
+        .await
+        .expect("the publisher finished");
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, ConnectionEvent::Disconnected(_)),
+            "the busy consumer was disconnected: {event:?}"
+        );
+    }
+    server.stop().await;
+}

@@ -71,6 +71,9 @@ macro_rules! runtime_suite {
                 manual_ack_order,
                 slow_consumer_loses_no_qos1,
                 restart,
+                manual_ack_dropped_message_does_not_stall,
+                manual_ack_dropped_message_is_redelivered,
+                busy_consumer_keeps_its_connection,
             );
         }
     };

@@ -21,7 +21,7 @@ use mqtt_proto::connection::{
 use mqtt_proto::packet::{
     ByteString, Disconnect, Publish, QoS, SubscribeProperties, UnsubscribeProperties, Version,
 };
-use mqtt_proto::topic::TopicFilter;
+use mqtt_proto::topic::{TopicFilter, TopicName};
 
 use super::ConnectionEvent;
 use super::subscription::{Acker, CheckedSubscribe, Message};
@@ -62,6 +62,26 @@ pub(crate) enum Command {
 pub(crate) enum Control {
     Unsubscribe(u64),
     Shutdown,
+    /// A manual-ack message was dropped without `ack` (see [`Message`]).
+    Unacked {
+        token: AckToken,
+        epoch: u64,
+        key: u64,
+        topic: TopicName,
+        dup: bool,
+    },
+}
+
+/// How many recently dropped subscriptions' filters are remembered: a message that arrives for
+/// one of them after its subscription was dropped is acknowledged (nobody asked for it), not
+/// held for a subscription to come.
+const RETIRED_FILTERS: usize = 64;
+
+/// A message no subscription matched, held unacknowledged for one that will.
+struct Unclaimed {
+    publish: Publish,
+    token: Option<AckToken>,
+    epoch: u64,
 }
 
 struct LocalSubscription {
@@ -109,6 +129,7 @@ pub(crate) struct Driver {
     options: ClientOptions,
     commands: Receiver<Command>,
     control: Receiver<Control>,
+    control_tx: Sender<Control>,
     command_tx: Sender<Command>,
     events: Sender<ConnectionEvent>,
     ready: Option<Sender<Result<ByteString, Error>>>,
@@ -126,10 +147,16 @@ pub(crate) struct Driver {
     written: Vec<Reply<Option<PublishOutcome>>>,
     deliveries: VecDeque<Delivery>,
     sending: Option<Sending>,
-    /// Messages no subscription matched, acknowledged, for the next subscription that does: a
-    /// resumed session's queued messages arrive right after CONNACK, before the application
-    /// could subscribe again. Bounded by `queue_capacity`; the oldest give way.
-    unclaimed: VecDeque<Publish>,
+    /// Messages no subscription matched, held unacknowledged for the next subscription that
+    /// does: a resumed session's queued messages arrive right after CONNACK, before the
+    /// application could subscribe again. Never acknowledged then dropped: at `queue_capacity`
+    /// of them the client stops reading until a subscription takes them (a 5.0 broker stops
+    /// earlier, at our Receive Maximum, since they count against it).
+    unclaimed: VecDeque<Unclaimed>,
+    /// Filters of subscriptions the application dropped, most recent last.
+    retired: VecDeque<TopicFilter>,
+    /// Reconnect without waiting: a dropped manual-ack message is to be redelivered.
+    reconnect_now: bool,
     disconnect_done: Vec<Sender<()>>,
     shutdown: bool,
 }
@@ -141,6 +168,7 @@ impl Driver {
         options: ClientOptions,
         commands: Receiver<Command>,
         control: Receiver<Control>,
+        control_tx: Sender<Control>,
         command_tx: Sender<Command>,
         events: Sender<ConnectionEvent>,
         ready: Sender<Result<ByteString, Error>>,
@@ -170,6 +198,7 @@ impl Driver {
             options,
             commands,
             control,
+            control_tx,
             command_tx,
             events,
             ready: Some(ready),
@@ -187,6 +216,8 @@ impl Driver {
             deliveries: VecDeque::new(),
             sending: None,
             unclaimed: VecDeque::new(),
+            retired: VecDeque::new(),
+            reconnect_now: false,
             disconnect_done: Vec::new(),
             shutdown: false,
         }
@@ -219,6 +250,10 @@ impl Driver {
             }
             if self.shutdown || self.options.reconnect.is_none() {
                 return self.finish(last_reason);
+            }
+            if std::mem::take(&mut self.reconnect_now) {
+                // To have a dropped message redelivered: no reason to wait.
+                continue;
             }
             let delay = self.backoff.next_delay();
             self.emit(ConnectionEvent::Reconnecting(delay));
@@ -291,6 +326,9 @@ impl Driver {
                         self.offline_unsubscribes.push(filter);
                     }
                 }
+                // Its connection is gone: a persistent session gets it again, a clean one
+                // lost it with the connection.
+                Wake::Control(Some(Control::Unacked { .. })) => {}
                 Wake::Command(None) | Wake::Control(Some(Control::Shutdown) | None) => {
                     self.shutdown = true;
                 }
@@ -376,23 +414,37 @@ impl Driver {
             let control = &self.control;
             let commands = async { Wake::Command(commands.recv().await.ok()) };
             let control = async { Wake::Control(control.recv().await.ok()) };
-            let wake = match &mut self.sending {
-                // Backpressure: while a subscription queue is full, nothing is read from the
-                // network, so the broker (bounded by our Receive Maximum) stops sending.
-                Some(sending) => {
-                    let deliver = async {
-                        {
-                            sending.future.as_mut().await;
-                            Wake::Delivered
-                        }
-                    };
-                    future::or(control, future::or(commands, future::or(timer, deliver))).await
-                }
-                None => {
-                    let read = async { Wake::Read(transport.read(&mut read_buf).await) };
-                    future::or(control, future::or(commands, future::or(timer, read))).await
+            // Backpressure: while a subscription's queue is full, the messages behind it wait
+            // here, unacknowledged; a broker that respects our Receive Maximum stops sending,
+            // and the connection goes on reading, so that PINGRESP and the acknowledgements of
+            // our own publishes are seen while the application is busy. Only when this backlog
+            // (or the messages held for a subscription to come) reaches `queue_capacity`
+            // (QoS 0 messages, which no window bounds, or a broker past our Receive Maximum)
+            // does it stop reading.
+            let backlog_full = self.deliveries.len() >= self.options.queue_capacity
+                || self.unclaimed.len() >= self.options.queue_capacity;
+            let sending = &mut self.sending;
+            let deliver = async {
+                match sending {
+                    Some(sending) => {
+                        sending.future.as_mut().await;
+                        Wake::Delivered
+                    }
+                    None => future::pending().await,
                 }
             };
+            let read = async {
+                if backlog_full {
+                    future::pending().await
+                } else {
+                    Wake::Read(transport.read(&mut read_buf).await)
+                }
+            };
+            let wake = future::or(
+                control,
+                future::or(commands, future::or(timer, future::or(deliver, read))),
+            )
+            .await;
             let now = self.runtime.now();
             match wake {
                 Wake::Read(Ok(0)) | Wake::Read(Err(_)) => conn.handle_eof(now),
@@ -415,6 +467,13 @@ impl Driver {
                     let _ = conn.disconnect(now, Disconnect::default());
                 }
                 Wake::Control(Some(Control::Unsubscribe(key))) => self.unsubscribe(&mut conn, key),
+                Wake::Control(Some(Control::Unacked {
+                    token,
+                    epoch,
+                    key,
+                    topic,
+                    dup,
+                })) => self.unacked(&mut conn, token, epoch, key, topic, dup),
                 Wake::Delivered => {
                     if let Some(done) = self.sending.take()
                         && let Some(token) = done.then_ack
@@ -431,10 +490,25 @@ impl Driver {
         for done in self.disconnect_done.drain(..) {
             let _ = done.try_send(());
         }
-        // Messages stuck behind a full queue came on this connection: their acks are void, and
-        // the broker redelivers them.
-        self.deliveries.clear();
-        self.sending = None;
+        if self.persistent() {
+            // Messages stuck behind a full queue, or held for a subscription to come, came on
+            // this connection: their acknowledgements are void, and the broker redelivers them.
+            self.deliveries.clear();
+            self.sending = None;
+            self.unclaimed.clear();
+        } else {
+            // A clean session's broker will not send them again: they are delivered still,
+            // with nothing left to acknowledge.
+            for delivery in &mut self.deliveries {
+                delivery.then_ack = None;
+            }
+            if let Some(sending) = &mut self.sending {
+                sending.then_ack = None;
+            }
+            for held in &mut self.unclaimed {
+                held.token = None;
+            }
+        }
         reason.unwrap_or(DisconnectReason::ConnectionLost)
     }
 
@@ -533,6 +607,9 @@ impl Driver {
                         let _ = done.try_send(Ok((key, messages, code)));
                     }
                 }
+                ClientEvent::ReceiveMaximumExceeded { receive_maximum } => {
+                    self.emit(ConnectionEvent::ReceiveMaximumExceeded { receive_maximum });
+                }
                 ClientEvent::Disconnected(why) => *reason = Some(why),
                 _ => {}
             }
@@ -542,32 +619,37 @@ impl Driver {
     /// Hands a message to every local subscription it matches, in arrival order; acknowledges
     /// it once queued, unless a manual subscription takes over the acknowledgement.
     fn route(&mut self, conn: &mut ClientConnection, publish: Publish, token: Option<AckToken>) {
-        let targets: Vec<(Sender<Message>, bool)> = self
+        let targets: Vec<(Sender<Message>, bool, u64)> = self
             .subscriptions
             .iter()
             .filter(|s| s.matches(&publish.topic))
-            .map(|s| (s.queue.clone(), s.manual_ack))
+            .map(|s| (s.queue.clone(), s.manual_ack, s.key))
             .collect();
-        let manual_index = token.and_then(|_| targets.iter().position(|(_, manual)| *manual));
+        let manual_index = token.and_then(|_| targets.iter().position(|(_, manual, _)| *manual));
+        let keys: Vec<u64> = targets.iter().map(|(_, _, key)| *key).collect();
+        let key_of = |index: usize| keys.get(index).copied().unwrap_or(u64::MAX);
         let auto_ack = if manual_index.is_none() { token } else { None };
         if targets.is_empty() {
-            if let Some(token) = token {
-                let _ = conn.ack(self.runtime.now(), token);
+            if self.retired.iter().any(|f| f.matches(&publish.topic)) {
+                // For a subscription the application dropped: nobody asked for it any more.
+                if let Some(token) = token {
+                    let _ = conn.ack(self.runtime.now(), token);
+                }
+                return;
             }
-            if self.unclaimed.len() >= self.options.queue_capacity {
-                self.unclaimed.pop_front();
-            }
-            self.unclaimed.push_back(publish);
+            self.unclaimed.push_back(Unclaimed {
+                publish,
+                token,
+                epoch: self.epoch,
+            });
             return;
         }
         let last = targets.len() - 1;
-        for (index, (queue, _)) in targets.into_iter().enumerate() {
+        for (index, (queue, _, _)) in targets.into_iter().enumerate() {
             let acker = match (manual_index, token) {
-                (Some(m), Some(token)) if m == index => Some(Acker {
-                    commands: self.command_tx.clone(),
-                    token,
-                    epoch: self.epoch,
-                }),
+                (Some(m), Some(token)) if m == index => {
+                    Some(self.acker(key_of(m), token, &publish))
+                }
                 _ => None,
             };
             let message = Message {
@@ -661,19 +743,34 @@ impl Driver {
             SubscribeProperties::default(),
         ) {
             Ok(packet_id) => {
+                self.retired.retain(|f| *f != filter);
                 let mut claimed = Vec::new();
-                self.unclaimed.retain(|publish| {
-                    let matches = filter.matches(&publish.topic);
-                    if matches {
-                        claimed.push(publish.clone());
+                let mut kept = VecDeque::with_capacity(self.unclaimed.len());
+                for held in self.unclaimed.drain(..) {
+                    if filter.matches(&held.publish.topic) {
+                        claimed.push(held);
+                    } else {
+                        kept.push_back(held);
                     }
-                    !matches
-                });
+                }
+                self.unclaimed = kept;
                 let (queue, messages) = async_channel::bounded(capacity.max(claimed.len()));
-                for publish in claimed {
+                let now = self.runtime.now();
+                for held in claimed {
+                    let token = held.token.filter(|_| held.epoch == self.epoch);
+                    let acker = match token {
+                        Some(token) if options.manual_ack => {
+                            Some(self.acker(key, token, &held.publish))
+                        }
+                        Some(token) => {
+                            let _ = conn.ack(now, token);
+                            None
+                        }
+                        None => None,
+                    };
                     let _ = queue.try_send(Message {
-                        publish,
-                        acker: None,
+                        publish: held.publish,
+                        acker,
                     });
                 }
                 self.subscriptions.push(LocalSubscription {
@@ -693,7 +790,72 @@ impl Driver {
 
     fn remove_subscription(&mut self, key: u64) -> Option<TopicFilter> {
         let index = self.subscriptions.iter().position(|s| s.key == key)?;
-        Some(self.subscriptions.remove(index).filter)
+        let filter = self.subscriptions.remove(index).filter;
+        if !self.subscriptions.iter().any(|s| s.filter == filter) {
+            self.retired.retain(|f| *f != filter);
+            if self.retired.len() >= RETIRED_FILTERS {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(filter.clone());
+        }
+        Some(filter)
+    }
+
+    /// Whether the broker keeps the session after this connection, and so redelivers what we
+    /// did not acknowledge.
+    fn persistent(&self) -> bool {
+        let config = &self.options.config;
+        match config.version {
+            Version::V3_1_1 => !config.clean_start,
+            Version::V5 => config.properties.session_expiry_interval.unwrap_or(0) > 0,
+        }
+    }
+
+    /// The acknowledgement handle of a manual-ack message.
+    fn acker(&self, key: u64, token: AckToken, publish: &Publish) -> Acker {
+        Acker {
+            commands: self.command_tx.clone(),
+            control: self.control_tx.clone(),
+            token,
+            epoch: self.epoch,
+            key,
+            topic: publish.topic.clone(),
+            dup: publish.dup,
+            settled: false,
+        }
+    }
+
+    /// A manual-ack message was dropped without `ack`: see [`Message`] for what this does.
+    fn unacked(
+        &mut self,
+        conn: &mut ClientConnection,
+        token: AckToken,
+        epoch: u64,
+        key: u64,
+        topic: TopicName,
+        dup: bool,
+    ) {
+        if epoch != self.epoch {
+            // Its connection is gone: nothing to acknowledge on this one.
+            return;
+        }
+        let now = self.runtime.now();
+        if !self.subscriptions.iter().any(|s| s.key == key) {
+            // Queued in a subscription the application dropped.
+            let _ = conn.ack(now, token);
+            return;
+        }
+        let redeliver = self.persistent() && self.options.reconnect.is_some() && !dup;
+        if redeliver {
+            self.reconnect_now = true;
+            let _ = conn.disconnect(now, Disconnect::default());
+        } else {
+            let _ = conn.ack(now, token);
+        }
+        self.emit(ConnectionEvent::DroppedUnacked {
+            topic,
+            redelivered: redeliver,
+        });
     }
 
     fn unsubscribe(&mut self, conn: &mut ClientConnection, key: u64) {

@@ -36,6 +36,23 @@ pub enum ConnectionEvent {
     ConnectFailed(String),
     /// The next attempt starts after this delay.
     Reconnecting(Duration),
+    /// A message received under manual acknowledgement was dropped without
+    /// [`Message::ack`](crate::Message::ack) (see [`Message`](crate::Message) for the rules).
+    DroppedUnacked {
+        /// Its topic.
+        topic: TopicName,
+        /// `true`: the client reconnected so that the broker redelivers it (persistent
+        /// session). `false`: it was acknowledged and is lost to the application (a clean
+        /// session, or it was already a redelivery).
+        redelivered: bool,
+    },
+    /// The broker sent more unacknowledged QoS 1/2 messages than our Receive Maximum, which
+    /// MQTT-3.3.4-9 forbids and mosquitto 2.0 does (resuming a session with a backlog). The
+    /// messages are kept and acknowledged as usual; told once per connection.
+    ReceiveMaximumExceeded {
+        /// Our Receive Maximum.
+        receive_maximum: u16,
+    },
 }
 
 /// The result of a completed publish.
@@ -114,6 +131,7 @@ impl<R> Client<R> {
             options,
             command_rx,
             control_rx,
+            control.clone(),
             commands.clone(),
             events_tx,
             ready_tx,

@@ -11,7 +11,7 @@ use mqtt_proto::packet::{
     ByteString, Bytes, Publish, PublishProperties, QoS, RetainHandling, Subscription as Filter,
     SubscriptionOptions,
 };
-use mqtt_proto::topic::{TopicError, TopicFilter};
+use mqtt_proto::topic::{TopicError, TopicFilter, TopicName};
 
 use super::driver::{Command, Control};
 use crate::Error;
@@ -105,15 +105,56 @@ impl SubscribeOptions {
     }
 }
 
-/// Acknowledges one message under manual acknowledgement.
+/// Acknowledges one message under manual acknowledgement; dropped unused, it tells the driver
+/// (see [`Message`]).
 #[derive(Debug)]
 pub(crate) struct Acker {
     pub(crate) commands: Sender<Command>,
+    pub(crate) control: Sender<Control>,
     pub(crate) token: AckToken,
     pub(crate) epoch: u64,
+    /// The subscription it was delivered to.
+    pub(crate) key: u64,
+    /// The message's topic and DUP flag, for the driver's decision and report.
+    pub(crate) topic: TopicName,
+    pub(crate) dup: bool,
+    /// `ack` was called.
+    pub(crate) settled: bool,
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.control.try_send(Control::Unacked {
+                token: self.token,
+                epoch: self.epoch,
+                key: self.key,
+                topic: self.topic.clone(),
+                dup: self.dup,
+            });
+        }
+    }
 }
 
 /// A message from the broker.
+///
+/// Under manual acknowledgement ([`SubscribeOptions::manual_ack`]) its PUBACK/PUBREC waits for
+/// [`Message::ack`], and acknowledgements go out in the order the messages arrived
+/// (MQTT-4.6.0-2). A message dropped without `ack` (a handler that returned early or
+/// panicked) must not hold back every acknowledgement after it, so the client settles it at
+/// once, and says what it did with [`ConnectionEvent::DroppedUnacked`](crate::ConnectionEvent):
+///
+/// - with a persistent session (3.1.1 Clean Session 0, or a 5.0 Session Expiry Interval above
+///   0) and automatic reconnect on, it reconnects at once without acknowledging: the broker
+///   redelivers the message (DUP set), and every later one not yet acknowledged, on the resumed
+///   session. At-least-once holds. A message that was already a redelivery is acknowledged
+///   instead, so that one message a handler keeps dropping cannot make the client reconnect
+///   forever;
+/// - otherwise (a clean session, which the broker would not redeliver) it acknowledges it: the
+///   message is lost to the application, and reported.
+///
+/// Messages still queued in a subscription that is dropped are acknowledged: the application
+/// asked not to receive them.
 #[derive(Debug)]
 pub struct Message {
     pub(crate) publish: Publish,
@@ -159,7 +200,8 @@ impl Message {
     /// Acknowledges the message (manual acknowledgement; a no-op otherwise). If the connection
     /// it came on has ended, the broker redelivers it instead and this does nothing.
     pub async fn ack(mut self) -> Result<(), Error> {
-        if let Some(acker) = self.acker.take() {
+        if let Some(mut acker) = self.acker.take() {
+            acker.settled = true;
             acker
                 .commands
                 .send(Command::Ack {

@@ -137,6 +137,15 @@ pub enum ClientEvent {
     /// The server sent AUTH: continue the exchange with [`ClientConnection::auth`], or (reason
     /// Success) re-authentication succeeded.
     Auth(Auth),
+    /// The server sent more unacknowledged QoS 1/2 messages than our Receive Maximum (5.0),
+    /// which it must not (MQTT-3.3.4-9). Told once per connection. The messages are kept and
+    /// acknowledged in order as usual: mosquitto 2.0 does this when it resumes a session with
+    /// a backlog, and disconnecting would lose a clean session's messages. Only a server past
+    /// the packet identifier space (65,535 unacknowledged) is disconnected.
+    ReceiveMaximumExceeded {
+        /// Our Receive Maximum.
+        receive_maximum: u16,
+    },
     /// The connection ended. Always the last event.
     Disconnected(DisconnectReason),
 }
@@ -331,9 +340,14 @@ impl ClientConnection {
         }
         if self.core.timers.expired(Timer::KeepAliveSend, now) {
             self.core.send(Packet::PingReq);
-            self.core
-                .timers
-                .set(Timer::KeepAliveExpiry, now + self.config.ping_timeout);
+            // The first unanswered PINGREQ starts the clock: a keep alive shorter than the ping
+            // timeout must not push it back with every PINGREQ (a dead server would then never
+            // time out).
+            if self.core.timers.get(Timer::KeepAliveExpiry).is_none() {
+                self.core
+                    .timers
+                    .set(Timer::KeepAliveExpiry, now + self.config.ping_timeout);
+            }
         }
     }
 
@@ -788,6 +802,11 @@ impl ClientConnection {
             .on_publish(publish, self.config.version, |p| acks.push(p))?;
         for packet in acks {
             core.send(packet);
+        }
+        if core.inbound.take_excess() {
+            self.events.push_back(ClientEvent::ReceiveMaximumExceeded {
+                receive_maximum: core.inbound.receive_maximum,
+            });
         }
         if let Received::Deliver(publish, ack) = received {
             self.events

@@ -40,8 +40,14 @@ pub(crate) enum Received {
 /// Per-connection inbound state; `awaiting_pubrel` and `next_token` live on in the session.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Inbound {
-    /// Our Receive Maximum, enforced in 5.0 (MQTT-3.3.4-9).
+    /// Our Receive Maximum (MQTT-3.3.4-9): enforced in 5.0 when `enforce_receive_maximum`
+    /// (a server), tolerated and reported otherwise (a client: see [`Inbound::on_publish`]).
     pub(crate) receive_maximum: u16,
+    pub(crate) enforce_receive_maximum: bool,
+    /// The peer went past our Receive Maximum on this connection; `excess_unreported` until the
+    /// role has told its application.
+    excess_seen: bool,
+    excess_unreported: bool,
     /// Our Topic Alias Maximum.
     pub(crate) topic_alias_maximum: u16,
     pub(crate) manual_ack: bool,
@@ -108,8 +114,19 @@ impl Inbound {
             self.release(send);
             return Ok(Received::Duplicate);
         }
-        if version == Version::V5 && self.unacknowledged() >= usize::from(self.receive_maximum) {
-            return Err(ProtocolError::ReceiveMaximumExceeded);
+        let unacknowledged = self.unacknowledged();
+        if version == Version::V5 && unacknowledged >= usize::from(self.receive_maximum) {
+            // A client keeps what a broker sends past its Receive Maximum (mosquitto 2.0 does,
+            // resuming a session with a backlog): dropping the connection would lose a clean
+            // session's messages. Its acknowledgements still go out in order and throttle a
+            // broker that counts them; the packet identifier space is the hard limit.
+            if self.enforce_receive_maximum || unacknowledged >= usize::from(u16::MAX) {
+                return Err(ProtocolError::ReceiveMaximumExceeded);
+            }
+            if !self.excess_seen {
+                self.excess_seen = true;
+                self.excess_unreported = true;
+            }
         }
         let token = self.next_token;
         self.next_token += 1;
@@ -219,11 +236,19 @@ impl Inbound {
         comp
     }
 
+    /// Whether the peer went past our Receive Maximum since this was last asked (once per
+    /// connection).
+    pub(crate) fn take_excess(&mut self) -> bool {
+        std::mem::take(&mut self.excess_unreported)
+    }
+
     /// Forgets what belongs to the connection: unacknowledged messages (the peer redelivers
     /// them) and topic aliases. The QoS 2 receive set stays with the session.
     pub(crate) fn end_connection(&mut self) {
         self.pending.clear();
         self.aliases.clear();
+        self.excess_seen = false;
+        self.excess_unreported = false;
     }
 }
 
@@ -306,6 +331,7 @@ mod tests {
     fn mqtt_3_3_4_9_receive_maximum_is_enforced() {
         let mut inbound = Inbound {
             receive_maximum: 2,
+            enforce_receive_maximum: true,
             manual_ack: true,
             ..Inbound::default()
         };
@@ -316,6 +342,22 @@ mod tests {
         }
         let third = inbound.on_publish(publish(3, QoS::AtLeastOnce), Version::V5, |_| {});
         assert!(matches!(third, Err(ProtocolError::ReceiveMaximumExceeded)));
+    }
+
+    #[test]
+    fn a_peer_past_our_receive_maximum_is_tolerated_and_reported_once() {
+        let mut inbound = Inbound {
+            receive_maximum: 2,
+            manual_ack: true,
+            ..Inbound::default()
+        };
+        for id in 1..=5 {
+            let received = inbound.on_publish(publish(id, QoS::AtLeastOnce), Version::V5, |_| {});
+            assert!(matches!(received, Ok(Received::Deliver(..))), "{id}");
+        }
+        assert!(inbound.take_excess());
+        assert!(!inbound.take_excess(), "once per connection");
+        assert_eq!(inbound.unacknowledged(), 5);
     }
 
     #[test]

@@ -243,6 +243,7 @@ impl ServerConnection {
             .set(Timer::Connect, now + config.connect_timeout);
         core.inbound.manual_ack = true;
         core.inbound.receive_maximum = config.receive_maximum.max(1);
+        core.inbound.enforce_receive_maximum = true;
         core.inbound.topic_alias_maximum = config.topic_alias_maximum;
         Self {
             config,

@@ -247,6 +247,27 @@ fn missing_pingresp_declares_the_connection_dead() {
 }
 
 #[test]
+fn a_keep_alive_shorter_than_the_ping_timeout_still_times_out() {
+    let mut cfg = config(Version::V5);
+    cfg.keep_alive = 1;
+    cfg.ping_timeout = Duration::from_secs(5);
+    let mut sim = Sim::new(cfg);
+    sim.accept(ConnAck::default());
+    sim.sent();
+    // A PINGREQ every second, none answered: the first one's deadline (6 s) holds.
+    for _ in 0..5 {
+        sim.advance(Duration::from_secs(1));
+        assert_eq!(sim.sent(), [Packet::PingReq]);
+        assert_eq!(disconnect_reason(&sim.take_events()), None);
+    }
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        disconnect_reason(&sim.take_events()),
+        Some(&DisconnectReason::KeepAliveTimeout)
+    );
+}
+
+#[test]
 fn mqtt_3_2_2_21_server_keep_alive_replaces_ours() {
     let mut cfg = config(Version::V5);
     cfg.keep_alive = 60;
@@ -643,32 +664,57 @@ fn mqtt_4_6_0_2_manual_acks_reach_the_wire_in_arrival_order() {
     }
 }
 
+/// MQTT-3.3.4-9 forbids a server to exceed our Receive Maximum, but mosquitto 2.0 does (when
+/// it resumes a session with a backlog): the client keeps the messages, acknowledges them in
+/// order, and reports the excess once per connection rather than lose a clean session's
+/// messages by disconnecting.
 #[test]
-fn mqtt_3_3_4_9_server_exceeding_our_receive_maximum_is_disconnected() {
+fn mqtt_3_3_4_9_a_server_exceeding_our_receive_maximum_is_tolerated_and_reported() {
     let mut cfg = config(Version::V5);
     cfg.manual_ack = true;
     cfg.properties.receive_maximum = NonZeroU16::new(1);
     let mut sim = Sim::new(cfg);
     sim.accept(ConnAck::default());
     sim.take_events();
-    let packets = (1..=2).map(|id| {
+    let packets = (1..=3).map(|id| {
         let mut p = publish("t", "m", QoS::AtLeastOnce);
         p.packet_id = Some(pid(id));
         Packet::Publish(p)
     });
     sim.deliver(packets);
-    assert_eq!(
-        sim.sent(),
-        [Packet::Disconnect(Disconnect::new(
-            ReasonCode::ReceiveMaximumExceeded
-        ))]
-    );
-    assert_eq!(
-        disconnect_reason(&sim.take_events()),
-        Some(&DisconnectReason::Protocol(
-            ProtocolError::ReceiveMaximumExceeded
-        ))
-    );
+    assert_eq!(sim.sent(), [], "nothing acknowledged yet, nothing refused");
+    let events = sim.take_events();
+    let excess = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ClientEvent::ReceiveMaximumExceeded { receive_maximum: 1 }
+            )
+        })
+        .count();
+    assert_eq!(excess, 1, "{events:?}");
+    let tokens: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Message(m) => m.ack,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens.len(), 3, "every message kept");
+    for token in tokens {
+        sim.client.ack(sim.now, token).expect("known token");
+    }
+    let acked: Vec<u16> = sim
+        .sent()
+        .iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.packet_id.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, [1, 2, 3], "in order (MQTT-4.6.0-2)");
+    assert_eq!(sim.client.state(), ClientState::Connected);
 }
 
 #[test]

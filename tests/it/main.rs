@@ -7,6 +7,7 @@
 //!   runtime) against our broker and mosquitto, in 3.1.1 and 5.0.
 
 mod broker_limits;
+mod client_guarantees;
 mod client_suite;
 mod examples;
 mod guarantees;

@@ -77,6 +77,11 @@ pub(crate) enum Control {
 /// held for a subscription to come.
 const RETIRED_FILTERS: usize = 64;
 
+/// The most messages held while a SUBSCRIBE waits for its SUBACK (see the loop in
+/// `run_connection`): the packet identifier space, which bounds a compliant broker's QoS 1/2
+/// messages in flight.
+const SUBSCRIBING_BACKLOG: usize = 65_535;
+
 /// A message no subscription matched, held unacknowledged for one that will.
 struct Unclaimed {
     publish: Publish,
@@ -421,8 +426,16 @@ impl Driver {
             // (or the messages held for a subscription to come) reaches `queue_capacity`
             // (QoS 0 messages, which no window bounds, or a broker past our Receive Maximum)
             // does it stop reading.
-            let backlog_full = self.deliveries.len() >= self.options.queue_capacity
-                || self.unclaimed.len() >= self.options.queue_capacity;
+            //
+            // Except while a SUBSCRIBE waits for its SUBACK: the application gets the
+            // subscription (and empties its queue) only once the SUBACK is read, and it may be
+            // behind the very messages that fill the queue (a resumed session's backlog, sent
+            // by a broker that bounds nothing for 3.1.1 clients). Up to `SUBSCRIBING_BACKLOG`
+            // messages are held then.
+            let backlog = self.deliveries.len() + self.unclaimed.len();
+            let backlog_full = (self.deliveries.len() >= self.options.queue_capacity
+                || self.unclaimed.len() >= self.options.queue_capacity)
+                && (self.pending_subscribes.is_empty() || backlog >= SUBSCRIBING_BACKLOG);
             let sending = &mut self.sending;
             let deliver = async {
                 match sending {

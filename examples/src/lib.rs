@@ -5,3 +5,6 @@
 //!   blocking `std::net::TcpStream`, no async runtime. It subscribes, publishes one message at
 //!   each QoS to itself and prints them as they come back:
 //!   `cargo run --example sans_io_blocking -- 127.0.0.1:1883 [--v311]`.
+//! - `blocking`: the blocking client (`mqtt_tokio::blocking::Client`) in a program with no async
+//!   code, against an embedded broker started with `Broker::start_in_thread`; it subscribes,
+//!   publishes at each QoS and prints what arrives: `cargo run --example blocking`.

@@ -1,4 +1,5 @@
-//! Every example of `mqtt-examples` runs against a real mosquitto and must succeed.
+//! Every example of `mqtt-examples` runs and must succeed: against a real mosquitto, our broker,
+//! or the embedded broker it starts itself.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -187,4 +188,29 @@ fn check_client_example(name: &str, runtime: &str) {
         assert_eq!(run.stdout.lines().last(), Some("done"), "{context}");
     }
     futures_lite::future::block_on(broker.stop());
+}
+
+/// `blocking` (no async code, its own broker): it must exit 0 having received the three
+/// messages it published, one per QoS, and printed `done`.
+#[test]
+fn blocking_example() {
+    let run = run_with_timeout(Command::new(example("blocking")), RUN_TIMEOUT);
+    let context = format!(
+        "blocking: {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        run.status
+            .map_or("timed out, killed".to_string(), |status| status.to_string()),
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.status.is_some_and(|status| status.success()),
+        "{context}"
+    );
+    for qos in 0..3 {
+        let expected =
+            format!("received blocking/greeting qos={qos} payload=\"hello at QoS {qos}\"");
+        let received = run.stdout.lines().filter(|line| *line == expected).count();
+        assert_eq!(received, 1, "the QoS {qos} message, once\n{context}");
+    }
+    assert_eq!(run.stdout.lines().last(), Some("done"), "{context}");
 }

@@ -38,6 +38,14 @@ pub type Client = mqtt_async::Client<AsyncStdRuntime>;
 /// A broker on async-std.
 pub type Broker = mqtt_async::Broker<AsyncStdRuntime>;
 
+/// The client for blocking code (see [`mqtt_async::blocking`]), on async-std.
+pub mod blocking {
+    pub use mqtt_async::blocking::*;
+
+    /// A blocking client on async-std.
+    pub type Client = mqtt_async::blocking::Client<super::AsyncStdRuntime>;
+}
+
 /// A listener and the accept in progress (`accept` borrows the listener, so the future holds a
 /// shared handle of its own).
 struct AsyncStdListener {

@@ -3,9 +3,11 @@
 //!
 //! Pick a runtime crate (`mqtt-tokio`, `mqtt-smol`, `mqtt-async-std`): each implements
 //! [`Runtime`] in one small file and re-exports this crate, so code looks the same on all.
+//! Programs that are not async use [`blocking::Client`], a facade over the same client.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod broker;
 mod client;
 mod error;

@@ -39,6 +39,14 @@ pub type Client = mqtt_async::Client<SmolRuntime>;
 /// A broker on smol.
 pub type Broker = mqtt_async::Broker<SmolRuntime>;
 
+/// The client for blocking code (see [`mqtt_async::blocking`]), on smol.
+pub mod blocking {
+    pub use mqtt_async::blocking::*;
+
+    /// A blocking client on smol.
+    pub type Client = mqtt_async::blocking::Client<super::SmolRuntime>;
+}
+
 /// A listener and the accept in progress (`accept` borrows the listener, so the future holds a
 /// clone of its own; clones share one socket).
 struct SmolListener {

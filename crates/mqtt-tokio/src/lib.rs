@@ -33,6 +33,30 @@ pub type Client = mqtt_async::Client<TokioRuntime>;
 /// A broker on tokio.
 pub type Broker = mqtt_async::Broker<TokioRuntime>;
 
+/// The client for blocking code (see [`mqtt_async::blocking`]), on tokio: no tokio runtime is
+/// needed in the program, the client's thread starts one.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtt_tokio::blocking::Client;
+/// use mqtt_tokio::{Broker, ClientOptions, QoS};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (_broker, addrs) = Broker::start_in_thread(Broker::builder().bind("127.0.0.1:0".parse()?))?;
+/// let client = Client::connect(ClientOptions::new("127.0.0.1", addrs[0].port()))?;
+/// let mut messages = client.subscribe("greetings/#", QoS::AtLeastOnce)?;
+/// client.publish("greetings/en", "hello", QoS::AtLeastOnce)?; // returns on PUBACK
+/// let message = messages.recv_timeout(Duration::from_secs(5))?;
+/// assert_eq!(message.payload().as_ref(), b"hello");
+/// # Ok(()) }
+/// ```
+pub mod blocking {
+    pub use mqtt_async::blocking::*;
+
+    /// A blocking client on tokio.
+    pub type Client = mqtt_async::blocking::Client<super::TokioRuntime>;
+}
+
 struct TokioListener(tokio::net::TcpListener);
 
 impl Listener for TokioListener {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
+use futures_lite::future;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{DisconnectReason, PublishOutcome, UsageError};
 use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, TopicName, Version};
@@ -176,8 +177,7 @@ impl<R> Client<R> {
     pub async fn publish_with(&self, publish: Publish) -> Result<Published, Error> {
         let (done, result) = async_channel::bounded(1);
         self.send(Command::Publish { publish, done }).await?;
-        let outcome: Result<Option<PublishOutcome>, Error> =
-            result.recv().await.map_err(|_| Error::Closed)?;
+        let outcome: Result<Option<PublishOutcome>, Error> = self.reply(result).await?;
         match outcome? {
             None => Ok(Published {
                 packet_id: None,
@@ -213,7 +213,7 @@ impl<R> Client<R> {
         let options = options.check().map_err(UsageError::InvalidTopic)?;
         let (done, result) = async_channel::bounded(1);
         self.send(Command::Subscribe { options, done }).await?;
-        let (key, messages, reason_code) = result.recv().await.map_err(|_| Error::Closed)??;
+        let (key, messages, reason_code) = self.reply(result).await??;
         let subscription = Subscription {
             messages: Box::pin(messages),
             key,
@@ -290,8 +290,23 @@ impl<R> Client<R> {
     pub async fn disconnect_with(&self, disconnect: Disconnect) -> Result<(), Error> {
         let (done, result) = async_channel::bounded(1);
         self.send(Command::Disconnect { disconnect, done }).await?;
-        let _ = result.recv().await;
+        let _ = self.reply(result).await;
         Ok(())
+    }
+
+    /// Waits for the background task's reply to a command. A command queued just as the task
+    /// ended is never answered, and the queue keeps it (with its reply sender) while handles
+    /// hold senders: so the queue's closing, the task's last act, ends the wait too.
+    async fn reply<T>(&self, reply: Receiver<T>) -> Result<T, Error> {
+        future::or(
+            async { reply.recv().await.map_err(|_| Error::Closed) },
+            async {
+                self.shared.commands.closed().await;
+                // What the task answered, it answered before closing the queue.
+                reply.try_recv().map_err(|_| Error::Closed)
+            },
+        )
+        .await
     }
 
     async fn send(&self, command: Command) -> Result<(), Error> {

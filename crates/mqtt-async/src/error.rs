@@ -43,12 +43,41 @@ pub enum Error {
     /// The client was shut down.
     #[error("the client is closed")]
     Closed,
-    /// The operation did not complete in time.
-    #[error("timed out")]
-    Timeout,
+    /// A wait exceeded its bound; [`TimedOut`] says which. With automatic reconnect on, the
+    /// client retries by itself (a timeout while connecting is reported here only by the first
+    /// [`Client::connect`](crate::Client::connect)).
+    #[error("timed out: {0}")]
+    Timeout(TimedOut),
     /// A `mqtt://` or `mqtts://` URL could not be parsed.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+}
+
+/// What did not complete in time: a step of connecting, bounded together by the connect
+/// timeout ([`ClientOptions::connect_timeout`](crate::ClientOptions::connect_timeout)), or a
+/// write, bounded by the write timeout
+/// ([`ClientOptions::write_timeout`](crate::ClientOptions::write_timeout)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimedOut {
+    /// Resolving the host name (a DNS server that does not answer).
+    #[error("the host name was not resolved within the connect timeout")]
+    Resolve,
+    /// Opening the TCP connection: no address of the host answered (a firewall dropping the
+    /// packets, a host that is down). Each address was tried with a share of the time.
+    #[error("no TCP connection within the connect timeout")]
+    Connect,
+    /// The TLS handshake: the server took the connection and never completed the handshake (a
+    /// server that does not speak TLS on that port, or an overloaded one).
+    #[error("the TLS handshake did not complete within the connect timeout")]
+    TlsHandshake,
+    /// The CONNACK: the server took CONNECT (or did not read it) and never answered.
+    #[error("no CONNACK within the connect timeout")]
+    ConnAck,
+    /// A write made no progress: the server stopped reading, or the network stopped carrying
+    /// packets, for the write timeout. The connection is dropped.
+    #[error("a write made no progress within the write timeout")]
+    Write,
 }
 
 fn fmt_reason(reason: &Option<String>) -> String {

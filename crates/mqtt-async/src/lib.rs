@@ -17,7 +17,7 @@ mod tls;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, PeerEvent};
 pub use client::{Client, ConnectionEvent, Message, Published, SubscribeOptions, Subscription};
-pub use error::Error;
+pub use error::{Error, TimedOut};
 pub use mqtt_proto::ReasonCode;
 pub use mqtt_proto::backoff::BackoffConfig;
 pub use mqtt_proto::connection::{DisconnectReason, UsageError};

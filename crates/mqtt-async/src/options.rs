@@ -3,12 +3,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_rustls::TlsConnector;
 use mqtt_proto::backoff::BackoffConfig;
 use mqtt_proto::connection::ClientConfig;
 use mqtt_proto::packet::{ByteString, Version, Will};
 
 use crate::Error;
-use crate::tls::TlsOptions;
+use crate::tls::{ClientTlsConfig, TlsOptions};
+
+/// The default write timeout: see [`ClientOptions::write_timeout`].
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where and how to connect, and how the client behaves.
 ///
@@ -23,7 +27,10 @@ pub struct ClientOptions {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) tls: Option<TlsOptions>,
+    /// `tls` built, once, and shared with clones of these options.
+    pub(crate) tls_config: ClientTlsConfig,
     pub(crate) config: ClientConfig,
+    pub(crate) write_timeout: Option<Duration>,
     pub(crate) reconnect: Option<BackoffConfig>,
     pub(crate) queue_capacity: usize,
     pub(crate) max_offline: usize,
@@ -31,16 +38,19 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options for a plain TCP connection to `host:port`: MQTT 5.0, an empty client identifier
-    /// (the server assigns one), clean start, 60 s keep alive, automatic reconnect, and a Receive
+    /// (the server assigns one), clean start, 60 s keep alive, automatic reconnect, a Receive
     /// Maximum of 100 (5.0: at most that many QoS 1/2 messages in flight towards us, which is
     /// how a full subscription queue slows the broker down; set another in
-    /// [`config_mut`](Self::config_mut)).
+    /// [`config_mut`](Self::config_mut)), a 30 s [connect timeout](Self::connect_timeout) and
+    /// a 60 s [write timeout](Self::write_timeout).
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         Self {
             host: host.into(),
             port,
             tls: None,
+            tls_config: ClientTlsConfig::default(),
             config: ClientConfig::new(Version::V5, ""),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             reconnect: Some(BackoffConfig::default()),
             queue_capacity: 1024,
             max_offline: 10_000,
@@ -137,6 +147,40 @@ impl ClientOptions {
     /// Connect with TLS.
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
+        // Clones made before keep the configuration they built; these options build their own.
+        self.tls_config = ClientTlsConfig::default();
+        self
+    }
+
+    /// How long connecting may take (default 30 s): resolving the host name, opening the TCP
+    /// connection (each of the host's addresses is tried with an equal share of what is left,
+    /// so one that drops packets does not use it all), the TLS handshake and waiting for
+    /// CONNACK, together. Past it, the attempt fails with [`Error::Timeout`] saying which step
+    /// was waiting; the first [`Client::connect`](crate::Client::connect) returns that error,
+    /// later attempts report it as a
+    /// [`ConnectionEvent`](crate::ConnectionEvent) and reconnect. The same as
+    /// [`ClientConfig::connect_timeout`] in [`config_mut`](Self::config_mut).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a write may make no progress at all (default 60 s; zero turns the bound off).
+    /// A write that progresses, however slowly, is never cut; one that sends nothing for this
+    /// long (the server stopped reading, or the network stopped carrying packets, which TCP
+    /// itself reports only after about 15 minutes of retransmissions) drops the connection:
+    /// the QoS 0 publishes in that write fail with [`Error::Timeout`], QoS 1 and 2 ones are
+    /// sent again after the reconnect (without reconnect, they fail with it too), and the event
+    /// stream shows
+    /// [`ConnectionEvent::TimedOut`](crate::ConnectionEvent::TimedOut).
+    ///
+    /// Why 60 s: a server may stop reading a publisher on purpose, to slow it down while its
+    /// subscribers catch up (our broker does so for at most 30 s at a stretch, its
+    /// `congestion_timeout`); that is backpressure, not failure, and the default leaves it
+    /// twice that. While a write is stuck the keep alive cannot run, so the bound should not be
+    /// much longer than the keep alive (60 s by default) either.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 
@@ -157,6 +201,14 @@ impl ClientOptions {
     pub fn max_offline(mut self, max: usize) -> Self {
         self.max_offline = max;
         self
+    }
+
+    /// The TLS connector (`None` for plain TCP), built the first time; see [`ClientTlsConfig`].
+    pub(crate) async fn tls_connector(&self) -> Result<Option<TlsConnector>, Error> {
+        match &self.tls {
+            Some(tls) => Ok(Some(self.tls_config.connector(tls).await?)),
+            None => Ok(None),
+        }
     }
 
     /// The protocol core's configuration, for everything else (receive maximum, topic aliases,
@@ -184,5 +236,19 @@ mod tests {
         assert!(ClientOptions::from_url("http://h").is_err());
         assert!(ClientOptions::from_url("mqtt://").is_err());
         assert!(ClientOptions::from_url("mqtt://h:notaport").is_err());
+    }
+
+    #[test]
+    fn tls_config_is_built_once_and_shared_by_clones() {
+        let options = ClientOptions::from_url("mqtts://localhost").unwrap();
+        let clone = options.clone();
+        futures_lite::future::block_on(options.tls_connector()).unwrap();
+        let built = options.tls_config.get().expect("built").clone();
+        futures_lite::future::block_on(clone.tls_connector()).unwrap();
+        let again = clone.tls_config.get().expect("built").clone();
+        assert!(std::sync::Arc::ptr_eq(&built, &again));
+        // New TLS options start over.
+        let other = options.tls(TlsOptions::default());
+        assert!(other.tls_config.get().is_none());
     }
 }

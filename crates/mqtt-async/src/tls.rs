@@ -1,7 +1,7 @@
 //! TLS with rustls, over any runtime's transport.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -67,7 +67,10 @@ impl TlsOptions {
         self
     }
 
-    pub(crate) fn connector(&self) -> Result<TlsConnector, Error> {
+    /// Builds the rustls configuration: loads the roots (the system's store, or a file) and
+    /// the client certificate. Blocks on file I/O, so [`ClientTlsConfig`] runs it off the async
+    /// tasks, once.
+    fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         match &self.roots {
@@ -98,23 +101,80 @@ impl TlsOptions {
                 .map_err(tls_error)?,
             None => builder.with_no_client_auth(),
         };
-        Ok(TlsConnector::from(Arc::new(config)))
+        Ok(Arc::new(config))
     }
 
-    pub(crate) async fn wrap(
-        &self,
-        host: &str,
-        transport: BoxTransport,
-    ) -> Result<BoxTransport, Error> {
+    /// The name to check the server's certificate against when connecting to `host`.
+    pub(crate) fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, Error> {
         let name = self.server_name.as_deref().unwrap_or(host).to_owned();
-        let name = ServerName::try_from(name).map_err(|e| Error::Tls(e.to_string()))?;
-        let stream = self
-            .connector()?
-            .connect(name, transport)
-            .await
-            .map_err(handshake_error)?;
-        Ok(Box::new(stream))
+        ServerName::try_from(name).map_err(|e| Error::Tls(e.to_string()))
     }
+}
+
+/// The rustls configuration of one [`ClientOptions`](crate::ClientOptions)' [`TlsOptions`],
+/// built on first use and then shared by every connection and reconnection of those options
+/// (and of their clones: [`ClientOptions::tls`](crate::ClientOptions::tls) starts a new one).
+///
+/// Building it reads files (the system's certificate store can take tens of milliseconds), so
+/// it runs on a short-lived thread of its own rather than on an async task: [`Runtime`] has
+/// no `spawn_blocking`, and one thread per set of options is cheaper than adding one to every
+/// runtime. `Client::connect` builds it before it spawns the connection's task, so a bad CA
+/// file is its error and every reconnect finds the configuration ready.
+///
+/// [`Runtime`]: crate::Runtime
+#[derive(Clone, Default)]
+pub(crate) struct ClientTlsConfig(Arc<OnceLock<Arc<ClientConfig>>>);
+
+impl std::fmt::Debug for ClientTlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "built"
+        } else {
+            "not built yet"
+        };
+        f.debug_tuple("ClientTlsConfig").field(&state).finish()
+    }
+}
+
+impl ClientTlsConfig {
+    /// The connector for `tls`, built the first time.
+    pub(crate) async fn connector(&self, tls: &TlsOptions) -> Result<TlsConnector, Error> {
+        if let Some(config) = self.0.get() {
+            return Ok(TlsConnector::from(config.clone()));
+        }
+        let (done, built) = async_channel::bounded(1);
+        let tls = tls.clone();
+        std::thread::Builder::new()
+            .name("mqtt-tls-config".into())
+            .spawn(move || {
+                let _ = done.send_blocking(tls.client_config());
+            })?;
+        let config = built
+            .recv()
+            .await
+            .map_err(|_| Error::Tls("building the TLS configuration failed".into()))??;
+        // Two clients built it at once: both use the first one kept.
+        Ok(TlsConnector::from(self.0.get_or_init(|| config).clone()))
+    }
+
+    /// The configuration, if built (for tests).
+    #[cfg(test)]
+    pub(crate) fn get(&self) -> Option<&Arc<ClientConfig>> {
+        self.0.get()
+    }
+}
+
+/// Runs the TLS handshake over `transport`.
+pub(crate) async fn handshake(
+    connector: &TlsConnector,
+    name: ServerName<'static>,
+    transport: BoxTransport,
+) -> Result<BoxTransport, Error> {
+    let stream = connector
+        .connect(name, transport)
+        .await
+        .map_err(handshake_error)?;
+    Ok(Box::new(stream))
 }
 
 /// Server-side TLS: a certificate chain and its key.

@@ -3,10 +3,12 @@
 //!
 //! `runtime_suite!` instantiates every case of [`cases`] for one runtime as
 //! `client_suite::RUNTIME::{ours,mosquitto}::{v3_1_1,v5}::CASE`, each run with that runtime's
-//! `block_on` under an overall deadline.
+//! `block_on` under an overall deadline. The cases of [`timeouts`] need no broker and run once
+//! per runtime, as `client_suite::RUNTIME::timeouts::CASE`.
 
 mod cases;
 pub(crate) mod support;
+mod timeouts;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -47,12 +49,38 @@ macro_rules! cases {
     };
 }
 
-/// The suite for one runtime: every case against both brokers, in both versions.
+/// Cases that need no broker (their own test servers), once per runtime.
+macro_rules! runtime_cases {
+    ($runtime:ty, $block_on:expr, $module:ident; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                crate::client_suite::run::<$runtime>(
+                    $block_on,
+                    crate::client_suite::$module::$case::<$runtime>(),
+                );
+            }
+        )*
+    };
+}
+
+/// The suite for one runtime: every case against both brokers, in both versions, and the
+/// cases without a broker.
 macro_rules! runtime_suite {
     ($name:ident, $runtime:ty, $block_on:expr) => {
         mod $name {
             runtime_suite!(@target ours, $runtime, $block_on, crate::client_suite::support::Target::Ours);
             runtime_suite!(@target mosquitto, $runtime, $block_on, crate::client_suite::support::Target::Mosquitto);
+            mod timeouts {
+                runtime_cases!($runtime, $block_on, timeouts;
+                    connect_to_a_silent_server_times_out_waiting_for_connack,
+                    connect_to_a_silent_server_times_out_in_the_tls_handshake,
+                    a_silent_server_on_reconnect_times_out_and_the_client_tries_again,
+                    qos0_publish_to_a_server_that_stops_reading_fails_with_the_write_timeout,
+                    qos1_publish_to_a_server_that_stops_reading_fails_with_the_write_timeout,
+                    a_slow_reader_does_not_trip_the_write_timeout,
+                );
+            }
         }
     };
     (@target $name:ident, $runtime:ty, $block_on:expr, $target:expr) => {

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use bytes::BytesMut;
+use futures_lite::AsyncReadExt;
 use futures_lite::future;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use mqtt_proto::ReasonCode;
 use mqtt_proto::backoff::Backoff;
 use mqtt_proto::connection::{
@@ -25,6 +25,8 @@ use mqtt_proto::topic::{TopicFilter, TopicName};
 
 use super::ConnectionEvent;
 use super::subscription::{Acker, CheckedSubscribe, Message};
+use super::transport;
+use crate::error::TimedOut;
 use crate::runtime::{BoxTransport, SharedRuntime};
 use crate::{ClientOptions, Error};
 
@@ -235,26 +237,30 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let mut last_reason = DisconnectReason::ConnectionLost;
+        let mut last_failure = None;
         loop {
-            match self.connect().await {
+            // Resolving, TCP, TLS and CONNACK together: one deadline for the attempt.
+            let deadline = self.runtime.now() + self.options.config.connect_timeout;
+            match transport::open(&self.runtime, &self.options, deadline).await {
                 Ok(transport) => {
-                    last_reason = self.run_connection(transport).await;
+                    (last_reason, last_failure) = self.run_connection(transport, deadline).await;
                     self.emit(ConnectionEvent::Disconnected(last_reason.clone()));
                     if let Some(ready) = self.ready.take() {
-                        let _ = ready.try_send(Err(refusal(&last_reason)));
-                        return self.finish(last_reason);
+                        let error = last_failure.unwrap_or_else(|| refusal(&last_reason));
+                        let _ = ready.try_send(Err(error));
+                        return self.finish(last_reason, None);
                     }
                 }
                 Err(error) => {
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.try_send(Err(error));
-                        return self.finish(last_reason);
+                        return self.finish(last_reason, None);
                     }
                     self.emit(ConnectionEvent::ConnectFailed(error.to_string()));
                 }
             }
             if self.shutdown || self.options.reconnect.is_none() {
-                return self.finish(last_reason);
+                return self.finish(last_reason, last_failure);
             }
             if std::mem::take(&mut self.reconnect_now) {
                 // To have a dropped message redelivered: no reason to wait.
@@ -264,49 +270,47 @@ impl Driver {
             self.emit(ConnectionEvent::Reconnecting(delay));
             let deadline = self.runtime.now() + delay;
             if !self.wait_offline(deadline).await {
-                return self.finish(last_reason);
+                return self.finish(last_reason, None);
             }
         }
     }
 
-    /// Everything still waiting fails; subscription streams end.
-    fn finish(mut self, reason: DisconnectReason) {
+    /// Everything still waiting fails, with the local error that ended the last connection (a
+    /// write timeout) if one did, else as disconnected; subscription streams end.
+    fn finish(mut self, reason: DisconnectReason, failure: Option<Error>) {
+        let error = || match &failure {
+            Some(failure) => copy_error(failure),
+            None => Error::Disconnected(reason.clone()),
+        };
+        // Nothing more comes in; what is already queued is answered below.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Publish { done, .. } => {
+                    let _ = done.try_send(Err(error()));
+                }
+                Command::Subscribe { done, .. } => {
+                    let _ = done.try_send(Err(error()));
+                }
+                Command::Ack { .. } => {}
+                Command::Disconnect { done, .. } => self.disconnect_done.push(done),
+            }
+        }
         for (_, done) in self.pending_publishes.drain() {
-            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+            let _ = done.try_send(Err(error()));
         }
         for (_, _, done) in self.pending_subscribes.into_values() {
-            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+            let _ = done.try_send(Err(error()));
         }
         for (_, done) in self.offline.drain(..) {
-            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+            let _ = done.try_send(Err(error()));
         }
         for (_, done) in self.offline_subscribes.drain(..) {
-            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+            let _ = done.try_send(Err(error()));
         }
         for done in self.disconnect_done.drain(..) {
             let _ = done.try_send(());
         }
-        self.commands.close();
-    }
-
-    async fn connect(&mut self) -> Result<BoxTransport, Error> {
-        let addrs = self
-            .runtime
-            .resolve(&self.options.host, self.options.port)
-            .await?;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-        for addr in addrs {
-            match self.runtime.connect_tcp(addr).await {
-                Ok(transport) => {
-                    return match &self.options.tls {
-                        Some(tls) => tls.wrap(&self.options.host, transport).await,
-                        None => Ok(transport),
-                    };
-                }
-                Err(error) => last = error,
-            }
-        }
-        Err(Error::Io(last))
     }
 
     /// Waits out a reconnect delay while taking commands. Returns false to stop.
@@ -375,11 +379,22 @@ impl Driver {
         config
     }
 
-    async fn run_connection(&mut self, mut transport: BoxTransport) -> DisconnectReason {
+    /// Runs one connection until it ends: why it ended, and the local error that ended it (a
+    /// write that failed or timed out), if one did.
+    async fn run_connection(
+        &mut self,
+        mut transport: BoxTransport,
+        connect_deadline: Instant,
+    ) -> (DisconnectReason, Option<Error>) {
         self.epoch += 1;
         let now = self.runtime.now();
-        let mut conn = ClientConnection::new(self.config(), self.session.take(), now);
+        let mut config = self.config();
+        // CONNACK gets what resolving, TCP and TLS left of the connect timeout.
+        config.connect_timeout = connect_deadline.saturating_duration_since(now);
+        let mut conn = ClientConnection::new(config, self.session.take(), now);
         let mut reason = None;
+        let mut failure = None;
+        let write_timeout = self.options.write_timeout;
         let mut read_buf = vec![0u8; 16 * 1024];
         let mut out = BytesMut::with_capacity(16 * 1024);
         loop {
@@ -387,18 +402,25 @@ impl Driver {
             out.clear();
             let now = self.runtime.now();
             if conn.poll_transmit(now, &mut out) {
-                let written = async {
-                    transport.write_all(&out).await?;
-                    transport.flush().await
-                }
-                .await;
+                let written =
+                    transport::write_all(&self.runtime, &mut transport, &out, write_timeout).await;
                 match written {
                     Ok(()) => {
                         for done in self.written.drain(..) {
                             let _ = done.try_send(Ok(None));
                         }
                     }
-                    Err(_) => conn.handle_eof(self.runtime.now()),
+                    Err(error) => {
+                        // The QoS 0 publishes of this write may not have reached the server.
+                        for done in self.written.drain(..) {
+                            let _ = done.try_send(Err(copy_error(&error)));
+                        }
+                        if let Error::Timeout(what) = error {
+                            self.emit(ConnectionEvent::TimedOut(what));
+                        }
+                        failure = Some(error);
+                        conn.handle_eof(self.runtime.now());
+                    }
                 }
                 continue;
             }
@@ -497,7 +519,15 @@ impl Driver {
                 }
             }
         }
-        let _ = transport.close().await;
+        if failure.is_none() {
+            transport::close(&self.runtime, &mut transport, write_timeout).await;
+        }
+        // Else the transport takes nothing (a TLS close_notify would wait for it): dropped.
+        let reason = reason.unwrap_or(DisconnectReason::ConnectionLost);
+        // Accepted by the core but never written: the connection closed first.
+        for done in self.written.drain(..) {
+            let _ = done.try_send(Err(Error::Disconnected(reason.clone())));
+        }
         self.session = Some(conn.into_session());
         self.backoff.disconnected(self.runtime.now());
         for done in self.disconnect_done.drain(..) {
@@ -522,7 +552,7 @@ impl Driver {
                 held.token = None;
             }
         }
-        reason.unwrap_or(DisconnectReason::ConnectionLost)
+        (reason, failure)
     }
 
     /// Moves waiting deliveries into their queues until one is full; that one becomes the
@@ -887,6 +917,7 @@ impl Driver {
 /// The error for a first connection that ended before it was accepted.
 fn refusal(reason: &DisconnectReason) -> Error {
     match reason {
+        DisconnectReason::ConnectTimeout => Error::Timeout(TimedOut::ConnAck),
         DisconnectReason::Refused {
             reason_code,
             properties,
@@ -895,5 +926,14 @@ fn refusal(reason: &DisconnectReason) -> Error {
             reason_string: properties.reason_string.as_ref().map(|s| s.to_string()),
         },
         other => Error::Disconnected(other.clone()),
+    }
+}
+
+/// The error of a failed write, once more for each publish that was in it.
+fn copy_error(error: &Error) -> Error {
+    match error {
+        Error::Io(io) => Error::Io(io::Error::new(io.kind(), io.to_string())),
+        Error::Timeout(what) => Error::Timeout(*what),
+        other => Error::Io(io::Error::other(other.to_string())),
     }
 }

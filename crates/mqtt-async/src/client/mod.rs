@@ -3,6 +3,7 @@
 
 mod driver;
 mod subscription;
+mod transport;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, TopicNa
 pub use subscription::{Message, SubscribeOptions, Subscription};
 
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::{ClientOptions, Error};
+use crate::{ClientOptions, Error, TimedOut};
 use driver::{Command, Control, Driver};
 
 /// What happened to the client's connection.
@@ -33,8 +34,14 @@ pub enum ConnectionEvent {
     },
     /// The connection ended.
     Disconnected(DisconnectReason),
-    /// A connection attempt failed (network or TLS error, refusal).
+    /// A connection attempt failed (network or TLS error, refusal, a step of connecting that
+    /// did not finish within the connect timeout).
     ConnectFailed(String),
+    /// A write made no progress for the write timeout ([`TimedOut::Write`]), so the client
+    /// dropped the connection; `Disconnected(ConnectionLost)` follows. Timeouts while
+    /// connecting show as `ConnectFailed` (resolving, TCP, TLS) or as
+    /// `Disconnected(ConnectTimeout)` (no CONNACK).
+    TimedOut(TimedOut),
     /// The next attempt starts after this delay.
     Reconnecting(Duration),
     /// A message received under manual acknowledgement was dropped without
@@ -109,7 +116,9 @@ impl<R> std::fmt::Debug for Client<R> {
 }
 
 impl<R: Runtime + Default> Client<R> {
-    /// Connects, and returns once the broker accepted the connection.
+    /// Connects, and returns once the broker accepted the connection, or fails: refused, a
+    /// network or TLS error, or [`Error::Timeout`] when connecting took longer than the
+    /// [connect timeout](ClientOptions::connect_timeout) (30 s by default).
     pub async fn connect(options: ClientOptions) -> Result<Self, Error> {
         Self::connect_with(Arc::new(R::default()), options).await
     }
@@ -117,10 +126,16 @@ impl<R: Runtime + Default> Client<R> {
 
 impl<R> Client<R> {
     /// Connects using this runtime handle.
+    ///
+    /// Connecting (resolving, TCP, TLS, CONNACK) is bounded by the
+    /// [connect timeout](ClientOptions::connect_timeout): past it, this is [`Error::Timeout`].
     pub async fn connect_with(
         runtime: SharedRuntime,
         options: ClientOptions,
     ) -> Result<Self, Error> {
+        // The TLS configuration (with the system's roots) is built here, once, off the async
+        // tasks; every connection and reconnection of the client reuses it.
+        options.tls_connector().await?;
         let (commands, command_rx) = async_channel::bounded(256);
         let (control, control_rx) = async_channel::unbounded();
         let (events_tx, events) = async_channel::bounded(64);

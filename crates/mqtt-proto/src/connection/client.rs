@@ -59,7 +59,8 @@ pub struct ClientConfig {
     pub max_inflight: u16,
     /// The most QoS 1/2 publishes waiting for room in the in-flight window (default 10,000).
     pub max_queued: usize,
-    /// How long to wait for CONNACK (default 30 s).
+    /// How long to wait for CONNACK (default 30 s). The async client counts it from the start
+    /// of the connection attempt: resolving, TCP and TLS take their time out of it.
     pub connect_timeout: Duration,
     /// How long to wait for PINGRESP before declaring the connection dead (default 30 s).
     pub ping_timeout: Duration,

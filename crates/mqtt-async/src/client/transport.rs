@@ -133,20 +133,38 @@ pub(super) async fn write_all(
     .await
 }
 
+/// How long a closing client waits for the broker to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Closes the transport (a TLS close_notify, a TCP FIN), giving up after the write timeout:
-/// the peer takes nothing.
+/// the peer takes nothing. Then waits, up to [`LINGER`], for the broker to close its side,
+/// discarding what it still sends: the broker has then read everything, DISCONNECT included, so
+/// a connection that comes next with the same client identifier cannot overtake it (a broker
+/// that reads the new CONNECT first would take the session over from a connection it still
+/// thinks is alive, and route to it messages that then go nowhere).
 pub(super) async fn close(
     runtime: &SharedRuntime,
     transport: &mut BoxTransport,
     timeout: Option<Duration>,
 ) {
     let close = futures_lite::AsyncWriteExt::close(transport);
-    match timeout {
-        Some(timeout) => {
-            let _ = within(runtime, runtime.now() + timeout, TimedOut::Write, close).await;
-        }
-        None => {
-            let _ = close.await;
-        }
+    let closed = match timeout {
+        Some(timeout) => within(runtime, runtime.now() + timeout, TimedOut::Write, close)
+            .await
+            .is_ok_and(|r| r.is_ok()),
+        None => close.await.is_ok(),
+    };
+    if !closed {
+        return;
     }
+    let drain = async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = futures_lite::AsyncReadExt::read(transport, &mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    let _ = within(runtime, runtime.now() + LINGER, TimedOut::Write, drain).await;
 }

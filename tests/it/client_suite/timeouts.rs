@@ -164,12 +164,22 @@ pub(crate) async fn qos1_publish_to_a_server_that_stops_reading_fails_with_the_w
         outcomes
     })
     .await;
-    for outcome in outcomes {
+    // Those the connection took fail with the write timeout; one whose task was scheduled
+    // only after the client had ended (a loaded machine) finds it closed.
+    let timed_out = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(Error::Timeout(TimedOut::Write))))
+        .count();
+    for outcome in &outcomes {
         assert!(
-            matches!(outcome, Err(Error::Timeout(TimedOut::Write))),
+            matches!(
+                outcome,
+                Err(Error::Timeout(TimedOut::Write)) | Err(Error::Closed)
+            ),
             "expected a write timeout, got {outcome:?}"
         );
     }
+    assert!(timed_out > 0, "{outcomes:?}");
     wait_event::<R>(&events, "for the write timeout event", |event| {
         *event == ConnectionEvent::TimedOut(TimedOut::Write)
     })

@@ -72,9 +72,12 @@ impl SubscribeOptions {
         self
     }
 
-    /// Messages must be acknowledged with [`Message::ack`]; one dropped unacknowledged is
-    /// redelivered by the broker after a reconnect. Acknowledgements reach the wire in the order
-    /// messages arrived (MQTT-4.6.0-2).
+    /// Messages must be acknowledged with [`Message::ack`]. Acknowledgements reach the wire in
+    /// the order messages arrived (MQTT-4.6.0-2). A message dropped without `ack` never holds
+    /// the others back: with a persistent session the client reconnects at once and the broker
+    /// redelivers it; with a clean session it is acknowledged in the application's place.
+    /// Either way a [`ConnectionEvent::DroppedUnacked`](crate::ConnectionEvent) says so (see
+    /// [`Message`]).
     pub fn manual_ack(mut self) -> Self {
         self.manual_ack = true;
         self

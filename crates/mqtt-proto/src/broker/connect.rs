@@ -169,23 +169,7 @@ impl Broker {
         }
         let key = match existing {
             Some(key) => key,
-            None => {
-                let session = Box::new(BrokerSession::new(client_id.clone(), version));
-                let key = match self.free_sessions.pop() {
-                    Some(key) => {
-                        if let Some(slot) = self.sessions.get_mut(key as usize) {
-                            *slot = Some(session);
-                        }
-                        key
-                    }
-                    None => {
-                        self.sessions.push(Some(session));
-                        u32::try_from(self.sessions.len() - 1).unwrap_or(u32::MAX)
-                    }
-                };
-                self.by_client_id.insert(client_id.clone(), key);
-                key
-            }
+            None => self.insert_session(BrokerSession::new(client_id.clone(), version)),
         };
         let max_expiry = self.config.max_session_expiry;
         let expiry = match version {
@@ -206,6 +190,19 @@ impl Broker {
         if expiry > max_expiry {
             properties.session_expiry_interval = Some(max_expiry);
         }
+        let persistent = session.expiry_interval != 0;
+        if !persistent && session.stored {
+            // It ends with this connection now: a crash must not bring it back.
+            let mut taken =
+                std::mem::replace(session, BrokerSession::new(client_id.clone(), version));
+            self.unstore_session(&mut taken);
+            if let Some(session) = self.session_mut(key) {
+                *session = taken;
+            }
+        }
+        let Some(session) = self.session_mut(key) else {
+            return;
+        };
         let delivery = session.delivery.take().map(|d| *d).unwrap_or_default();
         // Counted again, by the connection, once it has them.
         self.flow.queued_bytes = self
@@ -229,6 +226,8 @@ impl Broker {
         };
         conn.session = Some(key);
         conn.will = connect.will.clone().map(|will| Box::new(detach_will(will)));
+        // A stored session's acknowledgements change what is stored.
+        conn.server.report_delivered = persistent && self.persist.is_some();
         if conn
             .server
             .accept(now, session_present, delivery, properties)
@@ -241,6 +240,30 @@ impl Broker {
                 session_present,
             });
         }
+        if persistent {
+            // Its CONNACK waits until this is durable.
+            self.store_session(key, now);
+        }
+    }
+
+    /// Gives a new session a slot and its client id.
+    pub(super) fn insert_session(&mut self, session: BrokerSession) -> u32 {
+        let client_id = session.client_id.clone();
+        let session = Box::new(session);
+        let key = match self.free_sessions.pop() {
+            Some(key) => {
+                if let Some(slot) = self.sessions.get_mut(key as usize) {
+                    *slot = Some(session);
+                }
+                key
+            }
+            None => {
+                self.sessions.push(Some(session));
+                u32::try_from(self.sessions.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.by_client_id.insert(client_id, key);
+        key
     }
 
     pub(super) fn on_closed(&mut self, id: u64, now: Instant, reason: DisconnectReason) {
@@ -311,6 +334,8 @@ impl Broker {
                     }
                     self.timers
                         .push(Reverse((at, TimerKey::SessionExpiry(key))));
+                    // Disconnected now, with its delayed will if any.
+                    self.store_session(key, now);
                 }
                 if let Some(will) = will_now {
                     self.route(now, None, will_publish(*will));
@@ -331,9 +356,10 @@ impl Broker {
 
     /// Removes a session: its subscriptions, queue and pending will (published now, if any).
     pub(super) fn end_session(&mut self, now: Instant, key: u32) {
-        let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::take) else {
+        let Some(mut session) = self.sessions.get_mut(key as usize).and_then(Option::take) else {
             return;
         };
+        self.unstore_session(&mut session);
         for filter in &session.filters {
             self.tree.remove(filter, key);
         }

@@ -37,6 +37,7 @@ mod auth;
 mod connect;
 mod detach;
 mod flow;
+mod persist;
 mod retained;
 mod route;
 mod session;
@@ -52,6 +53,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 pub use auth::{AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, ClientInfo};
+pub use persist::{RestoreError, RestoreReport, STORE_FORMAT, StoreBatch, StoreOp};
 pub use stats::{DropReason, Dropped, Stats};
 
 use crate::ReasonCode;
@@ -194,6 +196,9 @@ pub enum BrokerEvent {
     PauseReading(ConnectionId),
     /// Read this connection's transport again.
     ResumeReading(ConnectionId),
+    /// A batch could not be stored ([`Broker::handle_store_failed`]): the connections whose
+    /// output depended on it were closed, and its changes wait for the next batch.
+    StoreFailed,
     /// Messages for a client were dropped (counted in [`Stats::dropped`] too). Reported at
     /// most every few seconds, with the count since the last report, so that a log stays
     /// readable under a flood.
@@ -265,6 +270,10 @@ struct Conn {
     accounted: usize,
     /// A deferred authentication step waits for [`Broker::authenticated`].
     auth_pending: bool,
+    /// Output bytes handed out so far, and how far output may go (with persistence on: output
+    /// waits for what it tells of to be durable).
+    handed_out: u64,
+    released: u64,
 }
 
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
@@ -291,6 +300,8 @@ pub struct Broker {
     targets: Vec<(u32, SubValue)>,
     /// Flow control: held acknowledgements, congested queues, the incoming budget.
     flow: flow::Flow,
+    /// Durability, when on (see `persist`).
+    persist: Option<Box<persist::Persist>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -326,6 +337,7 @@ impl Broker {
             next_assigned_id: 0,
             targets: Vec::new(),
             flow: flow::Flow::default(),
+            persist: None,
         }
     }
 
@@ -415,6 +427,8 @@ impl Broker {
                 reserved_at: 0,
                 accounted: 0,
                 auth_pending: false,
+                handed_out: 0,
+                released: 0,
             }),
         );
         self.after(id, now);
@@ -467,6 +481,7 @@ impl Broker {
                     if let Some(pending) = due {
                         let (will, _) = *pending;
                         self.route(now, None, will_publish(will));
+                        self.store_session(key, now);
                     }
                 }
                 TimerKey::SessionExpiry(key) => {
@@ -528,6 +543,37 @@ impl Broker {
         Ok(())
     }
 
+    /// Turns persistence on, starting from `records`: everything a store holds (nothing, the
+    /// first time). `wall` is the wall-clock time at `now`: stored times are wall-clock, so that
+    /// expiry counts the time the broker was down. Call it on a new broker, before any
+    /// connection. What could not be read is skipped and listed in the report; a store in a
+    /// newer format is refused. See [`StoreOp`] for the records and what waits for them.
+    pub fn restore<'a>(
+        &mut self,
+        now: Instant,
+        wall: std::time::SystemTime,
+        records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<RestoreReport, RestoreError> {
+        let report = self.restore_records(now, wall, records)?;
+        self.settle(now);
+        Ok(report)
+    }
+
+    /// The batches up to `batch` are durable: the output that waited for them goes out.
+    pub fn handle_stored(&mut self, batch: u64, now: Instant) {
+        self.stored(batch);
+        self.settle(now);
+    }
+
+    /// Batch `batch` (and so every later one) could not be stored: the output that told of its
+    /// changes is withdrawn and those connections are closed (publishers send again; a
+    /// persistent subscriber gets its messages on its next connection); the changes come back
+    /// in the next [`Broker::poll_store`]. A [`BrokerEvent::StoreFailed`] follows.
+    pub fn handle_store_failed(&mut self, batch: u64, now: Instant) {
+        self.store_failed(batch, now);
+        self.settle(now);
+    }
+
     /// Whether the driver should read this connection's transport now (see
     /// [`BrokerEvent::PauseReading`]).
     pub fn wants_read(&self, connection: ConnectionId) -> bool {
@@ -560,9 +606,25 @@ impl Broker {
         now: Instant,
         buf: &mut BytesMut,
     ) -> bool {
-        self.conns
-            .get_mut(&connection.0)
-            .is_some_and(|conn| conn.server.poll_transmit(now, buf))
+        let limit = self.releasable(connection.0);
+        let Some(conn) = self.conns.get_mut(&connection.0) else {
+            return false;
+        };
+        if limit == usize::MAX {
+            let before = buf.len();
+            let wrote = conn.server.poll_transmit(now, buf);
+            conn.handed_out += buf.len().saturating_sub(before) as u64;
+            return wrote;
+        }
+        let n = conn.server.poll_transmit_limited(buf, limit);
+        conn.handed_out += n as u64;
+        n > 0
+    }
+
+    /// The changes made since the last call, to make durable (with persistence on; `None` when
+    /// there are none). Output that tells of them waits for [`Broker::handle_stored`].
+    pub fn poll_store(&mut self) -> Option<StoreBatch> {
+        self.seal_batch()
     }
 
     /// The next event.
@@ -608,6 +670,12 @@ impl Broker {
             conn.ready = true;
             self.ready.push_back(id);
         }
+        if self.persist.is_some() && conn.server.has_transmit() {
+            self.note_output(id);
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if let Some(deadline) = conn.server.poll_timeout()
             && conn.timer.is_none_or(|registered| deadline < registered)
         {
@@ -621,11 +689,15 @@ impl Broker {
 
     fn mark_ready(&mut self, id: u64) {
         if let Some(conn) = self.conns.get_mut(&id)
-            && !conn.ready
             && conn.server.has_transmit()
         {
-            conn.ready = true;
-            self.ready.push_back(id);
+            if !conn.ready {
+                conn.ready = true;
+                self.ready.push_back(id);
+            }
+            if self.persist.is_some() {
+                self.note_output(id);
+            }
         }
     }
 
@@ -636,8 +708,25 @@ impl Broker {
             ServerEvent::Message(message) => self.on_message(id, now, message),
             ServerEvent::Subscribe(subscribe) => self.on_subscribe(id, now, subscribe),
             ServerEvent::Unsubscribe(unsubscribe) => self.on_unsubscribe(id, now, unsubscribe),
-            ServerEvent::Delivered(_) => {}
-            ServerEvent::Expired(_) => self.stats.dropped.expired += 1,
+            ServerEvent::Delivered(outcome) => {
+                if let Some(key) = self.conns.get(&id).and_then(|c| c.session) {
+                    self.unstore_queued(key, outcome.packet_id);
+                }
+            }
+            ServerEvent::Released(packet_id) => {
+                if let Some(key) = self.conns.get(&id).and_then(|c| c.session) {
+                    self.store_pubrel(key, packet_id, false);
+                }
+            }
+            ServerEvent::Expired(publish) => {
+                self.stats.dropped.expired += 1;
+                if let (Some(key), Some(packet_id)) = (
+                    self.conns.get(&id).and_then(|c| c.session),
+                    publish.packet_id,
+                ) {
+                    self.unstore_queued(key, packet_id);
+                }
+            }
             ServerEvent::Disconnected(reason) => self.on_closed(id, now, reason),
         }
     }

@@ -52,8 +52,15 @@ impl Broker {
             return;
         }
         let publisher = conn.session;
+        let qos2 = (publish.qos == QoS::ExactlyOnce)
+            .then_some(publish.packet_id)
+            .flatten();
         self.flow.jammed.clear();
         let reached = self.route(now, publisher, publish);
+        if let (Some(key), Some(packet_id)) = (publisher, qos2) {
+            // Awaiting PUBREL: a resend after a restart must not be routed again.
+            self.store_pubrel(key, packet_id, true);
+        }
         if let Some(token) = ack {
             let code = if reached == 0 && version == Version::V5 {
                 ReasonCode::NoMatchingSubscribers
@@ -145,7 +152,9 @@ impl Broker {
     pub(super) fn retain(&mut self, now: Instant, publish: &Publish) {
         if publish.payload.is_empty() {
             // MQTT-3.3.1-6: an empty retained message deletes the topic's retained message.
-            self.retained.remove(&publish.topic);
+            if self.retained.remove(&publish.topic).is_some() {
+                self.store_retained(&publish.topic, None);
+            }
             return;
         }
         // Expired messages must not keep a new topic out.
@@ -177,6 +186,9 @@ impl Broker {
             .properties
             .message_expiry_interval
             .map(|s| now + Duration::from_secs(u64::from(s)));
+        if self.persisting() {
+            self.store_retained(&stored.topic.clone(), Some((&stored, expires_at)));
+        }
         self.retained.insert(stored, expires_at);
     }
 
@@ -203,10 +215,17 @@ impl Broker {
             if conn.server.would_queue(&publish) {
                 own_bytes(&mut publish, owned);
             }
+            let stored = session.stored && publish.qos != QoS::AtMostOnce;
+            let copy = stored.then(|| publish.clone());
             match conn.server.publish(now, publish) {
-                Ok(_) => {
+                Ok(packet_id) => {
                     self.stats.messages_out += 1;
                     self.stats.bytes_out += payload;
+                    if let Some(mut copy) = copy {
+                        // Recorded before the PUBLISH may go out (see `persist`).
+                        copy.packet_id = packet_id;
+                        self.store_queued(key, now, &copy);
+                    }
                     self.mark_ready(id);
                     self.note_delivered(id, now);
                 }
@@ -217,6 +236,8 @@ impl Broker {
             return;
         }
         own_bytes(&mut publish, owned);
+        let stored = session.stored && publish.qos != QoS::AtMostOnce;
+        let copy = stored.then(|| publish.clone());
         let size = crate::connection::weight(&publish);
         let delivery = session.delivery.get_or_insert_with(Box::default);
         let before = delivery.queued_bytes();
@@ -237,11 +258,16 @@ impl Broker {
         self.flow.queued_bytes = (self.flow.queued_bytes + after).saturating_sub(before);
         let client_id = session.client_id.clone();
         match result {
-            Ok(dropped) => {
+            Ok(enqueued) => {
                 self.stats.messages_out += 1;
                 self.stats.bytes_out += payload;
-                if dropped > 0 {
-                    self.note_drop(now, &client_id, DropReason::QueueFull, dropped as u64);
+                if let Some(mut copy) = copy {
+                    copy.packet_id = enqueued.packet_id;
+                    self.store_queued(key, now, &copy);
+                }
+                if enqueued.dropped > 0 {
+                    let dropped = enqueued.dropped as u64;
+                    self.note_drop(now, &client_id, DropReason::QueueFull, dropped);
                 }
             }
             Err(reason) => self.note_drop(now, &client_id, reason, 1),
@@ -282,6 +308,7 @@ impl Broker {
             if let Some(session) = self.session_mut(key) {
                 session.filters.insert(filter.clone());
             }
+            self.store_subscription(key, filter, &value);
             reason_codes.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -349,6 +376,9 @@ impl Broker {
             let removed = self.tree.remove(filter, key).is_some();
             if let Some(session) = self.session_mut(key) {
                 session.filters.remove(filter);
+            }
+            if removed {
+                self.unstore_subscription(key, filter);
             }
             reason_codes.push(if removed {
                 ReasonCode::Success

@@ -34,6 +34,8 @@ pub(crate) struct BrokerSession {
     pub(crate) expires_at: Option<Instant>,
     /// A will waiting for its delay to pass (MQTT-3.1.3-9).
     pub(crate) pending_will: Option<Box<(Will, Instant)>>,
+    /// It has records in the store (see `persist`).
+    pub(crate) stored: bool,
 }
 
 impl BrokerSession {
@@ -47,6 +49,7 @@ impl BrokerSession {
             expiry_interval: 0,
             expires_at: None,
             pending_will: None,
+            stored: false,
         }
     }
 }

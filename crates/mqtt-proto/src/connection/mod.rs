@@ -27,7 +27,9 @@ pub use error::{DisconnectReason, ProtocolError, UsageError};
 pub use inbound::AckToken;
 pub use outbound::PublishOutcome;
 pub(crate) use outbound::weight;
-pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState};
+pub use server::{
+    Enqueued, ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState,
+};
 pub use session::{ActiveSubscription, Session};
 
 use crate::codec::{self, Limits};
@@ -57,6 +59,8 @@ pub(crate) enum Acked {
     Completed(PublishOutcome),
     /// Handled, nothing to report.
     Handled,
+    /// The peer's PUBREL: a QoS 2 message it sent is complete (PUBCOMP sent).
+    Released(crate::packet::PacketId),
     /// Not an acknowledgement: the role handles it.
     Other(Packet),
 }
@@ -85,7 +89,7 @@ pub(crate) fn handle_ack(
         Packet::PubRel(rel) => {
             let comp = core.inbound.on_pubrel(&rel, core.version);
             core.send(Packet::PubComp(comp));
-            Acked::Handled
+            Acked::Released(rel.packet_id)
         }
         other => Acked::Other(other),
     })
@@ -230,6 +234,28 @@ impl Core {
             self.transmit = BytesMut::new();
         }
         true
+    }
+
+    /// Bytes sent and not yet handed out.
+    pub(crate) fn transmit_len(&self) -> usize {
+        self.transmit.len()
+    }
+
+    /// Hands out at most `limit` bytes of what was sent (whole packets or not: the caller
+    /// counts bytes). Returns how many.
+    pub(crate) fn poll_transmit_prefix(&mut self, buf: &mut BytesMut, limit: usize) -> usize {
+        let n = limit.min(self.transmit.len());
+        if n == self.transmit.len() {
+            self.poll_transmit(buf, false);
+        } else if n > 0 {
+            buf.extend_from_slice(&self.transmit.split_to(n));
+        }
+        n
+    }
+
+    /// Forgets what was sent beyond the first `keep` bytes not yet handed out.
+    pub(crate) fn truncate_transmit(&mut self, keep: usize) {
+        self.transmit.truncate(keep);
     }
 
     /// Checks an outbound packet against the peer's Maximum Packet Size.

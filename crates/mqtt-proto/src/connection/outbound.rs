@@ -117,6 +117,11 @@ impl Outbound {
         self.bytes = self.bytes.saturating_sub(weight(publish));
     }
 
+    /// Marks a given identifier in use; false when it already is.
+    pub(crate) fn claim_id(&mut self, packet_id: PacketId) -> bool {
+        self.in_use.insert(packet_id.get())
+    }
+
     /// Returns an identifier to the pool.
     pub(crate) fn release_id(&mut self, packet_id: PacketId) {
         self.in_use.remove(&packet_id.get());

@@ -124,7 +124,7 @@ impl ServerSession {
         mut publish: Publish,
         max_messages: usize,
         max_bytes: usize,
-    ) -> Result<usize, UsageError> {
+    ) -> Result<Enqueued, UsageError> {
         let size = super::outbound::weight(&publish);
         let fits = |messages: usize, bytes: usize| {
             messages < max_messages && bytes.saturating_add(size) <= max_bytes
@@ -160,12 +160,34 @@ impl ServerSession {
         if publish.qos != QoS::AtMostOnce {
             publish.packet_id = Some(self.outbound.allocate_id()?);
         }
+        let packet_id = publish.packet_id;
         let expires_at = publish
             .properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
         self.outbound.enqueue(publish, expires_at);
-        Ok(dropped)
+        Ok(Enqueued { dropped, packet_id })
+    }
+
+    /// Puts back a QoS 1/2 message that was queued or in flight before a restart, with the
+    /// packet identifier it had (a QoS 2 receiver recognises it by that identifier), after the
+    /// ones already there. Refused when the identifier is in use or missing.
+    pub(crate) fn restore(
+        &mut self,
+        publish: Publish,
+        expires_at: Option<Instant>,
+    ) -> Result<(), UsageError> {
+        let packet_id = publish.packet_id.ok_or(UsageError::UnknownAck)?;
+        if !self.outbound.claim_id(packet_id) {
+            return Err(UsageError::PacketIdsExhausted);
+        }
+        self.outbound.enqueue(publish, expires_at);
+        Ok(())
+    }
+
+    /// Marks a QoS 2 message of the client's as received and awaiting its PUBREL (restored).
+    pub(crate) fn restore_awaiting_pubrel(&mut self, packet_id: PacketId) {
+        self.awaiting_pubrel.insert(packet_id.get());
     }
 
     /// Calls `f` on every message kept for the client, in flight and queued (a broker makes them
@@ -180,6 +202,16 @@ impl ServerSession {
             f(&mut queued.publish);
         }
     }
+}
+
+/// What [`ServerSession::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Enqueued {
+    /// Queued QoS 0 messages dropped to make room.
+    pub dropped: usize,
+    /// The packet identifier the message got (QoS 1 and 2).
+    pub packet_id: Option<PacketId>,
 }
 
 /// What a [`ServerConnection`] tells the application (the broker).
@@ -200,6 +232,9 @@ pub enum ServerEvent {
     Unsubscribe(Unsubscribe),
     /// A QoS 1/2 message sent to the client completed.
     Delivered(PublishOutcome),
+    /// The client's PUBREL completed a QoS 2 message it sent (PUBCOMP went out): its packet
+    /// identifier is free again.
+    Released(PacketId),
     /// A queued message to the client expired before it could be sent (MQTT-3.3.2-5).
     Expired(Publish),
     /// The connection ended. Always the last event.
@@ -714,6 +749,23 @@ impl ServerConnection {
         self.core.poll_transmit(buf, false)
     }
 
+    /// Like [`ServerConnection::poll_transmit`], handing out at most `limit` bytes (a broker that
+    /// holds output back until what it depends on is durable). Returns how many.
+    pub(crate) fn poll_transmit_limited(&mut self, buf: &mut BytesMut, limit: usize) -> usize {
+        self.core.poll_transmit_prefix(buf, limit)
+    }
+
+    /// Bytes sent and not yet handed out.
+    pub(crate) fn transmit_len(&self) -> usize {
+        self.core.transmit_len()
+    }
+
+    /// Forgets output not handed out beyond its first `keep` bytes (output that told of state
+    /// the broker could not make durable).
+    pub(crate) fn discard_transmit_after(&mut self, keep: usize) {
+        self.core.truncate_transmit(keep);
+    }
+
     /// The next event for the application. Buffered input is decoded as the events are taken
     /// (the packets it answers directly, such as PINGRESP, go to `poll_transmit` then).
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
@@ -817,6 +869,12 @@ impl ServerConnection {
                 return Ok(());
             }
             Acked::Handled => return Ok(()),
+            Acked::Released(packet_id) => {
+                if self.report_delivered {
+                    self.events.push_back(ServerEvent::Released(packet_id));
+                }
+                return Ok(());
+            }
             Acked::Other(packet) => packet,
         };
         match packet {

@@ -718,6 +718,11 @@ impl Broker {
                     self.store_pubrel(key, packet_id, false);
                 }
             }
+            ServerEvent::Releasing(packet_id) => {
+                if let Some(key) = self.conns.get(&id).and_then(|c| c.session) {
+                    self.store_releasing(key, packet_id);
+                }
+            }
             ServerEvent::Expired(publish) => {
                 self.stats.dropped.expired += 1;
                 if let (Some(key), Some(packet_id)) = (

@@ -51,6 +51,10 @@ pub const STORE_FORMAT: u8 = 1;
 
 const VERSION_KEY: &[u8] = b"V";
 
+/// The stage of a queued message: to send (the PUBLISH follows), or PUBREL to send.
+const QUEUED: u8 = 0;
+const RELEASING: u8 = 1;
+
 /// One change to the stored state; the keys and values are the broker's own encoding, opaque to
 /// the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,18 +150,25 @@ impl Persist {
     fn wall_ms(&self, at: Instant) -> u64 {
         let wall = match at.checked_duration_since(self.instant_anchor) {
             Some(after) => self.wall_anchor + after,
-            None => self.wall_anchor - self.instant_anchor.saturating_duration_since(at),
+            None => self
+                .wall_anchor
+                .checked_sub(self.instant_anchor.saturating_duration_since(at))
+                .unwrap_or(UNIX_EPOCH),
         };
         wall.duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// The instant of a wall time in milliseconds (the past is clamped to the anchor).
+    /// The instant of a wall time in milliseconds (one further back than the monotonic clock
+    /// reaches is clamped to the earliest it can say).
     fn instant(&self, ms: u64) -> Instant {
         let wall = UNIX_EPOCH + Duration::from_millis(ms);
         match wall.duration_since(self.wall_anchor) {
             Ok(ahead) => self.instant_anchor + ahead,
-            Err(_) => self.instant_anchor,
+            Err(behind) => self
+                .instant_anchor
+                .checked_sub(behind.duration())
+                .unwrap_or(self.instant_anchor),
         }
     }
 
@@ -431,9 +442,7 @@ impl Broker {
             persist.delete(subscription_key(id, filter));
         }
         if let Some(delivery) = session.delivery.as_deref_mut() {
-            let mut queued = Vec::new();
-            delivery.for_each_publish_mut(|p| queued.extend(p.packet_id));
-            for packet_id in queued {
+            for packet_id in delivery.packet_ids() {
                 persist.delete(queued_key(id, packet_id));
             }
             for &pid in &delivery.awaiting_pubrel {
@@ -486,8 +495,29 @@ impl Broker {
             });
         let seq = persist.next_seq;
         persist.next_seq += 1;
-        let value = timed_value(seq, expires_ms, publish);
-        persist.put(queued_key(&session.client_id, packet_id), value);
+        let mut value = BytesMut::with_capacity(17 + publish.topic.len() + publish.payload.len());
+        value.put_u64(seq);
+        value.put_u64(expires_ms);
+        value.put_u8(QUEUED);
+        put_publish(publish, &mut value);
+        persist.put(queued_key(&session.client_id, packet_id), value.freeze());
+    }
+
+    /// A stored session's client accepted a QoS 2 message (PUBREC): from now on the exchange
+    /// resumes with PUBREL, never with the message (its receiver may have completed it and
+    /// forgotten its identifier, and would take the message again as new).
+    pub(super) fn store_releasing(&mut self, key: u32, packet_id: PacketId) {
+        let Some(session) = self.session(key).filter(|s| s.stored) else {
+            return;
+        };
+        let key = queued_key(&session.client_id, packet_id);
+        let mut value = BytesMut::with_capacity(17);
+        value.put_u64(0);
+        value.put_u64(0);
+        value.put_u8(RELEASING);
+        if let Some(persist) = self.persist.as_deref_mut() {
+            persist.put(key, value.freeze());
+        }
     }
 
     /// A message of a stored session's queue is done (acknowledged, expired).
@@ -587,6 +617,7 @@ impl Broker {
             BTreeMap::new();
         let mut queued: BTreeMap<String, Vec<(u64, Option<Instant>, Publish)>> = BTreeMap::new();
         let mut pubrels: BTreeMap<String, Vec<PacketId>> = BTreeMap::new();
+        let mut releasing: BTreeMap<String, Vec<PacketId>> = BTreeMap::new();
         let mut retained = Vec::new();
         let mut version = None;
         let skip = |report: &mut RestoreReport, key: &[u8], why: String| {
@@ -666,6 +697,11 @@ impl Broker {
                         let mut f = Fields(value);
                         let seq = f.u64()?;
                         let expires = f.u64()?;
+                        match f.u8()? {
+                            RELEASING => return Ok(Err(packet_id)),
+                            QUEUED => {}
+                            other => return Err(format!("stage {other}")),
+                        }
                         let mut publish = read_publish(f.rest())?;
                         if publish.qos == QoS::AtMostOnce {
                             return Err("QoS 0".to_owned());
@@ -673,10 +709,13 @@ impl Broker {
                         publish.packet_id = Some(packet_id);
                         publish.dup = false;
                         let expires_at = (expires != 0).then(|| persist.instant(expires));
-                        Ok::<_, String>((seq, expires_at, publish))
+                        Ok::<_, String>(Ok((seq, expires_at, publish)))
                     })();
                     match read {
-                        Ok(entry) => queued.entry(id.to_owned()).or_default().push(entry),
+                        Ok(Ok(entry)) => queued.entry(id.to_owned()).or_default().push(entry),
+                        Ok(Err(packet_id)) => {
+                            releasing.entry(id.to_owned()).or_default().push(packet_id)
+                        }
                         Err(why) => skip(&mut report, key, why),
                     }
                 }
@@ -743,6 +782,9 @@ impl Broker {
                 for (_, _, publish) in queued.remove(&client_id).unwrap_or_default() {
                     let _ = delivery.restore(publish, None);
                 }
+                for packet_id in releasing.remove(&client_id).unwrap_or_default() {
+                    let _ = delivery.restore_pubrel(packet_id);
+                }
                 for pid in pubrels.remove(&client_id).unwrap_or_default() {
                     delivery.restore_awaiting_pubrel(pid);
                 }
@@ -768,6 +810,14 @@ impl Broker {
                 report.subscriptions += 1;
             }
             let mut delivery = ServerSession::default();
+            for packet_id in releasing.remove(&client_id).unwrap_or_default() {
+                match delivery.restore_pubrel(packet_id) {
+                    Ok(()) => report.messages += 1,
+                    Err(_) => report
+                        .skipped
+                        .push(format!("{client_id}: a packet id twice")),
+                }
+            }
             let mut messages = queued.remove(&client_id).unwrap_or_default();
             messages.sort_by_key(|(seq, _, _)| *seq);
             for (seq, expires_at, publish) in messages {

@@ -572,7 +572,7 @@ impl ClientConnection {
                 self.fill_window(now);
                 return Ok(());
             }
-            Acked::Handled | Acked::Released(_) => return Ok(()),
+            Acked::Released(_) | Acked::Releasing(_) => return Ok(()),
             Acked::Other(packet) => packet,
         };
         match packet {

@@ -57,10 +57,11 @@ pub(crate) fn check_publish_size(
 pub(crate) enum Acked {
     /// One of our publishes completed (or was refused): report it, refill the window.
     Completed(PublishOutcome),
-    /// Handled, nothing to report.
-    Handled,
     /// The peer's PUBREL: a QoS 2 message it sent is complete (PUBCOMP sent).
     Released(crate::packet::PacketId),
+    /// The peer's PUBREC accepted one of our QoS 2 messages: PUBREL sent, the message itself
+    /// is no longer needed.
+    Releasing(crate::packet::PacketId),
     /// Not an acknowledgement: the role handles it.
     Other(Packet),
 }
@@ -80,7 +81,7 @@ pub(crate) fn handle_ack(
             match outbound.on_pubrec(rec.packet_id, rec.reason_code, rec.properties)? {
                 Ok(pubrel) => {
                     core.send(Packet::PubRel(pubrel));
-                    Acked::Handled
+                    Acked::Releasing(rec.packet_id)
                 }
                 Err(refused) => Acked::Completed(refused),
             }

@@ -185,9 +185,40 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Puts back a QoS 2 message the client had accepted (PUBREC) before a restart: PUBREL is
+    /// sent again when it resumes the session.
+    pub(crate) fn restore_pubrel(&mut self, packet_id: PacketId) -> Result<(), UsageError> {
+        if !self.outbound.claim_id(packet_id) {
+            return Err(UsageError::PacketIdsExhausted);
+        }
+        self.outbound
+            .inflight
+            .push_back(Inflight::PubRel(packet_id));
+        Ok(())
+    }
+
     /// Marks a QoS 2 message of the client's as received and awaiting its PUBREL (restored).
     pub(crate) fn restore_awaiting_pubrel(&mut self, packet_id: PacketId) {
         self.awaiting_pubrel.insert(packet_id.get());
+    }
+
+    /// The packet identifiers of every exchange with the client under way: messages in flight
+    /// and queued, and QoS 2 messages awaiting PUBCOMP.
+    pub(crate) fn packet_ids(&self) -> Vec<PacketId> {
+        let inflight = self
+            .outbound
+            .inflight
+            .iter()
+            .filter_map(|entry| match entry {
+                Inflight::Publish(p) => p.packet_id,
+                Inflight::PubRel(id) => Some(*id),
+            });
+        let queued = self
+            .outbound
+            .queued
+            .iter()
+            .filter_map(|q| q.publish.packet_id);
+        inflight.chain(queued).collect()
     }
 
     /// Calls `f` on every message kept for the client, in flight and queued (a broker makes them
@@ -235,6 +266,9 @@ pub enum ServerEvent {
     /// The client's PUBREL completed a QoS 2 message it sent (PUBCOMP went out): its packet
     /// identifier is free again.
     Released(PacketId),
+    /// The client's PUBREC accepted a QoS 2 message sent to it (PUBREL went out): from now on
+    /// the exchange resumes with PUBREL, never with the message again.
+    Releasing(PacketId),
     /// A queued message to the client expired before it could be sent (MQTT-3.3.2-5).
     Expired(Publish),
     /// The connection ended. Always the last event.
@@ -868,10 +902,15 @@ impl ServerConnection {
                 self.fill_window(now);
                 return Ok(());
             }
-            Acked::Handled => return Ok(()),
             Acked::Released(packet_id) => {
                 if self.report_delivered {
                     self.events.push_back(ServerEvent::Released(packet_id));
+                }
+                return Ok(());
+            }
+            Acked::Releasing(packet_id) => {
+                if self.report_delivered {
+                    self.events.push_back(ServerEvent::Releasing(packet_id));
                 }
                 return Ok(());
             }

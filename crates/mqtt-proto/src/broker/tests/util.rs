@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::broker::{Broker, BrokerConfig, BrokerEvent, ConnectionId};
+use crate::broker::{
+    Broker, BrokerConfig, BrokerEvent, ConnectionId, RestoreReport, StoreBatch, StoreOp,
+};
 use crate::connection::{
     ClientConfig, ClientConnection, ClientEvent, ClientState, DisconnectReason, Session,
 };
@@ -48,6 +50,45 @@ pub(crate) struct Net {
     pub(crate) broker: Broker,
     pub(crate) clients: Vec<Client>,
     pub(crate) broker_events: Vec<BrokerEvent>,
+    /// The broker's store, with persistence on.
+    pub(crate) store: Option<MemStore>,
+}
+
+/// A store in memory that applies each batch atomically, and can crash: after `crash_after`
+/// commits it takes no more (the batches are lost, never reported stored).
+#[derive(Debug, Default)]
+pub(crate) struct MemStore {
+    pub(crate) records: std::collections::BTreeMap<Bytes, Bytes>,
+    pub(crate) commits: usize,
+    pub(crate) crash_after: Option<usize>,
+    pub(crate) crashed: bool,
+    /// Fail every commit while set (a full disk).
+    pub(crate) failing: bool,
+}
+
+impl MemStore {
+    /// Takes a batch: true when it is durable.
+    fn commit(&mut self, batch: &StoreBatch) -> bool {
+        if self.crashed || self.failing {
+            return false;
+        }
+        if self.crash_after == Some(self.commits) {
+            self.crashed = true;
+            return false;
+        }
+        for op in &batch.ops {
+            match op {
+                StoreOp::Put { key, value } => {
+                    self.records.insert(key.clone(), value.clone());
+                }
+                StoreOp::Delete { key } => {
+                    self.records.remove(key);
+                }
+            }
+        }
+        self.commits += 1;
+        true
+    }
 }
 
 impl Net {
@@ -61,7 +102,82 @@ impl Net {
             broker: Broker::new(config),
             clients: Vec::new(),
             broker_events: Vec::new(),
+            store: None,
         }
+    }
+
+    /// A network whose broker persists into a [`MemStore`].
+    pub(crate) fn persistent() -> Self {
+        let mut net = Self::new();
+        let now = net.now;
+        net.broker
+            .restore(now, Self::wall(now, now), std::iter::empty())
+            .expect("an empty store");
+        net.store = Some(MemStore::default());
+        net
+    }
+
+    /// A fixed wall clock, so that runs are deterministic.
+    pub(crate) fn wall(start: Instant, now: Instant) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH
+            + Duration::from_secs(1_800_000_000)
+            + now.saturating_duration_since(start)
+    }
+
+    /// The broker process dies: every transport breaks, and a new broker starts from what the
+    /// store holds. Returns what the restore said.
+    pub(crate) fn crash_and_restart(&mut self, start: Instant) -> RestoreReport {
+        for client in &mut self.clients {
+            if !client.gone {
+                client.gone = true;
+                client.core.handle_eof(self.now);
+            }
+            client.paused = false;
+            client.unsent.clear();
+            client.unread.clear();
+        }
+        let store = self.store.as_mut().expect("persistence is on");
+        store.crashed = false;
+        store.crash_after = None;
+        let config = self.broker.config().clone();
+        self.broker = Broker::new(config);
+        let records: Vec<(Bytes, Bytes)> = store
+            .records
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let now = self.now;
+        let report = self
+            .broker
+            .restore(
+                now,
+                Self::wall(start, now),
+                records.iter().map(|(k, v)| (&k[..], &v[..])),
+            )
+            .expect("the store restores");
+        self.pump();
+        report
+    }
+
+    /// Hands the store every batch the broker has, and the broker the outcome.
+    fn commit(&mut self) -> bool {
+        let Some(store) = self.store.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        while let Some(batch) = self.broker.poll_store() {
+            if store.commit(&batch) {
+                self.broker.handle_stored(batch.id, self.now);
+                moved = true;
+            } else {
+                if store.failing {
+                    // A driver tries again later; here, at the next pump.
+                    self.broker.handle_store_failed(batch.id, self.now);
+                }
+                break;
+            }
+        }
+        moved
     }
 
     pub(crate) fn config(version: Version, id: &str) -> ClientConfig {
@@ -215,6 +331,7 @@ impl Net {
                     moved = true;
                 }
             }
+            moved |= self.commit();
             if !moved {
                 return;
             }

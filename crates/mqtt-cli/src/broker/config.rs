@@ -17,6 +17,14 @@ relative paths are relative to the file's directory):
                                   # without a password_file, false with one)
   password_file = "passwd"        # mosquitto_passwd format ($7$ or $6$ hashes)
   acl_file = "acl"                # mosquitto ACL format (topic / user / pattern lines)
+  data_dir = "data"               # keep sessions, subscriptions, queued and retained messages
+                                  # here: a restart or a crash (kill -9) loses nothing that was
+                                  # acknowledged (default: in memory only; --data-dir)
+
+  [persistence]                   # with data_dir
+  sync = "always"                 # "always": fsync before acknowledging (default); "periodic":
+  sync_interval = 1               # fsync every sync_interval seconds, faster, and a power cut
+                                  # loses what was acknowledged within the last interval
 
   [[listener]]                    # one table per listener (repeatable)
   bind = "127.0.0.1:1883"         # address:port (port 0: the kernel picks one)
@@ -61,6 +69,11 @@ pub(crate) struct FileConfig {
     pub(crate) password_file: Option<PathBuf>,
     /// A mosquitto ACL file.
     pub(crate) acl_file: Option<PathBuf>,
+    /// Where the broker keeps its state.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// How it syncs it.
+    #[serde(default)]
+    pub(crate) persistence: Persistence,
     /// Listeners.
     #[serde(default, rename = "listener")]
     pub(crate) listeners: Vec<ListenerConfig>,
@@ -87,6 +100,47 @@ pub(crate) struct TlsConfig {
     pub(crate) cert: PathBuf,
     /// The private key (PEM).
     pub(crate) key: PathBuf,
+}
+
+/// `[persistence]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Persistence {
+    /// `always` or `periodic`.
+    pub(crate) sync: Option<SyncMode>,
+    /// Seconds between syncs, for `periodic` (default 1).
+    pub(crate) sync_interval: Option<u64>,
+}
+
+/// `[persistence] sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SyncMode {
+    /// fsync before acknowledging.
+    Always,
+    /// fsync every `sync_interval` seconds.
+    Periodic,
+}
+
+impl Persistence {
+    /// The store's sync policy.
+    pub(crate) fn policy(&self) -> anyhow::Result<mqtt_tokio::broker::SyncPolicy> {
+        use mqtt_tokio::broker::SyncPolicy;
+        Ok(match self.sync.unwrap_or(SyncMode::Always) {
+            SyncMode::Always => {
+                anyhow::ensure!(
+                    self.sync_interval.is_none(),
+                    "persistence.sync_interval goes with sync = \"periodic\""
+                );
+                SyncPolicy::Always
+            }
+            SyncMode::Periodic => {
+                let secs = self.sync_interval.unwrap_or(1);
+                anyhow::ensure!(secs > 0, "persistence.sync_interval must be positive");
+                SyncPolicy::Periodic(Duration::from_secs(secs))
+            }
+        })
+    }
 }
 
 /// `[limits]`: each one left out keeps the broker's default.
@@ -136,6 +190,7 @@ impl FileConfig {
         };
         config.password_file.as_mut().map(resolve);
         config.acl_file.as_mut().map(resolve);
+        config.data_dir.as_mut().map(resolve);
         for listener in &mut config.listeners {
             if let Some(tls) = &mut listener.tls {
                 resolve(&mut tls.cert);
@@ -143,6 +198,7 @@ impl FileConfig {
             }
         }
         config.limits.broker_config()?;
+        config.persistence.policy()?;
         Ok(config)
     }
 }

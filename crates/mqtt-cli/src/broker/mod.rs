@@ -31,6 +31,11 @@ pub(crate) struct Args {
     /// access, limits. See the schema below (--help). --bind and --port add to its listeners.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Keep sessions, subscriptions, queued and retained messages in this directory (created
+    /// if missing): a restart, or a crash, loses nothing that was acknowledged. Overrides the
+    /// config file's `data_dir`. Without either, the broker keeps everything in memory.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// A `--bind` value: an address with or without a port.
@@ -119,6 +124,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         builder = builder.authorizer(AclFile::load(path)?);
         info!("ACL file {}", path.display());
     }
+    if let Some(dir) = args.data_dir.as_ref().or(file.data_dir.as_ref()) {
+        let policy = file.persistence.policy()?;
+        builder = builder.data_dir(dir).sync_policy(policy);
+    }
     builder = builder.on_event(log_event);
 
     let stop = crate::common::shutdown_signal()?;
@@ -126,6 +135,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
         format!("cannot start the broker on {}", list.join(", "))
     })?;
+    if let Some((dir, report)) = broker.restored() {
+        info!(
+            "data dir {}: restored {} session(s), {} subscription(s), {} queued message(s), {} \
+             retained message(s); {} session(s) expired while stopped",
+            dir.display(),
+            report.sessions,
+            report.subscriptions,
+            report.messages,
+            report.retained,
+            report.expired_sessions,
+        );
+        for skipped in &report.skipped {
+            warn!("data dir {}: skipped a damaged record: {skipped}", dir.display());
+        }
+    }
     for addr in broker.local_addrs() {
         info!("listening on {addr}");
     }
@@ -185,6 +209,10 @@ fn log_event(event: &PeerEvent) {
             %client_id,
             "dropped {count} message(s) for the disconnected session: {reason} \
              (limits.max_session_queue, max_session_queue_bytes, max_total_queued_bytes)"
+        ),
+        PeerEvent::StoreFailed { error } => warn!(
+            "cannot store the broker's state ({error}): not acknowledging what depends on it, \
+             closing those connections, trying again"
         ),
         PeerEvent::AcceptFailed { listener, error } => match listener {
             Some(addr) => warn!(%addr, "cannot accept connections, backing off: {error}"),

@@ -32,6 +32,7 @@ use crate::tls::ServerTls;
 
 mod auth_file;
 mod connection;
+pub mod store;
 pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
 use connection::Outbox;
 

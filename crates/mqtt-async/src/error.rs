@@ -51,6 +51,13 @@ pub enum Error {
     /// A `mqtt://` or `mqtts://` URL could not be parsed.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The broker's store could not be opened or read (see the error for the file and what is
+    /// wrong), or holds state this broker cannot restore.
+    #[error("store: {0}")]
+    Store(#[from] crate::broker::StoreError),
+    /// The store holds records in a format this broker does not read.
+    #[error("cannot restore the stored state: {0}")]
+    Restore(#[from] mqtt_proto::broker::RestoreError),
 }
 
 /// What did not complete in time: a step of connecting, bounded together by the connect

@@ -18,13 +18,14 @@ use futures_lite::future;
 use mqtt_proto::ReasonCode;
 pub use mqtt_proto::broker::{
     AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, BrokerConfig, ClientInfo,
-    DropReason, Dropped, Stats,
+    DropReason, Dropped, RestoreReport, Stats,
 };
 use mqtt_proto::broker::{Broker as Core, BrokerEvent, ConnectionId};
 use mqtt_proto::connection::DisconnectReason;
 use mqtt_proto::packet::ByteString;
 /// The packets an [`Authenticator`] decides on.
 pub use mqtt_proto::packet::{Auth, AuthProperties, Connect};
+pub use store::{FileStore, MemoryStore, Store, StoreError, SyncPolicy};
 
 use crate::Error;
 use crate::runtime::{Listener, Runtime, SharedRuntime, accept};
@@ -105,6 +106,13 @@ pub enum PeerEvent {
         /// How many since the last report.
         count: u64,
     },
+    /// The broker's state could not be stored (a full disk, a failing write). What depended on
+    /// it was not acknowledged: those connections were closed (their publishers send again),
+    /// and the store is tried again after a pause.
+    StoreFailed {
+        /// What the store said.
+        error: String,
+    },
     /// A listener could not accept connections (out of file descriptors, typically). It backs
     /// off, up to a second between attempts, and this is told once until it accepts again.
     AcceptFailed {
@@ -122,6 +130,10 @@ enum ToRouter {
     TlsFailed(SocketAddr, String),
     AcceptFailed(Option<SocketAddr>, String),
     Authenticated(ConnectionId, AuthDecision),
+    /// The store made the batches up to this one durable.
+    Stored(u64),
+    /// The store could not commit the batch with this id (and later ones were dropped).
+    StoreFailed(u64, String),
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
@@ -133,6 +145,8 @@ pub struct BrokerBuilder<R> {
     runtime: SharedRuntime,
     listeners: Vec<(SocketAddr, Option<ServerTls>)>,
     config: BrokerConfig,
+    store: Option<StoreChoice>,
+    sync_policy: SyncPolicy,
     authenticator: Option<Box<dyn Authenticator>>,
     authorizer: Option<Box<dyn Authorizer>>,
     on_event: Option<EventHook>,
@@ -163,6 +177,28 @@ impl<R> BrokerBuilder<R> {
     /// Limits and features (connections, packet size, queues, QoS, retain, …).
     pub fn config(mut self, config: BrokerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Keeps the broker's state in this directory (a [`FileStore`], created if missing):
+    /// persistent sessions, their subscriptions and queued messages, QoS 2 state and retained
+    /// messages survive a restart and a crash, and nothing is acknowledged before it is stored
+    /// (with [`SyncPolicy::Always`], the default). Clean sessions are never written.
+    pub fn data_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.store = Some(StoreChoice::Dir(dir.into()));
+        self
+    }
+
+    /// Like [`BrokerBuilder::data_dir`], with a store of your own.
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(StoreChoice::Custom(Box::new(store)));
+        self
+    }
+
+    /// When commits reach the disk (default [`SyncPolicy::Always`]: before anything they hold
+    /// is acknowledged).
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
+        self.sync_policy = policy;
         self
     }
 
@@ -200,6 +236,30 @@ impl<R> BrokerBuilder<R> {
         if self.authenticator.is_some() {
             core = core.with_deferred_authentication();
         }
+        let (store, restored) = match self.store {
+            None => (None, None),
+            Some(choice) => {
+                let (mut store, dir): (Box<dyn Store>, _) = match choice {
+                    StoreChoice::Dir(dir) => {
+                        let store = blocking(move || FileStore::open(&dir).map(|s| (s, dir)))?;
+                        (Box::new(store.0), store.1)
+                    }
+                    StoreChoice::Custom(store) => (store, std::path::PathBuf::new()),
+                };
+                let (store, records) = blocking(move || {
+                    let mut records = Vec::new();
+                    store.load(&mut |k, v| records.push((k.to_vec(), v.to_vec())))?;
+                    Ok::<_, StoreError>((store, records))
+                })?;
+                let now = self.runtime.now();
+                let report = core.restore(
+                    now,
+                    std::time::SystemTime::now(),
+                    records.iter().map(|(k, v)| (&k[..], &v[..])),
+                )?;
+                (Some(store), Some((dir, report)))
+            }
+        };
         if let Some(authorizer) = self.authorizer {
             core = core.with_boxed_authorizer(authorizer);
         }
@@ -209,6 +269,9 @@ impl<R> BrokerBuilder<R> {
             runtime: self.runtime,
             listeners,
             core,
+            store,
+            sync_policy: self.sync_policy,
+            restored,
             authenticator: self.authenticator,
             on_event: self.on_event,
             to_router,
@@ -225,6 +288,10 @@ pub struct Broker<R> {
     runtime: SharedRuntime,
     listeners: Vec<(Box<dyn Listener>, Option<futures_rustls::TlsAcceptor>)>,
     core: Core,
+    /// Run on a thread of its own.
+    store: Option<Box<dyn Store>>,
+    sync_policy: SyncPolicy,
+    restored: Option<(std::path::PathBuf, RestoreReport)>,
     /// Run on a thread of its own (see [`BrokerBuilder::authenticator`]).
     authenticator: Option<Box<dyn Authenticator>>,
     on_event: Option<EventHook>,
@@ -316,11 +383,21 @@ impl<R: 'static> Broker<R> {
             runtime,
             listeners: Vec::new(),
             config: BrokerConfig::default(),
+            store: None,
+            sync_policy: SyncPolicy::Always,
             authenticator: None,
             authorizer: None,
             on_event: None,
             _runtime: PhantomData,
         }
+    }
+
+    /// With a store: its directory (empty for a store of your own) and what was restored from
+    /// it.
+    pub fn restored(&self) -> Option<(&std::path::Path, &RestoreReport)> {
+        self.restored
+            .as_ref()
+            .map(|(dir, report)| (dir.as_path(), report))
     }
 
     /// The addresses it listens on.
@@ -353,6 +430,8 @@ impl<R: 'static> Broker<R> {
             runtime,
             listeners,
             core,
+            store,
+            sync_policy,
             authenticator,
             on_event,
             to_router,
@@ -374,17 +453,32 @@ impl<R: 'static> Broker<R> {
             }));
         }
         let auth = authenticator.and_then(|a| spawn_authenticator(a, to_router.clone()));
+        let store = store.map(|s| spawn_store(s, sync_policy, to_router.clone()));
+        let store_done = store.as_ref().map(|s| s.done.clone());
         drop((to_router, listening));
         Router {
-            runtime,
+            runtime: runtime.clone(),
             core,
             auth,
+            store,
             outputs: HashMap::default(),
             on_event,
             peers: HashMap::default(),
         }
         .run(inbox)
         .await;
+        if let Some(done) = store_done {
+            // The store's thread commits what it was given, then ends.
+            let deadline = runtime.now() + STORE_SHUTDOWN;
+            let sleep = runtime.sleep_until(deadline);
+            future::or(
+                async {
+                    let _ = done.recv().await;
+                },
+                sleep,
+            )
+            .await;
+        }
         drop(stop_listeners);
         // `stop` returns only once the ports are free again, so that a new broker can bind them.
         let _ = all_closed.recv().await;
@@ -487,6 +581,22 @@ async fn accept_loop(
     }
 }
 
+impl Router {
+    /// Hands every sealed batch of changes to the store's thread.
+    fn commit_batches(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        while let Some(batch) = self.core.poll_store() {
+            if store.batches.send(batch).is_err() {
+                // The thread is gone: nothing more will be durable, so nothing it holds is
+                // acknowledged.
+                return;
+            }
+        }
+    }
+}
+
 /// Hashes connection identifiers, which the broker assigns itself (never chosen by a peer, so
 /// there is nothing to defend against): one multiplication instead of SipHash per chunk.
 #[derive(Debug, Default)]
@@ -535,9 +645,115 @@ fn spawn_authenticator(
     Some(requests)
 }
 
+/// Where a broker keeps its state.
+enum StoreChoice {
+    Dir(std::path::PathBuf),
+    Custom(Box<dyn Store>),
+}
+
+/// Runs `f`, which blocks (disk I/O), on a thread of its own, so that building a broker does
+/// not block an executor's thread.
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Error> {
+    let handle = std::thread::Builder::new()
+        .name("mqtt-store-open".into())
+        .spawn(f)?;
+    handle
+        .join()
+        .map_err(|_| Error::Closed)?
+        .map_err(Error::Store)
+}
+
+/// The store's thread: commits the batches the router sends, merged when several wait (one
+/// fsync for them all), and says when they are durable.
+struct StoreThread {
+    batches: std::sync::mpsc::Sender<mqtt_proto::broker::StoreBatch>,
+    /// Ends when the thread does.
+    done: Receiver<()>,
+}
+
+/// How long a stopping broker waits for its store to commit what it has.
+const STORE_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the store's thread waits after a failed commit before the next.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn spawn_store(
+    mut store: Box<dyn Store>,
+    policy: SyncPolicy,
+    to_router: Sender<ToRouter>,
+) -> StoreThread {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (batches, incoming) = std::sync::mpsc::channel::<mqtt_proto::broker::StoreBatch>();
+    let (done_tx, done) = async_channel::bounded::<()>(1);
+    let thread = std::thread::Builder::new()
+        .name("mqtt-store".into())
+        .spawn(move || {
+            let _done = done_tx;
+            let mut last_sync = std::time::Instant::now();
+            loop {
+                let first = match policy {
+                    SyncPolicy::Always => match incoming.recv() {
+                        Ok(batch) => batch,
+                        Err(_) => return,
+                    },
+                    SyncPolicy::Periodic(interval) => {
+                        let wait = interval.saturating_sub(last_sync.elapsed());
+                        match incoming.recv_timeout(wait) {
+                            Ok(batch) => batch,
+                            Err(RecvTimeoutError::Timeout) => {
+                                if let Err(error) = store.sync() {
+                                    let report = ToRouter::StoreFailed(0, error.to_string());
+                                    let _ = to_router.send_blocking(report);
+                                }
+                                last_sync = std::time::Instant::now();
+                                continue;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => {
+                                let _ = store.sync();
+                                return;
+                            }
+                        }
+                    }
+                };
+                // Group commit: everything already waiting goes in the same commit.
+                let first_id = first.id;
+                let mut last_id = first.id;
+                let mut ops = first.ops;
+                while let Ok(batch) = incoming.try_recv() {
+                    last_id = batch.id;
+                    ops.extend(batch.ops);
+                }
+                match store.commit(&ops, policy.syncs_each_commit()) {
+                    Ok(()) => {
+                        if to_router.send_blocking(ToRouter::Stored(last_id)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let report = ToRouter::StoreFailed(first_id, error.to_string());
+                        if to_router.send_blocking(report).is_err() {
+                            return;
+                        }
+                        // The router takes these changes back and sends them again.
+                        std::thread::sleep(STORE_RETRY);
+                        while incoming.try_recv().is_ok() {}
+                    }
+                }
+            }
+        });
+    if thread.is_err() {
+        // No thread: nothing will ever be durable, and nothing acknowledged.
+    }
+    StoreThread { batches, done }
+}
+
 struct Router {
     runtime: SharedRuntime,
     core: Core,
+    /// The store's thread, when there is a store.
+    store: Option<StoreThread>,
     /// Where authentication requests go, when there is an authenticator.
     auth: Option<Sender<(ConnectionId, AuthRequest)>>,
     outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
@@ -618,6 +834,15 @@ impl Router {
                     hook(&PeerEvent::TlsFailed { peer, error });
                 }
             }
+            ToRouter::Stored(batch) => self.core.handle_stored(batch, now),
+            ToRouter::StoreFailed(batch, error) => {
+                if batch > 0 {
+                    self.core.handle_store_failed(batch, now);
+                }
+                if let Some(hook) = &mut self.on_event {
+                    hook(&PeerEvent::StoreFailed { error });
+                }
+            }
             ToRouter::Authenticated(id, decision) => {
                 // Refused only when the client left meanwhile: nothing to do then.
                 let _ = self.core.authenticated(id, now, decision);
@@ -641,6 +866,9 @@ impl Router {
                         .disconnect(id, now, ReasonCode::ServerShuttingDown);
                 }
                 self.flush(now);
+                // The last changes go to the store, whose thread ends once they are committed
+                // (`serve` waits for it). Output they held (a last DISCONNECT) is not sent.
+                self.store = None;
                 for output in self.outputs.values() {
                     output.close();
                 }
@@ -707,6 +935,7 @@ impl Router {
     /// Hands every ready connection its bytes; a connection whose outbox is full is not reading
     /// and is disconnected.
     fn flush(&mut self, now: std::time::Instant) {
+        self.commit_batches();
         loop {
             while let Some(id) = self.core.poll_ready() {
                 let Some(output) = self.outputs.get(&id) else {

@@ -63,7 +63,9 @@ const MQTT_PORT: u16 = 1883;
 
 /// Structured logs to stderr; `RUST_LOG` filters them (default: `info`).
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The store's engine tells of its own recovery at info: not the operator's business.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -147,7 +149,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             report.expired_sessions,
         );
         for skipped in &report.skipped {
-            warn!("data dir {}: skipped a damaged record: {skipped}", dir.display());
+            warn!(
+                "data dir {}: skipped a damaged record: {skipped}",
+                dir.display()
+            );
         }
     }
     for addr in broker.local_addrs() {

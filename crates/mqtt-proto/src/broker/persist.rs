@@ -56,9 +56,9 @@ const QUEUED: u8 = 0;
 const RELEASING: u8 = 1;
 
 /// One change to the stored state; the keys and values are the broker's own encoding, opaque to
-/// the store.
+/// the store. Both kinds are idempotent: a batch whose commit failed can be committed again as
+/// it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum StoreOp {
     /// Set `key` to `value`.
     Put {
@@ -72,6 +72,15 @@ pub enum StoreOp {
         /// The key.
         key: Bytes,
     },
+}
+
+impl StoreOp {
+    /// The key this op changes.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            StoreOp::Put { key, .. } | StoreOp::Delete { key } => key,
+        }
+    }
 }
 
 /// Changes to apply atomically, then report with [`Broker::handle_stored`] (or

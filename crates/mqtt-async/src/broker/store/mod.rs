@@ -80,8 +80,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 mod failing;
 mod file;
 mod memory;
@@ -97,33 +95,8 @@ pub const MAX_KEY_LEN: usize = 65_535;
 /// The longest value a store accepts, in bytes (4 GiB − 1).
 pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
 
-/// One change: the core's encoding, opaque to the store.
-///
-/// Both kinds are idempotent, so a batch whose commit failed can be committed again as it was.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreOp {
-    /// Sets `key` to `value`, replacing what was there.
-    Put {
-        /// 1 to [`MAX_KEY_LEN`] bytes.
-        key: Bytes,
-        /// Up to [`MAX_VALUE_LEN`] bytes.
-        value: Bytes,
-    },
-    /// Removes `key`; nothing happens if it is absent.
-    Delete {
-        /// 1 to [`MAX_KEY_LEN`] bytes.
-        key: Bytes,
-    },
-}
-
-impl StoreOp {
-    /// The key this op changes.
-    pub fn key(&self) -> &Bytes {
-        match self {
-            StoreOp::Put { key, .. } | StoreOp::Delete { key } => key,
-        }
-    }
-}
+/// One change: the core's encoding, opaque to the store (see the [module docs](self)).
+pub use mqtt_proto::broker::StoreOp;
 
 /// Where the broker keeps what must survive a crash.
 ///

@@ -17,4 +17,5 @@ mod guarantees;
 mod mosquitto;
 mod mosquitto_clients;
 mod peer_events;
+mod persistence;
 mod tls;

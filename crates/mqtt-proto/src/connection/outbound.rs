@@ -284,9 +284,16 @@ impl Outbound {
             Some(index) if matches!(self.inflight.get(index), Some(Inflight::PubRel(_))) => {
                 self.inflight.remove(index);
                 self.release_id(packet_id);
+                // 0x92 Packet Identifier not found answers a PUBREL sent again (after a
+                // reconnect, or a restart of the peer) for an exchange the peer had completed
+                // and forgotten: it took the message with its PUBREC, so the publish succeeded.
+                let reason_code = match comp.reason_code {
+                    ReasonCode::PacketIdentifierNotFound => ReasonCode::Success,
+                    other => other,
+                };
                 Ok(PublishOutcome {
                     packet_id,
-                    reason_code: comp.reason_code,
+                    reason_code,
                     properties: comp.properties,
                 })
             }

@@ -337,6 +337,29 @@ fn qos2_publish_runs_pubrec_pubrel_pubcomp() {
     });
 }
 
+/// A server that completed the exchange and forgot it (it restarted after sending PUBCOMP)
+/// answers the PUBREL sent again with 0x92 Packet Identifier not found: it had accepted the
+/// message with its PUBREC, so the publish succeeded.
+#[test]
+fn pubcomp_packet_identifier_not_found_completes_the_publish() {
+    let mut sim = connected(Version::V5);
+    let id = sim
+        .client
+        .publish(sim.now, publish("a/b", "once", QoS::ExactlyOnce))
+        .unwrap()
+        .unwrap();
+    sim.sent();
+    sim.deliver([Packet::PubRec(PubRec::new(id))]);
+    assert_eq!(sim.sent(), [Packet::PubRel(PubRel::new(id))]);
+    let mut comp = PubComp::new(id);
+    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+    sim.deliver([Packet::PubComp(comp)]);
+    assert_eq!(
+        published_ids(&sim.take_events()),
+        [(id.get(), ReasonCode::Success)]
+    );
+}
+
 #[test]
 fn refusing_pubrec_completes_without_pubrel() {
     let mut sim = connected(Version::V5);

@@ -222,3 +222,62 @@ async fn kill_9_loses_nothing_acknowledged() {
     receiving.abort();
     drop(broker);
 }
+
+/// A store that refuses to write (a full disk): a message that cannot be stored is not
+/// acknowledged (the publisher's connection is closed instead), the broker keeps serving, and
+/// once the store takes writes again the publisher's retry goes through and the message arrives.
+#[tokio::test]
+async fn a_failing_store_acknowledges_nothing_and_recovers() {
+    use mqtt_tokio::Broker;
+    use mqtt_tokio::broker::store::FailingStore;
+    use mqtt_tokio::broker::MemoryStore;
+
+    let (store, faults) = FailingStore::new(MemoryStore::default());
+    let broker = crate::peer_events::Hooked::start(
+        Broker::builder()
+            .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .store(store),
+    )
+    .await;
+    let port = broker.addr.port();
+    let subscriber = Client::connect(options(port, "full-sub"))
+        .await
+        .expect("connect");
+    let mut messages = subscriber
+        .subscribe("full/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let publisher = Client::connect(options(port, "full-pub"))
+        .await
+        .expect("connect");
+    let events = publisher.events();
+    faults.fail_until_healed();
+    let publishing = tokio::spawn({
+        let publisher = publisher.clone();
+        async move { publisher.publish("full/t", "kept", QoS::AtLeastOnce).await }
+    });
+    // The broker cannot store it: the publisher is disconnected, not acknowledged.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the publisher is disconnected in time")
+            .expect("events");
+        if matches!(event, mqtt_tokio::ConnectionEvent::Disconnected(_)) {
+            break;
+        }
+    }
+    assert!(!publishing.is_finished(), "not acknowledged");
+    faults.heal();
+    let outcome = tokio::time::timeout(TIMEOUT, publishing)
+        .await
+        .expect("acknowledged once the store takes writes")
+        .expect("the task");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let message = tokio::time::timeout(TIMEOUT, messages.recv())
+        .await
+        .expect("delivered")
+        .expect("the subscription is open");
+    assert_eq!(message.payload().as_ref(), b"kept");
+    broker.stop().await;
+}

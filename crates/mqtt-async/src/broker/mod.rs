@@ -134,6 +134,8 @@ enum ToRouter {
     Stored(u64),
     /// The store could not commit the batch with this id (and later ones were dropped).
     StoreFailed(u64, String),
+    /// The store is ready to try again after a failure: send it what waits.
+    StoreRetry,
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
@@ -736,9 +738,12 @@ fn spawn_store(
                         if to_router.send_blocking(report).is_err() {
                             return;
                         }
-                        // The router takes these changes back and sends them again.
+                        // The router takes these changes back and sends them again, when told.
                         std::thread::sleep(STORE_RETRY);
                         while incoming.try_recv().is_ok() {}
+                        if to_router.send_blocking(ToRouter::StoreRetry).is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -835,6 +840,8 @@ impl Router {
                 }
             }
             ToRouter::Stored(batch) => self.core.handle_stored(batch, now),
+            // The flush that follows every message sends the store what waits.
+            ToRouter::StoreRetry => {}
             ToRouter::StoreFailed(batch, error) => {
                 if batch > 0 {
                     self.core.handle_store_failed(batch, now);

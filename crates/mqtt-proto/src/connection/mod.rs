@@ -28,7 +28,7 @@ pub use inbound::AckToken;
 pub use outbound::PublishOutcome;
 pub(crate) use outbound::weight;
 pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState};
-pub use session::{ActiveSubscription, Session};
+pub use session::{ActiveSubscription, Session, SessionDecodeError};
 
 use crate::codec::{self, Limits};
 use crate::packet::{AliasUse, Packet, Publish, Version};

@@ -41,7 +41,7 @@ impl SubscriptionOptions {
         }
     }
 
-    fn from_byte(byte: u8, version: Version) -> Result<Self, DecodeError> {
+    pub(crate) fn from_byte(byte: u8, version: Version) -> Result<Self, DecodeError> {
         let reserved = match version {
             Version::V3_1_1 => 0b1111_1100,
             Version::V5 => 0b1100_0000,
@@ -64,7 +64,7 @@ impl SubscriptionOptions {
         })
     }
 
-    fn to_byte(self, version: Version) -> Result<u8, EncodeError> {
+    pub(crate) fn to_byte(self, version: Version) -> Result<u8, EncodeError> {
         let extended = u8::from(self.no_local) << 2
             | u8::from(self.retain_as_published) << 3
             | match self.retain_handling {

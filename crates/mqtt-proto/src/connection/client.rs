@@ -418,6 +418,10 @@ impl ClientConnection {
         publish.packet_id = None;
         if self.state == ClientState::Connected {
             self.check_publish(&publish)?;
+        } else {
+            // What cannot be encoded (a property longer than MQTT allows) could neither be sent
+            // nor saved with the session; connected, the check above sizes it.
+            publish.wire_len(self.config.version)?;
         }
         if publish.qos == QoS::AtMostOnce {
             if self.state != ClientState::Connected {
@@ -928,5 +932,10 @@ fn check_publish(
     if publish.retain && !retain_available {
         return Err(UsageError::RetainNotSupported);
     }
-    super::check_publish_size(publish, version, max_size)
+    // Sized whether or not the server set a maximum: what cannot be encoded is refused here.
+    let size = publish.wire_len(version)?;
+    match max_size {
+        Some(max) if size > max as usize => Err(UsageError::PacketTooLarge { size, max }),
+        _ => Ok(()),
+    }
 }

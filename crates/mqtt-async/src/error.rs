@@ -5,6 +5,8 @@ use std::io;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{DisconnectReason, UsageError};
 
+use crate::StoreError;
+
 /// What can go wrong talking MQTT over a network.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,6 +53,11 @@ pub enum Error {
     /// A `mqtt://` or `mqtts://` URL could not be parsed.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The session store ([`ClientOptions::session_store`](crate::ClientOptions::session_store))
+    /// could not be read, or no longer be written: the client does not connect, or stops, since
+    /// it could not keep what the store promises. [`StoreError`] says what is wrong.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What did not complete in time: a step of connecting, bounded together by the connect

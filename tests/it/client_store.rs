@@ -448,13 +448,15 @@ async fn store_cost_per_publish() {
     let port = broker.local_addrs()[0].port();
     let broker = broker.spawn();
     let dir = tempfile::tempdir().expect("a scratch directory");
-    for with_store in [false, true] {
+    // Without a store, with one, and with one and a larger in-flight window (the default is 10).
+    for (with_store, window) in [(false, 10), (true, 10), (true, 100)] {
         let mut options = ClientOptions::new("127.0.0.1", port)
-            .client_id(format!("cost-{with_store}"))
+            .client_id(format!("cost-{with_store}-{window}"))
             .clean_start(false)
             .session_expiry(Duration::from_secs(60));
+        options.config_mut().max_inflight = window;
         if with_store {
-            options = options.session_store(dir.path().join("cost.session"));
+            options = options.session_store(dir.path().join(format!("cost-{window}.session")));
         }
         let client = Client::connect(options).await.expect("connect");
         let start = std::time::Instant::now();
@@ -465,7 +467,7 @@ async fn store_cost_per_publish() {
                 .expect("acknowledged");
         }
         let mut report = format!(
-            "store {with_store}: one at a time {:?}",
+            "store {with_store}, window {window}: one at a time {:?}",
             start.elapsed() / ONE_BY_ONE as u32
         );
         for (burst, rounds) in [(10, 100), (100, 20), (1_000, 2), (10_000, 1)] {

@@ -224,9 +224,13 @@ impl ClientOptions {
     ///   and awaiting release; and a publish completes only once the file no longer holds it, so
     ///   a publish that completed is never resent. The file is replaced whole (a temporary
     ///   file, fsync, rename, fsync of the directory), by a thread of its own, once per turn of
-    ///   the client's loop, which covers every publish of that turn: a burst of publishes costs
-    ///   one write. Each write costs the two fsyncs (a few milliseconds on an SSD), so one
-    ///   publish at a time, each awaited, goes at about the disk's fsync rate.
+    ///   the client's loop, which covers everything of that turn: a burst of publishes shares
+    ///   writes. One write took about 0.5 ms on the ext4 disk of a small VM (much more while
+    ///   other programs kept the disk busy). A publish awaited before the next costs two writes
+    ///   (it enters the file, then leaves it): 1.2 ms per publish against our broker on
+    ///   loopback, against 0.05 ms without a store. Concurrent publishes share them: 0.1 to
+    ///   0.4 ms each with the default in-flight window of 10, 0.02 to 0.04 ms with a window of
+    ///   100 ([`ClientConfig::max_inflight`] in [`config_mut`](Self::config_mut)).
     /// - Not in the file: publishes made while the client was disconnected (they wait in the
     ///   client's [offline queue](Self::max_offline) and go into the session at the reconnect),
     ///   and publishes still on their way to the client's task when the process died. Their

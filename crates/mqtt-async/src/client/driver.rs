@@ -587,6 +587,9 @@ impl Driver {
 
     /// Brings the session store up to date if the session changed since the last save
     /// (`saved`: the connection's change count then). Without a store, nothing to do.
+    ///
+    /// `&mut self` although it only reads: a shared borrow of the driver, which is not `Sync`,
+    /// held across the wait would make the connection's future not `Send`.
     async fn save(&mut self, conn: &ClientConnection, saved: &mut u64) -> Result<(), Error> {
         let changes = conn.session_changes();
         if self.store.is_none() || changes == *saved {

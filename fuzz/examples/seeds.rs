@@ -1,6 +1,7 @@
 //! Writes the seed inputs of `fuzz/seeds/`: one valid packet of every type and version, in the
 //! input format of `mqtt_proto_fuzz::split_input`, so that fuzzing starts from deep inside the
-//! decoder instead of rediscovering the fixed header. Run from the fuzz folder:
+//! decoder instead of rediscovering the fixed header; and for the `session` target the body of
+//! a saved client session with some of everything. Run from the fuzz folder:
 //! `cargo run --example seeds`.
 
 use std::num::{NonZeroU16, NonZeroU32};
@@ -201,5 +202,58 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let input = mqtt_proto_fuzz::make_input(version, max, &stream);
         std::fs::write(dir.join(format!("{name}-stream")), input)?;
     }
+    std::fs::write(dir.join("session-body"), session_body()?)?;
     Ok(())
+}
+
+/// The body of a saved session: publishes in flight (one at its PUBREL stage), queued ones, a
+/// QoS 2 message received, requests, subscriptions and an assigned client identifier.
+fn session_body() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use mqtt_proto::connection::{ClientConfig, ClientConnection};
+    let now = std::time::Instant::now();
+    let mut config = ClientConfig::new(Version::V5, "");
+    config.max_inflight = 2;
+    let mut client = ClientConnection::new(config, None, now);
+    let mut wire = BytesMut::new();
+    let mut connack = ConnAck::default();
+    connack.properties.assigned_client_identifier = Some("assigned-1".into());
+    codec::encode(&Packet::ConnAck(Box::new(connack)), Version::V5, &mut wire)?;
+    client.handle_bytes(now, &wire);
+    let mut ids = Vec::new();
+    for (qos, payload) in [
+        (QoS::ExactlyOnce, "two"),
+        (QoS::AtLeastOnce, "one"),
+        (QoS::AtLeastOnce, "queued"),
+    ] {
+        let mut publish = Publish::new(TopicName::from_static("a/b"), payload);
+        publish.qos = qos;
+        publish.properties.user_properties = vec![UserProperty::new("k", "v")];
+        ids.extend(client.publish(now, publish)?);
+    }
+    let subscription = Subscription::new(filter("s/+"), QoS::AtLeastOnce);
+    let granted = client.subscribe(now, vec![subscription], SubscribeProperties::default())?;
+    client.subscribe(
+        now,
+        vec![Subscription::new(filter("t/#"), QoS::ExactlyOnce)],
+        SubscribeProperties::default(),
+    )?;
+    let mut received = Publish::new(TopicName::from_static("in"), "in");
+    received.qos = QoS::ExactlyOnce;
+    received.packet_id = Some(id(77));
+    let mut wire = BytesMut::new();
+    for packet in [
+        Packet::PubRec(PubRec::new(ids[0])),
+        Packet::SubAck(SubAck {
+            packet_id: granted,
+            properties: AckProperties::default(),
+            reason_codes: vec![ReasonCode::GrantedQoS1],
+        }),
+        Packet::Publish(received),
+    ] {
+        codec::encode(&packet, Version::V5, &mut wire)?;
+    }
+    client.handle_bytes(now, &wire);
+    let mut saved = BytesMut::new();
+    client.encode_session(&mut saved)?;
+    Ok(mqtt_proto_fuzz::session_body(&saved).to_vec())
 }

@@ -1,11 +1,13 @@
 //! Helpers behind the fuzz targets, which stay one line each.
 //!
-//! Every target reads the same input: byte 0 picks the connection's protocol version (its low
-//! bit), bytes 1 to 4 the decoder's maximum packet size (little endian, any value, 0 included),
-//! and the rest is what the peer sent.
+//! Every packet target reads the same input: byte 0 picks the connection's protocol version (its
+//! low bit), bytes 1 to 4 the decoder's maximum packet size (little endian, any value, 0
+//! included), and the rest is what the peer sent. The `session` target reads a saved session.
 
+mod session;
 mod stream;
 
+pub use session::{body as session_body, frame as session_frame, session};
 pub use stream::{broker_stream, client_stream};
 
 use bytes::BytesMut;

@@ -60,7 +60,7 @@ fn check_sans_io_blocking(args: &[&str]) {
 
 /// The path of an example's binary, built once per test run (`--locked`: the lock file is
 /// checked in and must not change).
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     // A test that panicked while holding the lock leaves the map intact: carry on.
     let mut built = BUILT

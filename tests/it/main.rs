@@ -7,10 +7,12 @@
 //! - `broker_limits`: our broker with clients that stop reading or send garbage.
 //! - `client_suite`: the async client on tokio, smol and async-std (one suite, a macro per
 //!   runtime) against our broker and mosquitto, in 3.1.1 and 5.0.
+//! - `client_store`: the client's session store across a SIGKILL of the client process.
 
 mod blocking;
 mod broker_limits;
 mod client_guarantees;
+mod client_store;
 mod client_suite;
 mod examples;
 mod guarantees;

@@ -229,8 +229,8 @@ async fn kill_9_loses_nothing_acknowledged() {
 #[tokio::test]
 async fn a_failing_store_acknowledges_nothing_and_recovers() {
     use mqtt_tokio::Broker;
-    use mqtt_tokio::broker::store::FailingStore;
     use mqtt_tokio::broker::MemoryStore;
+    use mqtt_tokio::broker::store::FailingStore;
 
     let (store, faults) = FailingStore::new(MemoryStore::default());
     let broker = crate::peer_events::Hooked::start(

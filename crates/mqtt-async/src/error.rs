@@ -5,6 +5,8 @@ use std::io;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{DisconnectReason, UsageError};
 
+use crate::SessionStoreError;
+
 /// What can go wrong talking MQTT over a network.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,12 +54,17 @@ pub enum Error {
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
     /// The broker's store could not be opened or read (see the error for the file and what is
-    /// wrong), or holds state this broker cannot restore.
+    /// wrong).
     #[error("store: {0}")]
     Store(#[from] crate::broker::StoreError),
-    /// The store holds records in a format this broker does not read.
+    /// The broker's store holds records in a format this broker does not read.
     #[error("cannot restore the stored state: {0}")]
     Restore(#[from] mqtt_proto::broker::RestoreError),
+    /// The session store ([`ClientOptions::session_store`](crate::ClientOptions::session_store))
+    /// could not be read, or no longer be written: the client does not connect, or stops, since
+    /// it could not keep what the store promises. [`SessionStoreError`] says what is wrong.
+    #[error(transparent)]
+    SessionStore(#[from] SessionStoreError),
 }
 
 /// What did not complete in time: a step of connecting, bounded together by the connect

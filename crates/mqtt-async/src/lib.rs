@@ -16,11 +16,14 @@ pub mod runtime;
 mod tls;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, PeerEvent};
-pub use client::{Client, ConnectionEvent, Message, Published, SubscribeOptions, Subscription};
+pub use client::{
+    Client, ConnectionEvent, Message, Published, SessionStore, SessionStoreError, SubscribeOptions,
+    Subscription,
+};
 pub use error::{Error, TimedOut};
 pub use mqtt_proto::ReasonCode;
 pub use mqtt_proto::backoff::BackoffConfig;
-pub use mqtt_proto::connection::{DisconnectReason, UsageError};
+pub use mqtt_proto::connection::{DisconnectReason, Session, UsageError};
 pub use mqtt_proto::packet::{
     PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, TopicFilter, TopicName,
     UserProperty, Version, Will,

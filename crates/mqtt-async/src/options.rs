@@ -1,5 +1,6 @@
 //! How a [`Client`](crate::Client) connects.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,8 +9,8 @@ use mqtt_proto::backoff::BackoffConfig;
 use mqtt_proto::connection::ClientConfig;
 use mqtt_proto::packet::{ByteString, Version, Will};
 
-use crate::Error;
 use crate::tls::{ClientTlsConfig, TlsOptions};
+use crate::{Error, SessionStore};
 
 /// The default write timeout: see [`ClientOptions::write_timeout`].
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,6 +35,7 @@ pub struct ClientOptions {
     pub(crate) reconnect: Option<BackoffConfig>,
     pub(crate) queue_capacity: usize,
     pub(crate) max_offline: usize,
+    pub(crate) session_store: Option<SessionStore>,
 }
 
 impl ClientOptions {
@@ -54,6 +56,7 @@ impl ClientOptions {
             reconnect: Some(BackoffConfig::default()),
             queue_capacity: 1024,
             max_offline: 10_000,
+            session_store: None,
         }
     }
 
@@ -200,6 +203,42 @@ impl ClientOptions {
     /// The most publishes kept while disconnected (default 10,000).
     pub fn max_offline(mut self, max: usize) -> Self {
         self.max_offline = max;
+        self
+    }
+
+    /// Keep the session in the file at `path`, so that what the broker has not acknowledged
+    /// survives the process: after a crash (even `kill -9`) or a power loss, the next
+    /// [`Client::connect`](crate::Client::connect) with these options resends the QoS 1 and 2
+    /// publishes that were not acknowledged, with DUP set and their packet identifiers, and
+    /// never delivers a QoS 2 message twice. Off by default: nothing is written.
+    ///
+    /// - At connect the session is read from the file, if there is one, and resumed as on a
+    ///   reconnect (Clean Start 0). It must be this client's: a file that holds another client
+    ///   identifier's session, or a damaged one, is [`Error::SessionStore`] (remove it to start
+    ///   afresh). Give the client a fixed identifier and a
+    ///   [session expiry](Self::session_expiry) (3.1.1: `clean_start(false)`) so that the broker
+    ///   keeps its side of the session too; one file per client identifier.
+    /// - While the client runs, the file is brought up to date before anything is written to
+    ///   the network after the session changed: no QoS 1/2 PUBLISH leaves before the file holds
+    ///   it, no PUBREL before its stage, no PUBREC or PUBCOMP before the QoS 2 messages received
+    ///   and awaiting release; and a publish completes only once the file no longer holds it, so
+    ///   a publish that completed is never resent. The file is replaced whole (a temporary
+    ///   file, fsync, rename, fsync of the directory), by a thread of its own, once per turn of
+    ///   the client's loop, which covers everything of that turn: a burst of publishes shares
+    ///   writes. One write took about 0.5 ms on the ext4 disk of a small VM (much more while
+    ///   other programs kept the disk busy). A publish awaited before the next costs two writes
+    ///   (it enters the file, then leaves it): 1.2 ms per publish against our broker on
+    ///   loopback, against 0.05 ms without a store. Concurrent publishes share them: 0.1 to
+    ///   0.4 ms each with the default in-flight window of 10, 0.02 to 0.04 ms with a window of
+    ///   100 ([`ClientConfig::max_inflight`] in [`config_mut`](Self::config_mut)).
+    /// - Not in the file: publishes made while the client was disconnected (they wait in the
+    ///   client's [offline queue](Self::max_offline) and go into the session at the reconnect),
+    ///   and publishes still on their way to the client's task when the process died. Their
+    ///   futures never completed either.
+    /// - If the file cannot be written (a full disk), the client stops: everything waiting
+    ///   fails with [`Error::SessionStore`].
+    pub fn session_store(mut self, path: impl Into<PathBuf>) -> Self {
+        self.session_store = Some(SessionStore::new(path));
         self
     }
 

@@ -24,6 +24,7 @@ use mqtt_proto::packet::{
 use mqtt_proto::topic::{TopicFilter, TopicName};
 
 use super::ConnectionEvent;
+use super::store::{self, StoreThread};
 use super::subscription::{Acker, CheckedSubscribe, Message};
 use super::transport;
 use crate::error::TimedOut;
@@ -37,6 +38,8 @@ const COMMAND_BATCH: usize = 64;
 const DEFAULT_RECEIVE_MAXIMUM: NonZeroU16 = NonZeroU16::new(100).expect("non-zero");
 
 type Reply<T> = Sender<Result<T, Error>>;
+type PublishResult = Result<Option<PublishOutcome>, Error>;
+type PublishReply = Sender<PublishResult>;
 /// What a subscribe resolves to: the subscription's key, its queue, and the granted code.
 pub(crate) type Subscribed = (u64, Receiver<Message>, ReasonCode);
 
@@ -146,6 +149,11 @@ pub(crate) struct Driver {
     next_key: u64,
     subscriptions: Vec<LocalSubscription>,
     pending_publishes: HashMap<u16, Reply<Option<PublishOutcome>>>,
+    /// Publishes that completed this turn, answered once the session store holds the outcome
+    /// (at once without a store).
+    completed: Vec<(PublishReply, PublishResult)>,
+    /// The session store's thread, with [`ClientOptions::session_store`].
+    store: Option<StoreThread>,
     pending_subscribes: HashMap<u16, (u64, Receiver<Message>, Reply<Subscribed>)>,
     /// Publishes made while no connection could take them, in order.
     offline: VecDeque<(Publish, Reply<Option<PublishOutcome>>)>,
@@ -179,6 +187,8 @@ impl Driver {
         command_tx: Sender<Command>,
         events: Sender<ConnectionEvent>,
         ready: Sender<Result<ByteString, Error>>,
+        store: Option<StoreThread>,
+        session: Option<Session>,
     ) -> Self {
         let seed = {
             use std::hash::{BuildHasher, Hasher};
@@ -209,12 +219,14 @@ impl Driver {
             command_tx,
             events,
             ready: Some(ready),
-            session: None,
+            session,
             backoff,
             epoch: 0,
             next_key: 0,
             subscriptions: Vec::new(),
             pending_publishes: HashMap::new(),
+            completed: Vec::new(),
+            store,
             pending_subscribes: HashMap::new(),
             offline: VecDeque::new(),
             offline_subscribes: Vec::new(),
@@ -297,6 +309,10 @@ impl Driver {
             }
         }
         for (_, done) in self.pending_publishes.drain() {
+            let _ = done.try_send(Err(error()));
+        }
+        // Their completion could not be saved (the store failed).
+        for (done, _) in self.completed.drain(..) {
             let _ = done.try_send(Err(error()));
         }
         for (_, _, done) in self.pending_subscribes.into_values() {
@@ -397,8 +413,22 @@ impl Driver {
         let write_timeout = self.options.write_timeout;
         let mut read_buf = vec![0u8; 16 * 1024];
         let mut out = BytesMut::with_capacity(16 * 1024);
+        // The session as given is the one the store holds (or there is no store).
+        let mut saved = conn.session_changes();
         loop {
             self.dispatch(&mut conn, &mut reason);
+            // Durable before it shows: the store holds what changed before anything of this
+            // turn is written and before a publish is reported complete.
+            if let Err(error) = self.save(&conn, &mut saved).await {
+                // The file can no longer be kept up to date: nothing more goes out, and the
+                // client stops rather than break the promise of the store.
+                self.shutdown = true;
+                failure = Some(error);
+                break;
+            }
+            for (done, outcome) in self.completed.drain(..) {
+                let _ = done.try_send(outcome);
+            }
             out.clear();
             let now = self.runtime.now();
             if conn.poll_transmit(now, &mut out) {
@@ -555,6 +585,31 @@ impl Driver {
         (reason, failure)
     }
 
+    /// Brings the session store up to date if the session changed since the last save
+    /// (`saved`: the connection's change count then). Without a store, nothing to do.
+    ///
+    /// `&mut self` although it only reads: a shared borrow of the driver, which is not `Sync`,
+    /// held across the wait would make the connection's future not `Send`.
+    async fn save(&mut self, conn: &ClientConnection, saved: &mut u64) -> Result<(), Error> {
+        let changes = conn.session_changes();
+        if self.store.is_none() || changes == *saved {
+            return Ok(());
+        }
+        // The file names its client: the configured identifier, or the one the broker assigned.
+        let client_id = match &*self.options.config.client_id {
+            "" => conn.session().assigned_client_id().unwrap_or_default(),
+            id => id,
+        };
+        let mut file = BytesMut::new();
+        store::encode(client_id, &mut file, |buf| conn.encode_session(buf))
+            .map_err(|error| Error::Usage(UsageError::Encode(error)))?;
+        if let Some(store) = &self.store {
+            store.save(file.freeze()).await?;
+        }
+        *saved = changes;
+        Ok(())
+    }
+
     /// Moves waiting deliveries into their queues until one is full; that one becomes the
     /// future the loop waits on instead of reading.
     fn start_delivery(&mut self, conn: &mut ClientConnection) {
@@ -625,14 +680,15 @@ impl Driver {
                     }
                 }
                 ClientEvent::Message(message) => self.route(conn, message.publish, message.ack),
+                // A publish restored from the session store has no future to complete.
                 ClientEvent::Published(outcome) => {
                     if let Some(done) = self.pending_publishes.remove(&outcome.packet_id.get()) {
-                        let _ = done.try_send(Ok(Some(outcome)));
+                        self.completed.push((done, Ok(Some(outcome))));
                     }
                 }
                 ClientEvent::PublishDropped { packet_id, error } => {
                     if let Some(done) = self.pending_publishes.remove(&packet_id.get()) {
-                        let _ = done.try_send(Err(Error::Usage(error)));
+                        self.completed.push((done, Err(Error::Usage(error))));
                     }
                 }
                 ClientEvent::Subscribed(suback) => {
@@ -934,6 +990,7 @@ fn copy_error(error: &Error) -> Error {
     match error {
         Error::Io(io) => Error::Io(io::Error::new(io.kind(), io.to_string())),
         Error::Timeout(what) => Error::Timeout(*what),
+        Error::SessionStore(store) => Error::SessionStore(store.clone()),
         other => Error::Io(io::Error::other(other.to_string())),
     }
 }

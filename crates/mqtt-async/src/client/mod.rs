@@ -2,6 +2,7 @@
 //! protocol core, reconnects, and routes messages to subscriptions.
 
 mod driver;
+mod store;
 mod subscription;
 mod transport;
 
@@ -17,11 +18,13 @@ use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{DisconnectReason, PublishOutcome, UsageError};
 use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, TopicName, Version};
 
+pub use store::{SessionStore, SessionStoreError};
 pub use subscription::{Message, SubscribeOptions, Subscription};
 
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::{ClientOptions, Error, TimedOut};
 use driver::{Command, Control, Driver};
+use store::StoreThread;
 
 /// What happened to the client's connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +132,8 @@ impl<R> Client<R> {
     ///
     /// Connecting (resolving, TCP, TLS, CONNACK) is bounded by the
     /// [connect timeout](ClientOptions::connect_timeout): past it, this is [`Error::Timeout`].
+    /// With a [session store](ClientOptions::session_store), its session is read first: a
+    /// file that cannot be read, is damaged or is another client's is [`Error::SessionStore`].
     pub async fn connect_with(
         runtime: SharedRuntime,
         options: ClientOptions,
@@ -142,6 +147,13 @@ impl<R> Client<R> {
         let (ready_tx, ready_rx) = async_channel::bounded(1);
         let version = options.config.version;
         let client_id = options.config.client_id.clone();
+        let (store, session) = match &options.session_store {
+            Some(store) => {
+                let (thread, session) = StoreThread::open(store.clone(), client_id.clone()).await?;
+                (Some(thread), session)
+            }
+            None => (None, None),
+        };
         let driver = Driver::new(
             runtime.clone(),
             options,
@@ -151,6 +163,8 @@ impl<R> Client<R> {
             commands.clone(),
             events_tx,
             ready_tx,
+            store,
+            session,
         );
         runtime.spawn(Box::pin(driver.run()));
         let assigned = ready_rx.recv().await.map_err(|_| Error::Closed)??;

@@ -179,6 +179,8 @@ pub struct ClientConnection {
     wildcards: bool,
     shared: bool,
     subscription_ids: bool,
+    /// Moves whenever the state [`ClientConnection::encode_session`] writes changes.
+    session_changes: u64,
 }
 
 impl ClientConnection {
@@ -238,6 +240,7 @@ impl ClientConnection {
             wildcards: true,
             shared: true,
             subscription_ids: true,
+            session_changes: 0,
         }
     }
 
@@ -271,6 +274,34 @@ impl ClientConnection {
     /// The session state as it stands.
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// A counter that moves whenever the session state that
+    /// [`ClientConnection::encode_session`] writes changes (the token counter aside): save the
+    /// session when it differs from the value at the last save. It starts at 0 with each
+    /// connection, whose session is then the one it was given.
+    pub fn session_changes(&self) -> u64 {
+        self.session_changes
+    }
+
+    /// Appends the session as it stands to `buf`, in the saved form of [`Session::encode`]:
+    /// what [`ClientConnection::into_session`] would return, without ending the connection.
+    ///
+    /// To survive a crash, save it whenever [`ClientConnection::session_changes`] moved, before
+    /// the bytes of the next [`ClientConnection::poll_transmit`] are written, and before the
+    /// application learns that a publish completed. Then no PUBLISH leaves before it is saved,
+    /// no PUBREL before its stage is, no PUBREC or PUBCOMP before the QoS 2 receive set is, and
+    /// a restart resends exactly what the server may not have, with its packet identifier.
+    pub fn encode_session(&self, buf: &mut BytesMut) -> Result<(), crate::codec::EncodeError> {
+        super::session::Parts {
+            assigned_client_id: self.session.assigned_client_id.as_ref(),
+            outbound: &self.session.outbound,
+            awaiting_pubrel: &self.core.inbound.awaiting_pubrel,
+            next_token: self.core.inbound.next_token,
+            requests: &self.session.requests,
+            subscriptions: &self.session.subscriptions,
+        }
+        .encode(buf)
     }
 
     /// QoS 1/2 publishes in flight.
@@ -387,6 +418,10 @@ impl ClientConnection {
         publish.packet_id = None;
         if self.state == ClientState::Connected {
             self.check_publish(&publish)?;
+        } else {
+            // What cannot be encoded (a property longer than MQTT allows) could neither be sent
+            // nor saved with the session; connected, the check above sizes it.
+            publish.wire_len(self.config.version)?;
         }
         if publish.qos == QoS::AtMostOnce {
             if self.state != ClientState::Connected {
@@ -401,6 +436,7 @@ impl ClientConnection {
         let packet_id = self.session.outbound.allocate_id()?;
         publish.packet_id = Some(packet_id);
         self.session.outbound.enqueue(publish, None);
+        self.session_changes += 1;
         self.fill_window(now);
         Ok(Some(packet_id))
     }
@@ -468,8 +504,12 @@ impl ClientConnection {
         }
         let core = &mut self.core;
         let mut acks = Vec::new();
+        let receiving = core.inbound.awaiting_pubrel.len();
         if !core.inbound.ack(token, |packet| acks.push(packet)) {
             return Err(UsageError::UnknownAck);
+        }
+        if core.inbound.awaiting_pubrel.len() != receiving {
+            self.session_changes += 1;
         }
         for packet in acks {
             core.send(packet);
@@ -568,11 +608,17 @@ impl ClientConnection {
         }
         let packet = match handle_ack(&mut self.core, &mut self.session.outbound, packet)? {
             Acked::Completed(outcome) => {
+                self.session_changes += 1;
                 self.events.push_back(ClientEvent::Published(outcome));
                 self.fill_window(now);
                 return Ok(());
             }
-            Acked::Released(_) | Acked::Releasing(_) => return Ok(()),
+            // A PUBREC moved a publish to its PUBREL stage, or a PUBREL ended a QoS 2 receipt
+            // (or either was repeated, and changed nothing: a save too many).
+            Acked::Released(_) | Acked::Releasing(_) => {
+                self.session_changes += 1;
+                return Ok(());
+            }
             Acked::Other(packet) => packet,
         };
         match packet {
@@ -628,6 +674,8 @@ impl ClientConnection {
         self.core.timers.stop(Timer::Connect);
         self.state = ClientState::Connected;
         self.session_present = session_present;
+        // Resumed or not, the exchanges start again (and an identifier may be assigned).
+        self.session_changes += 1;
 
         let server_receive_max = properties.receive_maximum.map_or(u16::MAX, |m| m.get());
         let own_max = self.config.max_inflight.max(1);
@@ -776,6 +824,7 @@ impl ClientConnection {
 
     /// Records a SUBSCRIBE / UNSUBSCRIBE and sends it now if connected (else on CONNACK).
     fn request(&mut self, request: Request) {
+        self.session_changes += 1;
         if self.state == ClientState::Connected {
             self.core.send(match &request {
                 Request::Subscribe(s) => Packet::Subscribe(s.clone()),
@@ -791,6 +840,7 @@ impl ClientConnection {
             .requests
             .iter()
             .position(|r| r.packet_id() == packet_id)?;
+        self.session_changes += 1;
         self.session.outbound.release_id(packet_id);
         Some(self.session.requests.remove(index))
     }
@@ -798,9 +848,13 @@ impl ClientConnection {
     fn on_publish(&mut self, publish: Publish) -> Result<(), ProtocolError> {
         let core = &mut self.core;
         let mut acks = Vec::new();
+        let receiving = core.inbound.awaiting_pubrel.len();
         let received = core
             .inbound
             .on_publish(publish, self.config.version, |p| acks.push(p))?;
+        if core.inbound.awaiting_pubrel.len() != receiving {
+            self.session_changes += 1;
+        }
         for packet in acks {
             core.send(packet);
         }
@@ -878,5 +932,10 @@ fn check_publish(
     if publish.retain && !retain_available {
         return Err(UsageError::RetainNotSupported);
     }
-    super::check_publish_size(publish, version, max_size)
+    // Sized whether or not the server set a maximum: what cannot be encoded is refused here.
+    let size = publish.wire_len(version)?;
+    match max_size {
+        Some(max) if size > max as usize => Err(UsageError::PacketTooLarge { size, max }),
+        _ => Ok(()),
+    }
 }

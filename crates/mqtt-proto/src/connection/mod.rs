@@ -30,7 +30,7 @@ pub(crate) use outbound::weight;
 pub use server::{
     Enqueued, ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState,
 };
-pub use session::{ActiveSubscription, Session};
+pub use session::{ActiveSubscription, Session, SessionDecodeError};
 
 use crate::codec::{self, Limits};
 use crate::packet::{AliasUse, Packet, Publish, Version};

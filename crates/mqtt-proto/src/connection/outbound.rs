@@ -81,6 +81,47 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// Rebuilds the state a saved session describes (see `session::format`): the exchanges in
+    /// flight and the queue, in order, and the identifiers `requests` hold. The identifiers in
+    /// use and the weight follow from them. `Err` names an identifier held twice, or a publish
+    /// without one.
+    pub(crate) fn restore(
+        next_id: u16,
+        inflight: VecDeque<Inflight>,
+        queued: VecDeque<Publish>,
+        requests: impl IntoIterator<Item = PacketId>,
+    ) -> Result<Self, Option<PacketId>> {
+        let mut out = Self {
+            next_id,
+            ..Self::default()
+        };
+        let held = inflight
+            .iter()
+            .map(Inflight::packet_id)
+            .chain(queued.iter().map(|publish| publish.packet_id));
+        for id in held.chain(requests.into_iter().map(Some)) {
+            let id = id.ok_or(None)?;
+            if !out.in_use.insert(id.get()) {
+                return Err(Some(id));
+            }
+        }
+        for entry in &inflight {
+            if let Inflight::Publish(publish) = entry {
+                out.bytes += weight(publish);
+            }
+        }
+        out.inflight = inflight;
+        for publish in queued {
+            out.enqueue(publish, None);
+        }
+        Ok(out)
+    }
+
+    /// The identifier [`Outbound::allocate_id`] tries after the last one it gave.
+    pub(crate) fn next_id(&self) -> u16 {
+        self.next_id
+    }
+
     /// A free packet identifier, now marked in use.
     pub(crate) fn allocate_id(&mut self) -> Result<PacketId, UsageError> {
         if self.in_use.len() >= usize::from(u16::MAX) {

@@ -521,6 +521,26 @@ fn the_empty_topic_name_is_a_usage_error() {
     assert_eq!(sim.sent(), Vec::<Packet>::new());
 }
 
+#[test]
+fn a_publish_that_cannot_be_encoded_is_a_usage_error() {
+    // Without a Maximum Packet Size from the server nothing else sizes it: once queued it could
+    // never be sent (nor saved with the session).
+    let long = "x".repeat(70_000);
+    for connected_first in [true, false] {
+        let mut sim = Sim::new(config(Version::V5));
+        if connected_first {
+            sim.accept(ConnAck::default());
+        }
+        let mut p = publish("t", "x", QoS::AtLeastOnce);
+        p.properties.content_type = Some(long.as_str().into());
+        assert!(matches!(
+            sim.client.publish(sim.now, p),
+            Err(UsageError::Encode(codec::EncodeError::FieldTooLong(70_000)))
+        ));
+        assert_eq!(sim.client.session().queued(), 0);
+    }
+}
+
 /// The topic and alias of each PUBLISH the client sent, each checked to be at most `max` bytes.
 fn sent_topics_and_aliases(sim: &mut Sim, max: Option<usize>) -> Vec<(String, Option<u16>)> {
     sim.sent()

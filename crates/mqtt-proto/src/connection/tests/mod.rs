@@ -2,4 +2,4 @@
 
 mod client;
 mod property;
-mod util;
+pub(super) mod util;

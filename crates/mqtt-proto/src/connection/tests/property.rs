@@ -5,6 +5,12 @@
 //! in both directions; no packet identifier leaks; the server's Receive Maximum is never exceeded;
 //! manual acknowledgements reach the wire in arrival order; the client never reports a protocol
 //! error against a correct server.
+//!
+//! The client also crashes: it saves its session (`encode_session`) before each write when
+//! `session_changes` moved, as a driver with a session store does, and a crash restarts it from
+//! the last save; the application's record of what it processed rolls back to what it was at
+//! the last write (an application whose work is durable before its acknowledgements leave). Nothing may be lost or duplicated across a crash either, and the
+//! change counter must move whenever the saved state would differ.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU16;
@@ -15,7 +21,7 @@ use proptest::prelude::*;
 use super::util::Sim;
 use crate::ReasonCode;
 use crate::codec::{self, Limits};
-use crate::connection::{AckToken, ClientConfig, ClientEvent, DisconnectReason};
+use crate::connection::{AckToken, ClientConfig, ClientEvent, DisconnectReason, Session};
 use crate::packet::{
     ConnAck, Packet, PacketId, PubAck, PubComp, PubRec, PubRel, Publish, QoS, Version,
 };
@@ -31,6 +37,8 @@ enum Op {
         cut: Option<(bool, usize, usize)>,
     },
     Ack(usize),
+    /// The client process dies and starts again from its last saved session.
+    Crash,
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
@@ -48,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Exchange { cut: None }),
         1 => (any::<bool>(), 0..6usize, 0..8usize).prop_map(|c| Op::Exchange { cut: Some(c) }),
         2 => any::<usize>().prop_map(Op::Ack),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -243,6 +252,17 @@ struct World {
     sent_by_client: Vec<(u32, QoS)>,
     sent_by_server: Vec<(u32, QoS)>,
     next_message: u32,
+    /// The last save: the session, and what the application had processed and published.
+    saved: Saved,
+    /// The connection's `session_changes` at the last save.
+    saved_changes: u64,
+}
+
+#[derive(Default)]
+struct Saved {
+    session: BytesMut,
+    client_received: HashMap<u32, u32>,
+    sent_by_client: usize,
 }
 
 impl World {
@@ -269,9 +289,52 @@ impl World {
             sent_by_client: Vec::new(),
             sent_by_server: Vec::new(),
             next_message: 0,
+            saved: Saved::default(),
+            saved_changes: 0,
         };
+        Session::new().encode(&mut world.saved.session).unwrap();
         world.exchange(None);
         world
+    }
+
+    /// Saves the session if it changed since the last save, as a driver with a session store
+    /// does before it writes; if it did not change, checks that saving would change nothing
+    /// (the token counter aside).
+    fn save(&mut self) {
+        // The application's own record is durable by the time the acknowledgements of what it
+        // processed leave, changed session or not.
+        self.saved.client_received = self.client_received.clone();
+        self.saved.sent_by_client = self.sent_by_client.len();
+        let mut now = BytesMut::new();
+        self.sim.client.encode_session(&mut now).unwrap();
+        if self.sim.client.session_changes() != self.saved_changes {
+            self.saved.session = now;
+            self.saved_changes = self.sim.client.session_changes();
+            return;
+        }
+        let without_token = |bytes: &[u8]| {
+            let mut session = Session::decode(bytes).unwrap();
+            session.next_token = 0;
+            session
+        };
+        assert_eq!(
+            without_token(&now),
+            without_token(&self.saved.session),
+            "the session changed and session_changes did not move"
+        );
+    }
+
+    /// The process dies: a new one starts from the last save.
+    fn crash(&mut self) {
+        self.tokens.clear();
+        self.client_received = self.saved.client_received.clone();
+        // Publishes accepted after the last save were never written, nor saved: lost with the
+        // process (their futures never completed).
+        self.sent_by_client.truncate(self.saved.sent_by_client);
+        let session = Session::decode(&self.saved.session).unwrap();
+        self.sim = Sim::with_session(self.config.clone(), Some(session));
+        self.saved_changes = 0;
+        self.exchange(None);
     }
 
     fn collect_events(&mut self) {
@@ -299,6 +362,7 @@ impl World {
 
     fn exchange(&mut self, cut: Option<(bool, usize, usize)>) {
         let version = self.server.version();
+        self.save();
         // Client to server.
         let mut raw = BytesMut::new();
         self.sim.client.poll_transmit(self.sim.now, &mut raw);
@@ -353,6 +417,9 @@ impl World {
     fn reconnect(&mut self) {
         self.sim.client.handle_eof(self.sim.now);
         self.collect_events();
+        // The driver saves what the last input changed before it ends the connection.
+        self.save();
+        self.saved_changes = 0;
         // Tokens of the old connection are void; those messages come again.
         self.tokens.clear();
         let sim = std::mem::replace(&mut self.sim, Sim::new(self.config.clone()));
@@ -382,6 +449,7 @@ impl World {
                 self.sent_by_server.push((message, qos));
             }
             Op::Exchange { cut } => self.exchange(cut),
+            Op::Crash => self.crash(),
             Op::Ack(index) => {
                 if !self.tokens.is_empty() {
                     let (token, message) = self.tokens.remove(index % self.tokens.len());

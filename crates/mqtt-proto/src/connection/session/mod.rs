@@ -1,11 +1,21 @@
-//! Session state that outlives a network connection (section 4.1).
+//! Session state that outlives a network connection (section 4.1), and its saved form, which
+//! outlives the process ([`format`]).
+
+mod format;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::outbound::{Inflight, Outbound};
+use crate::codec::EncodeError;
 use crate::packet::{PacketId, Subscribe, Subscription, SubscriptionId, Unsubscribe};
+
+pub(crate) use format::Parts;
+pub use format::SessionDecodeError;
 
 /// A subscription the server granted, remembered so it can be restored when the server reports
 /// that it kept no session.
@@ -42,7 +52,13 @@ impl Request {
 /// not), the publishes still queued, the QoS 2 messages received and awaiting PUBREL (never
 /// delivered twice), the unacknowledged SUBSCRIBE and UNSUBSCRIBE requests (sent again), and the
 /// active subscriptions (re-issued when the server kept no session).
-#[derive(Debug, Clone, Default)]
+///
+/// [`Session::encode`] saves all of it and [`Session::decode`] restores it, so that a session
+/// also outlives the process: a program that saves its session before each write to the
+/// network ([`ClientConnection::encode_session`](super::ClientConnection::encode_session)
+/// while connected) resends, after a crash, what the server had not acknowledged, and never
+/// delivers a QoS 2 message twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Session {
     pub(crate) assigned_client_id: Option<ByteString>,
     pub(crate) outbound: Outbound,
@@ -53,9 +69,48 @@ pub struct Session {
 }
 
 impl Session {
+    /// The version of the saved form [`Session::encode`] writes, the only one
+    /// [`Session::decode`] reads.
+    pub const FORMAT_VERSION: u16 = 1;
+
     /// A session with no state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Appends the saved form of the session to `buf`: a small binary format that starts with a
+    /// magic and [`Session::FORMAT_VERSION`] and ends with a checksum, holding the publishes in
+    /// flight with their packet identifiers and stage (PUBLISH sent, or PUBREL sent), the queued
+    /// ones, the QoS 2 messages received and awaiting PUBREL, the assigned client identifier,
+    /// the active subscriptions, the unacknowledged SUBSCRIBE and UNSUBSCRIBE requests and the
+    /// packet identifier and token counters. Message expiry deadlines of queued messages, which
+    /// a client never sets, are not kept.
+    ///
+    /// Fails, appending nothing, only for a message that could not be sent either (a property
+    /// longer than MQTT allows).
+    pub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        Parts::of(self).encode(buf)
+    }
+
+    /// Restores a session from what [`Session::encode`] wrote. Bytes of anything else, cut
+    /// short, changed, or of another version of the format are an error, never a panic; the
+    /// input is checked before anything is allocated for it.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use mqtt_proto::connection::{Session, SessionDecodeError};
+    ///
+    /// let mut saved = BytesMut::new();
+    /// Session::new().encode(&mut saved)?;
+    /// assert_eq!(Session::decode(&saved)?, Session::new());
+    /// assert_eq!(
+    ///     Session::decode(&saved[..saved.len() - 1]),
+    ///     Err(SessionDecodeError::Truncated)
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decode(bytes: &[u8]) -> Result<Session, SessionDecodeError> {
+        format::decode(bytes)
     }
 
     /// QoS 1 and 2 publishes sent and not yet completed.

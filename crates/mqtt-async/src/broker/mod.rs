@@ -738,9 +738,10 @@ fn spawn_store(
                         if to_router.send_blocking(report).is_err() {
                             return;
                         }
-                        // The router takes these changes back and sends them again, when told.
+                        // The router takes these changes (and those of the batches after them)
+                        // back, and sends them again when told to. Batches already on their
+                        // way are committed as they come: their ops are idempotent.
                         std::thread::sleep(STORE_RETRY);
-                        while incoming.try_recv().is_ok() {}
                         if to_router.send_blocking(ToRouter::StoreRetry).is_err() {
                             return;
                         }

@@ -294,20 +294,24 @@ impl Driver {
             Some(failure) => copy_error(failure),
             None => Error::Disconnected(reason.clone()),
         };
-        // Nothing more comes in; what is already queued is answered below.
-        self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::Publish { done, .. } => {
-                    let _ = done.try_send(Err(error()));
+        // Everything waiting is answered before the queue closes: a handle that sees it closed
+        // finds its answer there already (see `Client::reply`). Commands that arrive meanwhile
+        // are answered after.
+        let answer_queued = |this: &mut Self| {
+            while let Ok(command) = this.commands.try_recv() {
+                match command {
+                    Command::Publish { done, .. } => {
+                        let _ = done.try_send(Err(error()));
+                    }
+                    Command::Subscribe { done, .. } => {
+                        let _ = done.try_send(Err(error()));
+                    }
+                    Command::Ack { .. } => {}
+                    Command::Disconnect { done, .. } => this.disconnect_done.push(done),
                 }
-                Command::Subscribe { done, .. } => {
-                    let _ = done.try_send(Err(error()));
-                }
-                Command::Ack { .. } => {}
-                Command::Disconnect { done, .. } => self.disconnect_done.push(done),
             }
-        }
+        };
+        answer_queued(&mut self);
         for (_, done) in self.pending_publishes.drain() {
             let _ = done.try_send(Err(error()));
         }
@@ -315,7 +319,7 @@ impl Driver {
         for (done, _) in self.completed.drain(..) {
             let _ = done.try_send(Err(error()));
         }
-        for (_, _, done) in self.pending_subscribes.into_values() {
+        for (_, _, done) in std::mem::take(&mut self.pending_subscribes).into_values() {
             let _ = done.try_send(Err(error()));
         }
         for (_, done) in self.offline.drain(..) {
@@ -324,6 +328,8 @@ impl Driver {
         for (_, done) in self.offline_subscribes.drain(..) {
             let _ = done.try_send(Err(error()));
         }
+        self.commands.close();
+        answer_queued(&mut self);
         for done in self.disconnect_done.drain(..) {
             let _ = done.try_send(());
         }

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(decode roundtrip client_stream broker_stream session)
+targets=(decode roundtrip client_stream broker_stream session restore)
 
 run_all() {
   local seconds=$1

@@ -2,11 +2,14 @@
 //!
 //! Every packet target reads the same input: byte 0 picks the connection's protocol version (its
 //! low bit), bytes 1 to 4 the decoder's maximum packet size (little endian, any value, 0
-//! included), and the rest is what the peer sent. The `session` target reads a saved session.
+//! included), and the rest is what the peer sent. The `session` target reads a saved session,
+//! the `restore` target a broker's stored records.
 
+mod restore;
 mod session;
 mod stream;
 
+pub use restore::restore;
 pub use session::{body as session_body, frame as session_frame, session};
 pub use stream::{broker_stream, client_stream};
 

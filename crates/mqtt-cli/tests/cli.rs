@@ -737,3 +737,19 @@ fn overlapping_filters_print_a_message_once() {
         sub.finish().success();
     }
 }
+
+/// A data directory the broker cannot use is refused at start with one line naming the file:
+/// a store written in another format, and a damaged one. Nothing is overwritten.
+#[test]
+fn broker_refuses_a_data_dir_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("VERSION"), "99\n").unwrap();
+    let data_arg = data.to_str().unwrap();
+    let failure =
+        run(mqtt(["broker", "--port", "0", "--data-dir", data_arg]), b"").one_line_failure();
+    assert!(failure.contains("VERSION"), "{failure}");
+    assert!(failure.contains("99"), "{failure}");
+    assert_eq!(fs::read_to_string(data.join("VERSION")).unwrap(), "99\n");
+}

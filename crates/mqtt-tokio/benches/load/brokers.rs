@@ -10,7 +10,17 @@ use mqtt_proto::packet::Version;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use mqtt_tokio::broker::SyncPolicy;
+
+use crate::persist::{CountingStore, StoreCounter, StoreCounts};
 use crate::{BROKER_ENV, INFLIGHT, INFLIGHT_V311_ENV, STALL};
+
+/// Our broker's data directory, for the child (the `persist` scenario; unset: in memory).
+const DATA_DIR_ENV: &str = "MQTT_LOAD_DATA_DIR";
+/// Our broker's sync policy with a data directory, for the child: `always` or `periodic`.
+const SYNC_ENV: &str = "MQTT_LOAD_SYNC";
+/// `SyncPolicy::Periodic`'s interval in the `persist` scenario.
+pub(crate) const PERIODIC: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum BrokerKind {
@@ -29,6 +39,43 @@ impl BrokerKind {
     }
 }
 
+/// Where a broker keeps its state. Only the `persist` scenario uses anything but `Memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Persistence {
+    /// Nothing on disk: every broker's default.
+    Memory,
+    /// Ours with a data directory and `SyncPolicy::Always` (its default policy): each commit
+    /// fsynced before the acknowledgements it holds go out.
+    Always,
+    /// Ours with a data directory and `SyncPolicy::Periodic(PERIODIC)`: commits written at
+    /// once, fsynced once per interval, acknowledgements not held for the fsync.
+    Periodic,
+    /// mosquitto with `persistence true`, a `persistence_location` and its default
+    /// `autosave_interval` (1800 s): it writes its whole state to `mosquitto.db` at each
+    /// autosave and when it shuts down cleanly, and nothing in between.
+    Autosave,
+}
+
+impl Persistence {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Persistence::Memory => "in memory",
+            Persistence::Always => "sync always",
+            Persistence::Periodic => "sync periodic 1 s",
+            Persistence::Autosave => "persistence true",
+        }
+    }
+
+    /// Whether `kind` has this mode.
+    pub(crate) fn fits(self, kind: BrokerKind) -> bool {
+        match self {
+            Persistence::Memory => true,
+            Persistence::Always | Persistence::Periodic => kind == BrokerKind::Ours,
+            Persistence::Autosave => kind == BrokerKind::Mosquitto,
+        }
+    }
+}
+
 /// Every broker, in the order of the tables.
 pub(crate) const BROKERS: [BrokerKind; 3] =
     [BrokerKind::Ours, BrokerKind::Mosquitto, BrokerKind::Rumqttd];
@@ -41,6 +88,8 @@ pub(crate) struct BrokerProcess {
     port_v5: u16,
     /// Ours only: where to ask for its counters.
     stats: Option<StatsPipe>,
+    /// The data directory, with persistence on: inside `_dir`.
+    data_dir: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -58,16 +107,22 @@ pub(crate) struct OurStats {
     pub(crate) queued_bytes: u64,
     /// Messages for disconnected sessions dropped: queue full, or over the broker-wide budget.
     pub(crate) dropped: u64,
+    /// What its store did so far (zero in memory).
+    pub(crate) store: StoreCounts,
 }
 
 impl OurStats {
     /// The child's answer line.
-    fn line(stats: &mqtt_proto::broker::Stats) -> String {
-        format!(
+    fn line(stats: &mqtt_proto::broker::Stats, store: Option<&StoreCounter>) -> String {
+        let mut line = format!(
             "queued_bytes={} dropped={}",
             stats.queued_bytes,
             stats.dropped.queue_full + stats.dropped.memory_budget
-        )
+        );
+        if let Some(store) = store {
+            line += &store.snapshot().line();
+        }
+        line
     }
 
     fn parse(line: &str) -> anyhow::Result<Self> {
@@ -78,6 +133,7 @@ impl OurStats {
             match key {
                 "queued_bytes" => stats.queued_bytes = value,
                 "dropped" => stats.dropped = value,
+                _ if stats.store.set(key, value) => {}
                 _ => bail!("unknown counter {key}"),
             }
         }
@@ -120,22 +176,55 @@ impl BrokerProcess {
         OurStats::parse(&line).map(Some)
     }
 
-    /// Starts a broker; `None` (with a note) when it is not installed. `our_inflight_v311` is
-    /// the experiment switch, for our broker only.
+    /// The data directory, with persistence on.
+    pub(crate) fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// Starts a broker in memory; `None` (with a note) when it is not installed.
+    /// `our_inflight_v311` is the experiment switch, for our broker only.
     pub(crate) async fn start(
         kind: BrokerKind,
         our_inflight_v311: Option<u16>,
     ) -> anyhow::Result<Option<Self>> {
+        Self::start_with(kind, our_inflight_v311, Persistence::Memory).await
+    }
+
+    /// Starts a broker that keeps its state as `persistence` says, in a fresh data directory
+    /// inside its temporary directory.
+    pub(crate) async fn start_with(
+        kind: BrokerKind,
+        our_inflight_v311: Option<u16>,
+        persistence: Persistence,
+    ) -> anyhow::Result<Option<Self>> {
+        if !persistence.fits(kind) {
+            bail!("{} has no mode {:?}", kind.name(), persistence);
+        }
+        // On the disk under test: /tmp here is the root file system (ext4), not a tmpfs.
         let dir = tempfile::tempdir()?;
+        let data_dir = (persistence != Persistence::Memory).then(|| dir.path().join("data"));
+        if let Some(data_dir) = &data_dir {
+            std::fs::create_dir(data_dir)?;
+        }
         let port = free_port()?;
         let mut port_v5 = port;
         let mut command = match kind {
             BrokerKind::Ours => {
                 let mut command = tokio::process::Command::new(std::env::current_exe()?);
                 command.env(BROKER_ENV, port.to_string());
-                command.env_remove(INFLIGHT_V311_ENV);
+                for name in [INFLIGHT_V311_ENV, DATA_DIR_ENV, SYNC_ENV] {
+                    command.env_remove(name);
+                }
                 if let Some(n) = our_inflight_v311 {
                     command.env(INFLIGHT_V311_ENV, n.to_string());
+                }
+                if let Some(data_dir) = &data_dir {
+                    command.env(DATA_DIR_ENV, data_dir);
+                    let sync = match persistence {
+                        Persistence::Periodic => "periodic",
+                        _ => "always",
+                    };
+                    command.env(SYNC_ENV, sync);
                 }
                 command
             }
@@ -145,7 +234,7 @@ impl BrokerProcess {
                     return Ok(None);
                 };
                 let conf = dir.path().join("mosquitto.conf");
-                std::fs::write(&conf, mosquitto_conf(port))?;
+                std::fs::write(&conf, mosquitto_conf(port, data_dir.as_deref()))?;
                 let mut command = tokio::process::Command::new(exe);
                 command.arg("-c").arg(conf);
                 command
@@ -188,6 +277,7 @@ impl BrokerProcess {
             port,
             port_v5,
             stats,
+            data_dir,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -221,6 +311,31 @@ impl BrokerProcess {
             .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
             .sum();
         Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    }
+
+    /// Bytes the broker caused to be written to storage so far (`write_bytes` in
+    /// `/proc/PID/io`, all its threads): its data directory's files, whenever the kernel
+    /// writes them out. `None` without I/O accounting.
+    pub(crate) fn write_bytes(&self) -> Option<u64> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid()?)).ok()?;
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Sends the broker a signal (`USR1`: mosquitto saves its state), through `kill`: no
+    /// `unsafe` for libc.
+    pub(crate) async fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("broker exited")?;
+        let status = tokio::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{name} {pid}: {status}");
+        }
+        Ok(())
     }
 
     /// Resident memory in bytes.
@@ -290,15 +405,27 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 /// 1,000 messages queued per client (`max_queued_messages`) and silently drops QoS 1 messages
 /// beyond that, after PUBACKing them to their publisher, and it keeps only 20 in flight
 /// (`max_inflight_messages`). `max_queued_messages 0` lifts the queue limit; the window is the
-/// load clients' 100. Otherwise its defaults (Nagle stays on: faster here).
-pub(crate) fn mosquitto_conf(port: u16) -> String {
+/// load clients' 100. Otherwise its defaults (Nagle stays on: faster here). With a
+/// `data_dir`, `persistence true` there, at its default `autosave_interval` (1800 s), and
+/// `user root`: started as root, mosquitto otherwise runs as the user `mosquitto`, which cannot
+/// write in our temporary directory (it logs "Error saving in-memory database ... Permission
+/// denied" at each save and keeps nothing). As any other user it stays who it is.
+pub(crate) fn mosquitto_conf(port: u16, data_dir: Option<&Path>) -> String {
+    let persistence = match data_dir {
+        // mosquitto joins the location and the file name as they are: the slash is needed.
+        Some(dir) => format!(
+            "persistence true\npersistence_location {}/\nuser root\n",
+            dir.display()
+        ),
+        None => "persistence false\n".to_owned(),
+    };
     format!(
         "listener {port} 127.0.0.1\n\
          allow_anonymous true\n\
          max_queued_messages 0\n\
          max_inflight_messages {INFLIGHT}\n\
          max_connections -1\n\
-         persistence false\n\
+         {persistence}\
          log_type none\n"
     )
 }
@@ -336,8 +463,11 @@ pub(crate) fn rumqttd_conf(port: u16, port_v5: u16) -> String {
 }
 
 /// The child process: our broker on `port` with its defaults. The one override is the
-/// experiment switch `--our-inflight-v311`, which the parent announces as non-default. Each
-/// line on stdin asks for its counters, answered with one line on stdout (`OurStats`).
+/// experiment switch `--our-inflight-v311`, which the parent announces as non-default. With
+/// `MQTT_LOAD_DATA_DIR` it persists there, with `SyncPolicy::Always` or (`MQTT_LOAD_SYNC=
+/// periodic`) `Periodic(PERIODIC)`, through a `CountingStore`: the `FileStore` that `data_dir`
+/// would open, counting its commits. Each line on stdin asks for its counters, answered with
+/// one line on stdout (`OurStats`).
 pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
     let threads: usize = std::env::var("MQTT_LOAD_BROKER_THREADS")
         .ok()
@@ -357,12 +487,24 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
     if let Ok(n) = std::env::var(INFLIGHT_V311_ENV) {
         config.connection.max_inflight_v311 = n.parse().context(INFLIGHT_V311_ENV)?;
     }
+    let store = match std::env::var_os(DATA_DIR_ENV) {
+        Some(dir) => Some(CountingStore::open(Path::new(&dir))?),
+        None => None,
+    };
+    let counter = store.as_ref().map(CountingStore::counter);
+    let policy = match std::env::var(SYNC_ENV).as_deref() {
+        Ok("periodic") => SyncPolicy::Periodic(PERIODIC),
+        Ok("always") | Err(_) => SyncPolicy::Always,
+        Ok(other) => bail!("{SYNC_ENV}={other:?}: always or periodic"),
+    };
     runtime.block_on(async move {
-        let broker = mqtt_tokio::Broker::builder()
+        let mut builder = mqtt_tokio::Broker::builder()
             .bind(SocketAddr::from(([127, 0, 0, 1], port)))
-            .config(config)
-            .build()
-            .await?;
+            .config(config);
+        if let Some(store) = store {
+            builder = builder.store(store).sync_policy(policy);
+        }
+        let broker = builder.build().await?;
         let handle = broker.handle();
         let runtime = tokio::runtime::Handle::current();
         // A thread of its own: reading stdin blocks.
@@ -372,7 +514,7 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
                 let Some(stats) = runtime.block_on(handle.stats()) else {
                     break;
                 };
-                println!("{}", OurStats::line(&stats));
+                println!("{}", OurStats::line(&stats, counter.as_deref()));
             }
         });
         broker.serve().await;

@@ -34,6 +34,17 @@ impl Raw {
         config
     }
 
+    /// `Raw::config` for a persistent session, which a persisting broker writes to disk: Clean
+    /// Session 0 (3.1.1), or Clean Start 0 with a Session Expiry Interval of an hour (5.0).
+    pub(crate) fn persistent_config(id: &str, version: Version) -> ClientConfig {
+        let mut config = Self::config(id, version);
+        config.clean_start = false;
+        if version == Version::V5 {
+            config.properties.session_expiry_interval = Some(3600);
+        }
+        config
+    }
+
     /// Connects with `Raw::config` and waits for CONNACK (at most `STALL`).
     pub(crate) async fn connect(
         addr: SocketAddr,

@@ -9,6 +9,7 @@
 //! cargo bench -p mqtt-tokio --bench load -- broker --relay 10→1 --our-inflight-v311 100
 //! cargo bench -p mqtt-tokio --bench load -- memory --connections 2000
 //! cargo bench -p mqtt-tokio --bench load -- queued --quick     # a tenth of the sessions
+//! cargo bench -p mqtt-tokio --bench load -- persist --runs 3   # ours on disk, mosquitto too
 //! ```
 //!
 //! # Our broker runs its defaults
@@ -34,7 +35,7 @@
 //!
 //! # Scenarios
 //!
-//! Any of `client`, `broker`, `memory`, `queued`; none means all.
+//! Any of `client`, `broker`, `memory`, `queued`, `persist`; none means all.
 //! - `client`: 100,000 PUBLISHes of 64 B from our tokio `Client` and from rumqttc's
 //!   `AsyncClient` (both 3.1.1, 100 in flight), against mosquitto and our broker. QoS 0 ends
 //!   with a QoS 1 publish whose PUBACK proves the broker read everything before it; QoS 1 ends
@@ -87,10 +88,24 @@
 //!   message, and for ours its own accounting (`Stats::queued_bytes`, asked of the child over a
 //!   pipe). Then 100 of the sessions reconnect and must each receive exactly their 100
 //!   messages; losses are counted as in the relays. See `queued.rs`.
+//! - `persist`: the relays `10→1 QoS 1 3.1.1 CS0` and `10→1 QoS 1 5.0 expiry`: 10 publishers
+//!   × 10,000 QoS 1 messages of 64 B (`--messages` scales) into one **persistent** subscriber
+//!   session (3.1.1 Clean Session 0; 5.0 Clean Start 0 with a Session Expiry Interval of an
+//!   hour), otherwise as the relays above, on ours in memory, with a data directory and
+//!   `SyncPolicy::Always` (its default policy), and with `SyncPolicy::Periodic(1 s)`, and on
+//!   mosquitto in memory and with `persistence true` (default `autosave_interval`, 1800 s:
+//!   it writes nothing during the run). Each run a fresh broker and an empty data directory
+//!   in a temporary directory made by this process (`MQTT_LOAD_DATA_DIR` and
+//!   `MQTT_LOAD_SYNC=always|periodic` tell our child). Besides the relay's numbers: bytes
+//!   written to storage (`/proc/PID/io`), the data directory's size, and for ours what its
+//!   store did: commits, ops and time per commit, counted by a wrapper around the same
+//!   `FileStore` that `data_dir` opens. rumqttd has no persistence and is left out. See
+//!   `persist.rs`.
 
 mod brokers;
 mod client;
 mod memory;
+mod persist;
 mod queued;
 mod relay;
 mod report;
@@ -101,10 +116,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mqtt_proto::packet::QoS;
 
-use brokers::{BROKERS, BrokerKind, BrokerProcess, run_our_broker};
+use brokers::{BROKERS, BrokerKind, BrokerProcess, Persistence, run_our_broker};
 use memory::memory;
+use persist::{TARGETS, persist};
 use queued::queued;
-use relay::{RELAYS, Relay, relay};
+use relay::{PERSIST_RELAYS, RELAYS, Relay, relay};
 use report::{Run, print_table};
 use throughput::{ClientKind, client_ours, client_rumqttc};
 
@@ -147,6 +163,7 @@ struct Args {
     broker: bool,
     memory: bool,
     queued: bool,
+    persist: bool,
     messages: u64,
     connections: usize,
     /// Persistent sessions of the `queued` scenario.
@@ -167,6 +184,7 @@ impl Args {
             broker: false,
             memory: false,
             queued: false,
+            persist: false,
             messages: FULL_MESSAGES,
             connections: 10_000,
             sessions: 10_000,
@@ -183,6 +201,7 @@ impl Args {
                 "broker" | "relay" => args.broker = true,
                 "memory" => args.memory = true,
                 "queued" => args.queued = true,
+                "persist" => args.persist = true,
                 "--quick" => quick = true,
                 "--messages" => args.messages = number(iter.next())?,
                 "--connections" => args.connections = number(iter.next())?,
@@ -194,14 +213,16 @@ impl Args {
                 // What cargo passes to every bench binary.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?}; use client, broker, memory, queued, --quick, \
+                    "unknown argument {other:?}; use client, broker, memory, queued, persist, \
+                     --quick, \
                      --messages N, --connections N, --sessions N, --runs N, --relay NAME, \
                      --brokers ours,mosquitto,rumqttd, --our-inflight-v311 N"
                 ),
             }
         }
-        if !(args.client || args.broker || args.memory || args.queued) {
-            (args.client, args.broker, args.memory, args.queued) = (true, true, true, true);
+        if !(args.client || args.broker || args.memory || args.queued || args.persist) {
+            (args.client, args.broker, args.memory) = (true, true, true);
+            (args.queued, args.persist) = (true, true);
         }
         if quick {
             args.messages /= 10;
@@ -377,6 +398,9 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
             }
         }
     }
+    if args.persist {
+        run_persist(args, &mut run.persist).await?;
+    }
     if args.memory {
         for kind in BROKERS {
             if !args.wants(kind) {
@@ -424,4 +448,79 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
         }
     }
     Ok(run)
+}
+
+async fn run_persist(args: &Args, runs: &mut report::PersistRuns) -> anyhow::Result<()> {
+    for (index, case) in PERSIST_RELAYS.iter().enumerate() {
+        if !args.wants_relay(case) {
+            continue;
+        }
+        for (kind, persistence) in TARGETS {
+            if !args.wants(kind) {
+                continue;
+            }
+            let outcome = async {
+                let started =
+                    BrokerProcess::start_with(kind, args.our_inflight_v311, persistence).await?;
+                let Some(mut broker) = started else {
+                    return Ok(None);
+                };
+                persist(&mut broker, persistence, *case, args.messages)
+                    .await
+                    .map(Some)
+            }
+            .await;
+            let outcome = match outcome {
+                Ok(None) => continue,
+                Ok(Some(result)) => Ok(result),
+                // Reported, and the bench goes on with the next broker.
+                Err(e) => Err(format!("{e:#}")),
+            };
+            let line = match &outcome {
+                Ok(result) => result.line(),
+                Err(e) => format!("FAILED: {e}"),
+            };
+            let non_default = match (kind, args.our_inflight_v311) {
+                (BrokerKind::Ours, Some(n)) => format!("  [NON-DEFAULT max_inflight_v311 {n}]"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<22} {:<10} {:<18} {line}{non_default}",
+                case.name,
+                kind.name(),
+                persistence.name()
+            );
+            if let Ok(result) = &outcome {
+                for lost in &result.relay.where_lost {
+                    println!("    lost {lost}");
+                }
+            }
+            runs.insert((index, kind, persistence), outcome);
+        }
+        let rate = |target: (BrokerKind, Persistence)| match runs.get(&(index, target.0, target.1))
+        {
+            Some(Ok(result)) => Some(result.relay.rate),
+            _ => None,
+        };
+        let mosquitto = rate((BrokerKind::Mosquitto, Persistence::Autosave));
+        let ratios: Vec<String> = [
+            Persistence::Memory,
+            Persistence::Always,
+            Persistence::Periodic,
+        ]
+        .into_iter()
+        .filter_map(|mode| {
+            let ratio = rate((BrokerKind::Ours, mode))? / mosquitto.filter(|r| *r > 0.0)?;
+            Some(format!("{} {ratio:.2}", mode.name()))
+        })
+        .collect();
+        if !ratios.is_empty() {
+            println!(
+                "  {:<22} ours / mosquitto (persistence true): {}",
+                case.name,
+                ratios.join(", ")
+            );
+        }
+    }
+    Ok(())
 }

@@ -245,8 +245,7 @@ async fn open_sessions(addr: SocketAddr, sessions: usize) -> anyhow::Result<()> 
         let mut tasks = tokio::task::JoinSet::new();
         for i in next..next + batch {
             tasks.spawn(async move {
-                let mut config = Raw::config(&session_id(i), Version::V3_1_1);
-                config.clean_start = false;
+                let config = Raw::persistent_config(&session_id(i), Version::V3_1_1);
                 let mut raw = Raw::connect_with(addr, config).await?;
                 raw.subscribe(&format!("q/{i}"), QoS::AtLeastOnce)
                     .await
@@ -356,8 +355,7 @@ struct Collected {
 /// Resumes `session` and reads its messages until it has them all (and `SURPLUS_WAIT` more) or
 /// nothing came for `STALL`.
 async fn collect(addr: SocketAddr, session: usize) -> anyhow::Result<Collected> {
-    let mut config = Raw::config(&session_id(session), Version::V3_1_1);
-    config.clean_start = false;
+    let config = Raw::persistent_config(&session_id(session), Version::V3_1_1);
     let mut raw = Raw::connect_with(addr, config).await?;
     let mut collected = Collected {
         session,

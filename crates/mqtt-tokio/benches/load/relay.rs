@@ -24,9 +24,21 @@ pub(crate) struct Relay {
     qos: QoS,
     /// Messages per publisher at `--messages 100000`.
     per_publisher: u64,
+    /// The subscribers' sessions persist (`Raw::persistent_config`): what a persisting broker
+    /// writes to disk.
+    persistent: bool,
 }
 
 impl Relay {
+    /// Messages all publishers send together at `--messages messages`.
+    pub(crate) fn total(&self, messages: u64) -> u64 {
+        self.per_publisher(messages) * self.publishers as u64
+    }
+
+    fn per_publisher(&self, messages: u64) -> u64 {
+        (self.per_publisher * messages / FULL_MESSAGES).max(1)
+    }
+
     /// Publisher `i`'s topic: fan-in gives each publisher its own, which tells the subscriber
     /// whose a message is.
     fn topic(&self, i: usize) -> anyhow::Result<TopicName> {
@@ -54,6 +66,7 @@ pub(crate) const RELAYS: [Relay; 6] = [
         subscribers: 1,
         qos: QoS::AtMostOnce,
         per_publisher: 100_000,
+        persistent: false,
     },
     Relay {
         name: "1→1 QoS 1",
@@ -62,6 +75,7 @@ pub(crate) const RELAYS: [Relay; 6] = [
         subscribers: 1,
         qos: QoS::AtLeastOnce,
         per_publisher: 100_000,
+        persistent: false,
     },
     Relay {
         name: "10→1 QoS 1 3.1.1",
@@ -70,6 +84,7 @@ pub(crate) const RELAYS: [Relay; 6] = [
         subscribers: 1,
         qos: QoS::AtLeastOnce,
         per_publisher: 20_000,
+        persistent: false,
     },
     Relay {
         name: "10→1 QoS 1 5.0",
@@ -78,6 +93,7 @@ pub(crate) const RELAYS: [Relay; 6] = [
         subscribers: 1,
         qos: QoS::AtLeastOnce,
         per_publisher: 20_000,
+        persistent: false,
     },
     Relay {
         name: "1→10 QoS 0",
@@ -86,6 +102,7 @@ pub(crate) const RELAYS: [Relay; 6] = [
         subscribers: 10,
         qos: QoS::AtMostOnce,
         per_publisher: 100_000,
+        persistent: false,
     },
     Relay {
         name: "1→10 QoS 1",
@@ -94,6 +111,30 @@ pub(crate) const RELAYS: [Relay; 6] = [
         subscribers: 10,
         qos: QoS::AtLeastOnce,
         per_publisher: 100_000,
+        persistent: false,
+    },
+];
+
+/// The `persist` scenario's relays: fan-in at QoS 1 into one persistent session, whose
+/// messages a persisting broker stores from their arrival until the subscriber's PUBACK.
+pub(crate) const PERSIST_RELAYS: [Relay; 2] = [
+    Relay {
+        name: "10→1 QoS 1 3.1.1 CS0",
+        version: Version::V3_1_1,
+        publishers: 10,
+        subscribers: 1,
+        qos: QoS::AtLeastOnce,
+        per_publisher: 10_000,
+        persistent: true,
+    },
+    Relay {
+        name: "10→1 QoS 1 5.0 expiry",
+        version: Version::V5,
+        publishers: 10,
+        subscribers: 1,
+        qos: QoS::AtLeastOnce,
+        per_publisher: 10_000,
+        persistent: true,
     },
 ];
 
@@ -270,14 +311,20 @@ pub(crate) async fn relay(
     messages: u64,
 ) -> anyhow::Result<RelayResult> {
     let addr = broker.addr_for(relay.version);
-    let per_publisher = (relay.per_publisher * messages / FULL_MESSAGES).max(1);
+    let per_publisher = relay.per_publisher(messages);
     let shared = Arc::new(Shared::new(relay.publishers, relay.subscribers));
     let topics = (0..relay.publishers)
         .map(|i| relay.topic(i))
         .collect::<anyhow::Result<Arc<[TopicName]>>>()?;
     let mut subscribers = tokio::task::JoinSet::new();
     for i in 0..relay.subscribers {
-        let mut raw = Raw::connect(addr, &format!("load-sub-{i}"), relay.version).await?;
+        let id = format!("load-sub-{i}");
+        let config = if relay.persistent {
+            Raw::persistent_config(&id, relay.version)
+        } else {
+            Raw::config(&id, relay.version)
+        };
+        let mut raw = Raw::connect_with(addr, config).await?;
         raw.subscribe(relay.filter(), relay.qos).await?;
         subscribers.spawn(subscribe_loop(
             raw,

@@ -199,6 +199,8 @@ impl Broker {
             if let Some(session) = self.session_mut(key) {
                 *session = taken;
             }
+            let current = self.current_batch();
+            self.hold_until(Some(id), current);
         }
         let Some(session) = self.session_mut(key) else {
             return;

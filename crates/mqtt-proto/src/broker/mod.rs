@@ -274,6 +274,10 @@ struct Conn {
     /// waits for what it tells of to be durable).
     handed_out: u64,
     released: u64,
+    /// Its output depends on changes not yet sealed into a batch.
+    dep: bool,
+    /// Sealed batches its output waits for.
+    holds: u32,
 }
 
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
@@ -429,6 +433,8 @@ impl Broker {
                 auth_pending: false,
                 handed_out: 0,
                 released: 0,
+                dep: false,
+                holds: 0,
             }),
         );
         self.after(id, now);

@@ -150,8 +150,10 @@ pub(super) struct Persist {
     sealed: VecDeque<Sealed>,
     next_batch: u64,
     next_seq: u64,
-    /// Connections that have output which may depend on changes not yet durable.
+    /// Connections whose output depends on the changes not yet sealed.
     dirty: HashSet<u64>,
+    /// Every batch up to this one is durable.
+    durable: u64,
 }
 
 impl Persist {
@@ -179,6 +181,11 @@ impl Persist {
                 .checked_sub(behind.duration())
                 .unwrap_or(self.instant_anchor),
         }
+    }
+
+    /// The batch the changes being made now will be in.
+    pub(super) fn next_batch(&self) -> u64 {
+        self.next_batch
     }
 
     fn put(&mut self, key: Bytes, value: Bytes) {
@@ -419,6 +426,7 @@ impl Broker {
             }
             (None, None) => None,
         };
+        let connection = session.connection;
         let record = SessionRecord {
             version: session.version,
             expiry_interval: session.expiry_interval,
@@ -433,6 +441,9 @@ impl Broker {
         if let Some(session) = self.session_mut(key) {
             session.stored = true;
         }
+        // Its CONNACK tells the client the session is kept.
+        let current = self.current_batch();
+        self.hold_until(connection, current);
     }
 
     /// Removes every record of a session that has some (its delivery state must be in
@@ -465,10 +476,13 @@ impl Broker {
         let Some(session) = self.session(key).filter(|s| s.stored) else {
             return;
         };
+        let connection = session.connection;
         let key = subscription_key(&session.client_id, filter);
         if let Some(persist) = self.persist.as_deref_mut() {
             persist.put(key, subscription_value(value));
         }
+        let current = self.current_batch();
+        self.hold_until(connection, current);
     }
 
     /// A subscription of a stored session was removed.
@@ -476,10 +490,20 @@ impl Broker {
         let Some(session) = self.session(key).filter(|s| s.stored) else {
             return;
         };
+        let connection = session.connection;
         let key = subscription_key(&session.client_id, filter);
         if let Some(persist) = self.persist.as_deref_mut() {
             persist.delete(key);
         }
+        let current = self.current_batch();
+        self.hold_until(connection, current);
+    }
+
+    /// The ops recorded so far, to tell whether a step recorded any.
+    pub(super) fn store_ops(&self) -> usize {
+        self.persist
+            .as_deref()
+            .map_or(0, |p| p.ops.len() + p.next_batch as usize)
     }
 
     /// A QoS 1/2 message was queued (or sent) for a stored session with this packet identifier.
@@ -519,6 +543,7 @@ impl Broker {
         let Some(session) = self.session(key).filter(|s| s.stored) else {
             return;
         };
+        let connection = session.connection;
         let key = queued_key(&session.client_id, packet_id);
         let mut value = BytesMut::with_capacity(17);
         value.put_u64(0);
@@ -527,6 +552,9 @@ impl Broker {
         if let Some(persist) = self.persist.as_deref_mut() {
             persist.put(key, value.freeze());
         }
+        // Its PUBREL goes out once this is durable.
+        let current = self.current_batch();
+        self.hold_until(connection, current);
     }
 
     /// A message of a stored session's queue is done (acknowledged, expired).
@@ -545,6 +573,7 @@ impl Broker {
         let Some(session) = self.session(key).filter(|s| s.stored) else {
             return;
         };
+        let connection = session.connection;
         let key = pubrel_key(&session.client_id, packet_id.get());
         if let Some(persist) = self.persist.as_deref_mut() {
             if awaiting {
@@ -553,6 +582,9 @@ impl Broker {
                 persist.delete(key);
             }
         }
+        // Its PUBREC (or PUBCOMP) goes out once this is durable.
+        let current = self.current_batch();
+        self.hold_until(connection, current);
     }
 
     /// A retained message was set (`Some`) or cleared.
@@ -573,19 +605,51 @@ impl Broker {
         }
     }
 
-    /// Connection `id` has new output. While changes wait to be durable it waits too (it may
-    /// tell of them); otherwise it may go at once. Changes that output depends on are recorded
-    /// before this is called.
-    pub(super) fn note_output(&mut self, id: u64) {
-        let Some(persist) = self.persist.as_deref_mut() else {
+    /// The batch the changes being made now will be in.
+    pub(super) fn current_batch(&self) -> u64 {
+        self.persist.as_deref().map_or(0, |p| p.next_batch)
+    }
+
+    /// Connection `id`'s output so far waits for batch `batch` to be durable.
+    pub(super) fn hold_until(&mut self, id: Option<u64>, batch: u64) {
+        let (Some(id), Some(persist)) = (id, self.persist.as_deref_mut()) else {
             return;
         };
-        if persist.ops.is_empty() && persist.sealed.is_empty() {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.released = conn.handed_out + conn.server.transmit_len() as u64;
-            }
-        } else {
+        if batch <= persist.durable {
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if batch >= persist.next_batch {
+            conn.dep = true;
             persist.dirty.insert(id);
+        } else if let Some(sealed) = persist.sealed.iter_mut().find(|s| s.id == batch) {
+            sealed
+                .marks
+                .push((id, conn.handed_out + conn.server.transmit_len() as u64));
+            conn.holds += 1;
+        }
+    }
+
+    /// Connection `id` has new output. Output that tells of changes (an acknowledgement, a
+    /// message for a stored session) waits until the batch holding them is durable; output
+    /// that tells of nothing pending (a PINGRESP, a message whose record is on disk already)
+    /// goes at once, unless earlier output of the connection waits. Changes that output
+    /// depends on are recorded (and the holds taken) before this is called.
+    pub(super) fn note_output(&mut self, id: u64) {
+        let stamp = match self.conns.get_mut(&id) {
+            Some(conn) if self.persist.is_some() => conn.server.take_sent_stamp(),
+            _ => return,
+        };
+        if stamp > 0 {
+            self.hold_until(Some(id), stamp);
+        }
+        if let Some(conn) = self.conns.get_mut(&id)
+            && !conn.dep
+            && conn.holds == 0
+        {
+            conn.released = conn.handed_out + conn.server.transmit_len() as u64;
         }
     }
 
@@ -620,6 +684,7 @@ impl Broker {
             next_batch: 1,
             next_seq: 0,
             dirty: HashSet::new(),
+            durable: 0,
         };
         let mut report = RestoreReport::default();
         let mut sessions: BTreeMap<String, (SessionRecord, Vec<(TopicFilter, SubValue)>)> =
@@ -886,7 +951,9 @@ impl Broker {
         let marks = dirty
             .into_iter()
             .filter_map(|id| {
-                let conn = self.conns.get(&id)?;
+                let conn = self.conns.get_mut(&id)?;
+                conn.dep = false;
+                conn.holds += 1;
                 Some((id, conn.handed_out + conn.server.transmit_len() as u64))
             })
             .collect();
@@ -907,20 +974,21 @@ impl Broker {
         let Some(persist) = self.persist.as_deref_mut() else {
             return;
         };
+        persist.durable = persist.durable.max(id);
         while persist.sealed.front().is_some_and(|s| s.id <= id) {
             if let Some(sealed) = persist.sealed.pop_front() {
                 released.extend(sealed.marks);
             }
         }
-        let idle = persist.ops.is_empty() && persist.sealed.is_empty();
-        if idle {
-            // Nothing waits any more: output made since the last batch goes too.
-            released.extend(persist.dirty.drain().map(|id| (id, u64::MAX)));
-        }
         for (conn_id, mark) in released {
             if let Some(conn) = self.conns.get_mut(&conn_id) {
                 let produced = conn.handed_out + conn.server.transmit_len() as u64;
+                conn.holds = conn.holds.saturating_sub(1);
                 conn.released = conn.released.max(mark.min(produced));
+                if conn.holds == 0 && !conn.dep {
+                    // What came after depends on nothing pending.
+                    conn.released = produced;
+                }
                 if !conn.ready && conn.server.has_transmit() {
                     conn.ready = true;
                     self.ready.push_back(conn_id);
@@ -959,6 +1027,8 @@ impl Broker {
             let keep = usize::try_from(conn.released.saturating_sub(conn.handed_out))
                 .unwrap_or(usize::MAX);
             conn.server.discard_transmit_after(keep);
+            conn.holds = 0;
+            conn.dep = false;
             // Its publishers send again, its subscribers get the messages on their next
             // connection (a persistent session keeps them in memory meanwhile).
             let _ = conn

@@ -56,10 +56,16 @@ impl Broker {
             .then_some(publish.packet_id)
             .flatten();
         self.flow.jammed.clear();
+        let ops = self.store_ops();
         let reached = self.route(now, publisher, publish);
         if let (Some(key), Some(packet_id)) = (publisher, qos2) {
             // Awaiting PUBREL: a resend after a restart must not be routed again.
             self.store_pubrel(key, packet_id, true);
+        }
+        if self.store_ops() != ops {
+            // Its acknowledgement waits until what it caused is durable.
+            let current = self.current_batch();
+            self.hold_until(Some(id), current);
         }
         if let Some(token) = ack {
             let code = if reached == 0 && version == Version::V5 {
@@ -217,7 +223,13 @@ impl Broker {
             }
             let stored = session.stored && publish.qos != QoS::AtMostOnce;
             let copy = stored.then(|| publish.clone());
-            match conn.server.publish(now, publish) {
+            // A message for a stored session goes out once its record is durable.
+            let stamp = if stored {
+                self.persist.as_deref().map_or(0, |p| p.next_batch())
+            } else {
+                0
+            };
+            match conn.server.publish_stamped(now, publish, stamp) {
                 Ok(packet_id) => {
                     self.stats.messages_out += 1;
                     self.stats.bytes_out += payload;
@@ -238,6 +250,11 @@ impl Broker {
         own_bytes(&mut publish, owned);
         let stored = session.stored && publish.qos != QoS::AtMostOnce;
         let copy = stored.then(|| publish.clone());
+        let stamp = if stored {
+            self.persist.as_deref().map_or(0, |p| p.next_batch())
+        } else {
+            0
+        };
         let size = crate::connection::weight(&publish);
         let delivery = session.delivery.get_or_insert_with(Box::default);
         let before = delivery.queued_bytes();
@@ -246,11 +263,12 @@ impl Broker {
                 Err(DropReason::MemoryBudget)
             } else {
                 delivery
-                    .enqueue(
+                    .enqueue_stamped(
                         now,
                         publish,
                         self.config.max_session_queue,
                         self.config.max_session_queue_bytes,
+                        stamp,
                     )
                     .map_err(|_| DropReason::QueueFull)
             };

@@ -47,6 +47,8 @@ pub(crate) struct Queued {
     pub(crate) publish: Publish,
     /// When its Message Expiry Interval runs out (a broker's queue; clients leave it `None`).
     pub(crate) expires_at: Option<Instant>,
+    /// What it must wait for before it goes out: a broker's store batch (0: nothing).
+    pub(crate) stamp: u64,
 }
 
 /// What keeping `publish` costs in memory, roughly: its payload, topic and properties, the
@@ -78,6 +80,8 @@ pub(crate) struct Outbound {
     pub(crate) queued: VecDeque<Queued>,
     /// The [`weight`] of every message in `inflight` and `queued`.
     pub(crate) bytes: usize,
+    /// The highest stamp of the queued messages sent since [`Outbound::take_sent_stamp`].
+    sent_stamp: u64,
 }
 
 impl Outbound {
@@ -171,11 +175,32 @@ impl Outbound {
 
     /// Queues a publish; QoS 1/2 ones already hold their identifier.
     pub(crate) fn enqueue(&mut self, publish: Publish, expires_at: Option<Instant>) {
+        self.enqueue_stamped(publish, expires_at, 0);
+    }
+
+    /// Queues a publish that must wait for `stamp` (see [`Queued::stamp`]) before it goes out.
+    pub(crate) fn enqueue_stamped(
+        &mut self,
+        publish: Publish,
+        expires_at: Option<Instant>,
+        stamp: u64,
+    ) {
         self.bytes += weight(&publish);
         self.queued.push_back(Queued {
             publish,
             expires_at,
+            stamp,
         });
+    }
+
+    /// A message that waited for `stamp` was sent without going through the queue.
+    pub(crate) fn note_sent(&mut self, stamp: u64) {
+        self.sent_stamp = self.sent_stamp.max(stamp);
+    }
+
+    /// The highest stamp of the queued messages sent since the last call (0: none).
+    pub(crate) fn take_sent_stamp(&mut self) -> u64 {
+        std::mem::take(&mut self.sent_stamp)
     }
 
     /// Moves queued publishes into the window while it has room; each goes out via `send`
@@ -197,10 +222,12 @@ impl Outbound {
             let Some(Queued {
                 mut publish,
                 expires_at,
+                stamp,
             }) = self.queued.pop_front()
             else {
                 break;
             };
+            self.sent_stamp = self.sent_stamp.max(stamp);
             if let Some(deadline) = expires_at {
                 let Some(left) = deadline
                     .checked_duration_since(now)
@@ -383,9 +410,11 @@ impl Outbound {
         }
         self.inflight = pubrels;
         for publish in requeue.into_iter().rev() {
+            // Sent once already: what it waited for, it waited for then.
             self.queued.push_front(Queued {
                 publish,
                 expires_at: None,
+                stamp: 0,
             });
         }
     }

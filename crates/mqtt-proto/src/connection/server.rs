@@ -121,9 +121,22 @@ impl ServerSession {
     pub fn enqueue(
         &mut self,
         now: Instant,
+        publish: Publish,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<Enqueued, UsageError> {
+        self.enqueue_stamped(now, publish, max_messages, max_bytes, 0)
+    }
+
+    /// [`ServerSession::enqueue`] for a message that must wait for a broker's store batch
+    /// `stamp` before it goes out.
+    pub(crate) fn enqueue_stamped(
+        &mut self,
+        now: Instant,
         mut publish: Publish,
         max_messages: usize,
         max_bytes: usize,
+        stamp: u64,
     ) -> Result<Enqueued, UsageError> {
         let size = super::outbound::weight(&publish);
         let fits = |messages: usize, bytes: usize| {
@@ -165,7 +178,7 @@ impl ServerSession {
             .properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        self.outbound.enqueue(publish, expires_at);
+        self.outbound.enqueue_stamped(publish, expires_at, stamp);
         Ok(Enqueued { dropped, packet_id })
     }
 
@@ -669,7 +682,19 @@ impl ServerConnection {
     pub fn publish(
         &mut self,
         now: Instant,
+        publish: Publish,
+    ) -> Result<Option<PacketId>, UsageError> {
+        self.publish_stamped(now, publish, 0)
+    }
+
+    /// [`ServerConnection::publish`] for a message that must wait for a broker's store batch
+    /// `stamp` before it goes out: [`ServerConnection::take_sent_stamp`] tells when such a
+    /// message was written, so that the broker holds the output until the batch is durable.
+    pub(crate) fn publish_stamped(
+        &mut self,
+        now: Instant,
         mut publish: Publish,
+        stamp: u64,
     ) -> Result<Option<PacketId>, UsageError> {
         if self.state == ServerState::Closed {
             return Err(UsageError::Closed);
@@ -702,11 +727,18 @@ impl ServerConnection {
             // through the queue: a broker does this for every delivery.
             self.core.send_publish(&publish);
             self.outbound.push_inflight(publish);
+            self.outbound.note_sent(stamp);
         } else {
-            self.outbound.enqueue(publish, expires_at);
+            self.outbound.enqueue_stamped(publish, expires_at, stamp);
             self.fill_window(now);
         }
         Ok(Some(packet_id))
+    }
+
+    /// The highest store batch that a message written since the last call waited for (0:
+    /// none): see [`ServerConnection::publish_stamped`].
+    pub(crate) fn take_sent_stamp(&mut self) -> u64 {
+        self.outbound.take_sent_stamp()
     }
 
     /// Acknowledges a message from the client with this reason code (5.0; 3.1.1 always gets a

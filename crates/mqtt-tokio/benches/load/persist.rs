@@ -9,17 +9,15 @@
 //! which writes nothing during the relay, is first told to save with SIGUSR1), and
 //! for ours what its store did (`StoreCounts`, asked of the child before and after).
 //!
-//! # What limits `sync always` towards a 3.1.1 subscriber
+//! # What limited `sync always` towards a 3.1.1 subscriber, and what changed
 //!
-//! Measured when this scenario was written (2 shared cores, ext4 on a virtual disk): every
-//! commit carries about 94 messages, the default in-flight window of 100 towards a 3.1.1
-//! subscriber (`max_inflight_v311`), and the rate follows the fsync time, about 94 messages /
-//! (mean commit time + 0.35 ms): 57,000 msg/s at 1.2 ms per commit, 130,000 at 0.36 ms, with
-//! the store's thread idle a third to half of the time. The core holds every connection's
-//! output while any change waits to be durable, and the subscriber's own PUBACKs are changes
-//! (deletes), so each refill of its window waits for a commit. With the window at 1,000
-//! (`--our-inflight-v311 1000`), or towards a 5.0 subscriber (no Receive Maximum), commits
-//! carry 400 to 500 messages and the rate is 170,000 to 350,000 msg/s.
+//! When this scenario was written, every commit carried about 94 messages (the 3.1.1 in-flight
+//! window of 100) and the rate followed the fsync time (57,000 to 130,000 msg/s): the core held
+//! every connection's output while any change waited to be durable, so each refill of the
+//! subscriber's window waited for a commit. The core now holds only what tells of a pending
+//! change (a message whose record is not durable yet, an acknowledgement); messages refilling a
+//! window from the queue are on disk already and go at once. The same relay then carried about
+//! 200 messages a commit and ran at 281,000 msg/s (one run; BENCHMARKS.md).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};

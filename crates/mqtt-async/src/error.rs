@@ -19,6 +19,10 @@ pub enum Error {
     /// failed (the server's certificate is not trusted or not valid for its name).
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The WebSocket upgrade failed: the server answered with an HTTP error (wrong path, no
+    /// WebSocket there) or did not select the `mqtt` subprotocol.
+    #[error("WebSocket: {0}")]
+    WebSocket(String),
     /// The server refused the connection (CONNACK reason code).
     #[error("connection refused: {reason_code}{}", fmt_reason(reason_string))]
     Refused {
@@ -50,7 +54,7 @@ pub enum Error {
     /// [`Client::connect`](crate::Client::connect)).
     #[error("timed out: {0}")]
     Timeout(TimedOut),
-    /// A `mqtt://` or `mqtts://` URL could not be parsed.
+    /// A URL (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `unix://`) could not be parsed.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
     /// The broker's store could not be opened or read (see the error for the file and what is
@@ -85,6 +89,9 @@ pub enum TimedOut {
     /// server that does not speak TLS on that port, or an overloaded one).
     #[error("the TLS handshake did not complete within the connect timeout")]
     TlsHandshake,
+    /// The WebSocket upgrade: the server took the HTTP request and never answered it.
+    #[error("the WebSocket upgrade did not complete within the connect timeout")]
+    WebSocketHandshake,
     /// The CONNACK: the server took CONNECT (or did not read it) and never answered.
     #[error("no CONNACK within the connect timeout")]
     ConnAck,

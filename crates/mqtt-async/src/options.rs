@@ -22,12 +22,18 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// let options = ClientOptions::new("127.0.0.1", 1883).version(Version::V5).client_id("sensor-1");
 /// let from_url = ClientOptions::from_url("mqtts://broker.example:8883").unwrap();
 /// assert_eq!(from_url.port(), 8883);
+/// let websocket = ClientOptions::from_url("wss://user:secret@broker.example/mqtt").unwrap();
+/// assert_eq!((websocket.port(), websocket.websocket_path()), (443, Some("/mqtt")));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) tls: Option<TlsOptions>,
+    /// MQTT over WebSocket, with this path.
+    pub(crate) websocket: Option<String>,
+    /// A Unix domain socket instead of `host:port`.
+    pub(crate) unix: Option<PathBuf>,
     /// `tls` built, once, and shared with clones of these options.
     pub(crate) tls_config: ClientTlsConfig,
     pub(crate) config: ClientConfig,
@@ -50,6 +56,8 @@ impl ClientOptions {
             host: host.into(),
             port,
             tls: None,
+            websocket: None,
+            unix: None,
             tls_config: ClientTlsConfig::default(),
             config: ClientConfig::new(Version::V5, ""),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
@@ -60,32 +68,113 @@ impl ClientOptions {
         }
     }
 
-    /// Options from a URL: `mqtt://host[:port]` (default port 1883) or `mqtts://host[:port]`
-    /// (TLS with the system's roots, default port 8883).
+    /// Options from a URL: `scheme://[user[:password]@]host[:port][/path]`, or
+    /// `unix:///path/to/socket`.
+    ///
+    /// | scheme | transport | default port |
+    /// |---|---|---|
+    /// | `mqtt` (or `tcp`) | TCP | 1883 |
+    /// | `mqtts` (or `ssl`) | TLS with the system's roots | 8883 |
+    /// | `ws` | WebSocket; the path is the WebSocket path (default `/mqtt`) | 80 |
+    /// | `wss` | WebSocket over TLS, likewise | 443 |
+    /// | `unix` | a Unix domain socket at the URL's path | |
+    ///
+    /// A user name and password in the URL become the [credentials](Self::credentials)
+    /// (percent-encoded characters decoded). IPv6 addresses go in brackets: `mqtt://[::1]:1883`.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let invalid = || Error::InvalidUrl(url.to_owned());
         let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
-        let (tls, default_port) = match scheme {
-            "mqtt" | "tcp" => (false, 1883),
-            "mqtts" | "ssl" => (true, 8883),
+        if scheme == "unix" {
+            if !rest.starts_with('/') || rest.len() < 2 {
+                return Err(invalid());
+            }
+            let path = percent_encoding::percent_decode_str(rest)
+                .decode_utf8()
+                .map_err(|_| invalid())?;
+            return Ok(Self::unix(path.as_ref()));
+        }
+        let (tls, websocket, default_port) = match scheme {
+            "mqtt" | "tcp" => (false, false, 1883),
+            "mqtts" | "ssl" => (true, false, 8883),
+            "ws" => (false, true, 80),
+            "wss" => (true, true, 443),
             _ => return Err(invalid()),
         };
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || hostport.starts_with('[') => {
+                if host.starts_with('[') != host.ends_with(']') {
+                    return Err(invalid());
+                }
                 (host, port.parse().map_err(|_| invalid())?)
             }
-            _ => (authority, default_port),
+            _ => (hostport, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
+        if host.is_empty() || host.contains(['[', ']', '@']) {
             return Err(invalid());
         }
         let mut options = Self::new(host, port);
         if tls {
             options.tls = Some(TlsOptions::default());
         }
+        if websocket {
+            let path = if path.is_empty() { crate::ws::DEFAULT_PATH } else { path };
+            options.websocket = Some(path.to_owned());
+        }
+        if let Some(userinfo) = userinfo {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|s| s.into_owned())
+                    .map_err(|_| invalid())
+            };
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (decode(user)?, Some(decode(password)?)),
+                None => (decode(userinfo)?, None),
+            };
+            options.config.username = Some(user.into());
+            options.config.password = password.map(Bytes::from);
+        }
         Ok(options)
+    }
+
+    /// Options for a connection over the Unix domain socket at `path` (on Unix; elsewhere
+    /// connecting fails with [`std::io::ErrorKind::Unsupported`]), otherwise as
+    /// [`ClientOptions::new`].
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let mut options = Self::new(path.to_string_lossy(), 0);
+        options.unix = Some(path);
+        options
+    }
+
+    /// Speak MQTT over WebSocket, asking the server for `path` (`/mqtt` is what most brokers
+    /// serve), over TCP or, with [`tls`](Self::tls), over TLS (`wss`).
+    pub fn websocket(mut self, path: impl Into<String>) -> Self {
+        let mut path = path.into();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        self.websocket = Some(path);
+        self
+    }
+
+    /// The WebSocket path, when the client speaks MQTT over WebSocket.
+    pub fn websocket_path(&self) -> Option<&str> {
+        self.websocket.as_deref()
+    }
+
+    /// The Unix domain socket, when the client connects over one.
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.unix.as_deref()
     }
 
     /// The host.
@@ -275,6 +364,38 @@ mod tests {
         assert!(ClientOptions::from_url("http://h").is_err());
         assert!(ClientOptions::from_url("mqtt://").is_err());
         assert!(ClientOptions::from_url("mqtt://h:notaport").is_err());
+    }
+
+    #[test]
+    fn websocket_unix_and_credentials_in_urls() {
+        let o = ClientOptions::from_url("ws://h").unwrap();
+        assert_eq!((o.host(), o.port(), o.tls.is_some()), ("h", 80, false));
+        assert_eq!(o.websocket_path(), Some("/mqtt"));
+        let o = ClientOptions::from_url("wss://h:8443/broker/ws").unwrap();
+        assert_eq!((o.host(), o.port(), o.tls.is_some()), ("h", 8443, true));
+        assert_eq!(o.websocket_path(), Some("/broker/ws"));
+        let o = ClientOptions::from_url("wss://[::1]/").unwrap();
+        assert_eq!((o.host(), o.port(), o.websocket_path()), ("::1", 443, Some("/")));
+        // Plain MQTT has no path.
+        let o = ClientOptions::from_url("mqtt://h/ignored").unwrap();
+        assert_eq!(o.websocket_path(), None);
+
+        let o = ClientOptions::from_url("mqtts://alice:p%40ss%3Aw0rd@h:1").unwrap();
+        assert_eq!((o.host(), o.port()), ("h", 1));
+        assert_eq!(o.config.username.as_deref(), Some("alice"));
+        assert_eq!(o.config.password.as_deref(), Some(&b"p@ss:w0rd"[..]));
+        let o = ClientOptions::from_url("ws://bob@h").unwrap();
+        assert_eq!(o.config.username.as_deref(), Some("bob"));
+        assert_eq!(o.config.password, None);
+
+        let o = ClientOptions::from_url("unix:///run/mqtt%20broker.sock").unwrap();
+        assert_eq!(
+            o.unix_path(),
+            Some(std::path::Path::new("/run/mqtt broker.sock"))
+        );
+        assert!(ClientOptions::from_url("unix://relative").is_err());
+        assert!(ClientOptions::from_url("ws://[::1:80").is_err());
+        assert!(ClientOptions::from_url("ws://@").is_err());
     }
 
     #[test]

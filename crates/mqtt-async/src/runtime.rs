@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,6 +58,21 @@ pub trait Runtime: Send + Sync + Debug + 'static {
 
     /// Listens on a TCP address.
     fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
+
+    /// Connects to a Unix domain socket. The default says [`io::ErrorKind::Unsupported`]; the
+    /// runtimes of this project implement it on Unix.
+    fn connect_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<BoxTransport>> {
+        let _ = path;
+        Box::pin(async { Err(io::ErrorKind::Unsupported.into()) })
+    }
+
+    /// Listens on a Unix domain socket (creating the socket file, which must not exist). The
+    /// default says [`io::ErrorKind::Unsupported`]; the runtimes of this project implement it
+    /// on Unix.
+    fn bind_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        let _ = path;
+        Box::pin(async { Err(io::ErrorKind::Unsupported.into()) })
+    }
 
     /// Runs `future` to completion on the current thread (a thread of its own, for embedding a
     /// broker in a program that is not async).

@@ -12,7 +12,7 @@ use futures_lite::future;
 
 use crate::error::TimedOut;
 use crate::runtime::{BoxFuture, BoxTransport, SharedRuntime};
-use crate::{ClientOptions, Error, tls};
+use crate::{ClientOptions, Error, tls, ws};
 
 /// Awaits `future` until `deadline`; past it, the error is a timeout of `what`.
 async fn within<T>(
@@ -29,9 +29,39 @@ async fn within<T>(
     .await
 }
 
-/// Resolves the host, opens a TCP connection to one of its addresses and runs the TLS
-/// handshake if the options ask for TLS, all before `deadline`.
+/// Opens the connection the options describe, all before `deadline`: resolves the host, opens
+/// a TCP connection to one of its addresses (or connects to the Unix socket), runs the TLS
+/// handshake if the options ask for TLS, then the WebSocket upgrade if they ask for WebSocket.
 pub(super) async fn open(
+    runtime: &SharedRuntime,
+    options: &ClientOptions,
+    deadline: Instant,
+) -> Result<BoxTransport, Error> {
+    let transport = match &options.unix {
+        Some(path) => {
+            let connect = runtime.connect_unix(path);
+            within(runtime, deadline, TimedOut::Connect, connect).await??
+        }
+        None => open_tcp(runtime, options, deadline).await?,
+    };
+    let Some(path) = &options.websocket else {
+        return Ok(transport);
+    };
+    let max_packet_size = usize::try_from(options.config.max_packet_size).unwrap_or(usize::MAX);
+    let upgrade = ws::connect(
+        transport,
+        &options.host,
+        options.port,
+        path,
+        options.tls.is_some(),
+        max_packet_size,
+    );
+    within(runtime, deadline, TimedOut::WebSocketHandshake, upgrade).await?
+}
+
+/// Resolves the host, opens a TCP connection to one of its addresses and runs the TLS
+/// handshake if the options ask for TLS.
+async fn open_tcp(
     runtime: &SharedRuntime,
     options: &ClientOptions,
     deadline: Instant,

@@ -16,10 +16,14 @@ use crate::packet::{
 };
 
 impl Broker {
-    pub(super) fn on_connect(&mut self, id: u64, now: Instant, connect: Connect) {
+    pub(super) fn on_connect(&mut self, id: u64, now: Instant, mut connect: Connect) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if let Some(identity) = &conn.identity {
+            connect.username = Some(identity.clone());
+            connect.password = None;
+        }
         let client_id = if connect.client_id.is_empty() {
             // 3.1.1 accepts an empty identifier only with Clean Session (MQTT-3.1.3-8).
             if connect.protocol_version == Version::V3_1_1 && !connect.clean_start {
@@ -37,6 +41,10 @@ impl Broker {
         };
         conn.client_id = Some(client_id);
         conn.username = connect.username.as_ref().map(detach);
+        if conn.identity.is_some() {
+            self.apply_auth_decision(id, now, AuthDecision::Accept);
+            return;
+        }
         if self.defer_auth {
             conn.auth_pending = true;
             self.events.push_back(BrokerEvent::Authenticate {

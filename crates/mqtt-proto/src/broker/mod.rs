@@ -251,6 +251,9 @@ struct Conn {
     session: Option<u32>,
     client_id: Option<ByteString>,
     username: Option<ByteString>,
+    /// The identity its transport proved (a TLS client certificate's name): its user name,
+    /// whatever its CONNECT says, and authentication enough (see [`Broker::set_identity`]).
+    identity: Option<ByteString>,
     will: Option<Box<Will>>,
     /// The deadline this connection has in the timer heap, if any.
     timer: Option<Instant>,
@@ -420,6 +423,7 @@ impl Broker {
                 session: None,
                 client_id: None,
                 username: None,
+                identity: None,
                 will: None,
                 timer: None,
                 ready: false,
@@ -439,6 +443,17 @@ impl Broker {
         );
         self.after(id, now);
         Some(ConnectionId(id))
+    }
+
+    /// The transport of `connection` proved who the client is (the name in a verified TLS
+    /// client certificate, as mosquitto's `use_identity_as_username`): that is its user name
+    /// for the [`Authorizer`], in events and in the CONNECT the hooks see, whatever user name its
+    /// CONNECT carries, and it is authenticated by it: the [`Authenticator`] is not asked, and a
+    /// password in the CONNECT is ignored. Call it before the connection's first bytes.
+    pub fn set_identity(&mut self, connection: ConnectionId, identity: ByteString) {
+        if let Some(conn) = self.conns.get_mut(&connection.0) {
+            conn.identity = Some(identity);
+        }
     }
 
     /// Bytes arrived on a connection.

@@ -3,6 +3,7 @@
 
 mod deferred_auth;
 mod flow;
+mod identity;
 mod persist;
 mod property;
 mod scenarios;

@@ -193,10 +193,23 @@ impl Net {
     }
 
     pub(crate) fn connect_with(&mut self, config: ClientConfig, session: Option<Session>) -> usize {
+        self.connect_as(config, session, None)
+    }
+
+    /// Connects a client whose transport proved `identity` ([`Broker::set_identity`]).
+    pub(crate) fn connect_as(
+        &mut self,
+        config: ClientConfig,
+        session: Option<Session>,
+        identity: Option<&str>,
+    ) -> usize {
         let conn = self
             .broker
             .open(self.now)
             .expect("below the connection limit");
+        if let Some(identity) = identity {
+            self.broker.set_identity(conn, identity.into());
+        }
         self.clients.push(Client::new(
             ClientConnection::new(config.clone(), session, self.now),
             conn,

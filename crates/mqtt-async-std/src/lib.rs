@@ -21,12 +21,16 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+#[cfg(unix)]
+use async_std::os::unix::net::{UnixListener, UnixStream};
 pub use mqtt_async::*;
 
 /// The async-std runtime, as the async layer sees it. Spawns onto async-std's global executor.
@@ -57,7 +61,7 @@ impl Listener for AsyncStdListener {
     fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, SocketAddr)>> {
+    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         let accepting = self.accepting.get_or_insert_with(|| {
             let listener = self.listener.clone();
             Box::pin(async move { listener.accept().await })
@@ -66,12 +70,39 @@ impl Listener for AsyncStdListener {
         self.accepting = None;
         Poll::Ready(accepted.map(|(stream, peer)| {
             let _ = stream.set_nodelay(true);
-            (Box::new(stream) as BoxTransport, peer)
+            (Box::new(stream) as BoxTransport, PeerAddr::Tcp(peer))
         }))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+}
+
+/// A Unix domain socket listener and the accept in progress, as for TCP.
+#[cfg(unix)]
+struct AsyncStdUnixListener {
+    listener: Arc<UnixListener>,
+    accepting: Option<BoxFuture<'static, io::Result<UnixStream>>>,
+}
+
+#[cfg(unix)]
+impl Listener for AsyncStdUnixListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+        let accepting = self.accepting.get_or_insert_with(|| {
+            let listener = self.listener.clone();
+            Box::pin(async move { listener.accept().await.map(|(stream, _)| stream) })
+        });
+        let accepted = std::task::ready!(accepting.as_mut().poll(cx));
+        self.accepting = None;
+        Poll::Ready(accepted.map(|stream| (Box::new(stream) as BoxTransport, PeerAddr::Unix)))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -103,6 +134,27 @@ impl Runtime for AsyncStdRuntime {
         Box::pin(async move {
             let listener = TcpListener::bind(addr).await?;
             Ok(Box::new(AsyncStdListener {
+                listener: Arc::new(listener),
+                accepting: None,
+            }) as Box<dyn Listener>)
+        })
+    }
+
+    #[cfg(unix)]
+    fn connect_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<BoxTransport>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            let stream = UnixStream::connect(path).await?;
+            Ok(Box::new(stream) as BoxTransport)
+        })
+    }
+
+    #[cfg(unix)]
+    fn bind_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            let listener = UnixListener::bind(path).await?;
+            Ok(Box::new(AsyncStdUnixListener {
                 listener: Arc::new(listener),
                 accepting: None,
             }) as Box<dyn Listener>)

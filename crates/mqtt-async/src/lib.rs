@@ -32,5 +32,5 @@ pub use mqtt_proto::packet::{
 /// Topic names and filters: validation and matching.
 pub use mqtt_proto::topic;
 pub use options::ClientOptions;
-pub use runtime::{Runtime, SharedRuntime};
+pub use runtime::{PeerAddr, Runtime, SharedRuntime};
 pub use tls::{Roots, ServerTls, TlsOptions};

@@ -28,12 +28,47 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 /// A boxed transport.
 pub type BoxTransport = Box<dyn Transport>;
 
-/// A listening TCP socket.
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PeerAddr {
+    /// A TCP peer's address.
+    Tcp(SocketAddr),
+    /// A peer on a Unix domain socket (clients' sockets are unnamed: there is no address).
+    Unix,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Tcp(addr) => std::fmt::Display::fmt(addr, f),
+            PeerAddr::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(addr: SocketAddr) -> Self {
+        PeerAddr::Tcp(addr)
+    }
+}
+
+impl PeerAddr {
+    /// The TCP address, for a TCP peer.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            PeerAddr::Tcp(addr) => Some(*addr),
+            PeerAddr::Unix => None,
+        }
+    }
+}
+
+/// A listening socket: TCP, or a Unix domain socket.
 pub trait Listener: Send + 'static {
     /// Accepts the next connection.
-    fn poll_accept(&mut self, cx: &mut Context<'_>)
-    -> Poll<io::Result<(BoxTransport, SocketAddr)>>;
-    /// The address it listens on (with the port the kernel chose for port 0).
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>>;
+    /// The address it listens on (with the port the kernel chose for port 0); an error for a
+    /// Unix domain socket, whose path the caller chose.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
@@ -85,6 +120,6 @@ pub type SharedRuntime = Arc<dyn Runtime>;
 /// Accepts the next connection of a listener.
 pub(crate) fn accept(
     listener: &mut dyn Listener,
-) -> impl Future<Output = io::Result<(BoxTransport, SocketAddr)>> + '_ {
+) -> impl Future<Output = io::Result<(BoxTransport, PeerAddr)>> + '_ {
     futures_lite::future::poll_fn(move |cx| listener.poll_accept(cx))
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use futures_rustls::rustls::server::WebPkiClientVerifier;
 use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use futures_rustls::{TlsAcceptor, TlsConnector};
 
@@ -177,7 +178,16 @@ pub(crate) async fn handshake(
     Ok(Box::new(stream))
 }
 
-/// Server-side TLS: a certificate chain and its key.
+/// Server-side TLS: a certificate chain and its key, and optionally client certificates.
+///
+/// ```
+/// use mqtt_async::ServerTls;
+/// // Devices must present a certificate signed by `devices-ca.pem`; its CN is the user name.
+/// let tls = ServerTls::new("server.pem", "server.key")
+///     .client_ca("devices-ca.pem")
+///     .require_certificate(true)
+///     .use_identity_as_username(true);
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerTls {
@@ -185,27 +195,113 @@ pub struct ServerTls {
     pub cert: PathBuf,
     /// The private key (PEM file).
     pub key: PathBuf,
+    /// The certificate authorities that sign client certificates (PEM file). With it, a
+    /// client's certificate, if it sends one, must verify against them (mosquitto's `cafile` on
+    /// a listener with `require_certificate`).
+    pub client_ca: Option<PathBuf>,
+    /// Every client must present a certificate that verifies against
+    /// [`client_ca`](Self::client_ca); a client without one fails the handshake.
+    pub require_certificate: bool,
+    /// The name in a client's certificate (its subject's Common Name, or else its first
+    /// subject alternative name: a DNS name, an e-mail address or a URI) is its user name,
+    /// whatever its CONNECT says, for the authorizer (ACLs) and in events; the certificate
+    /// authenticates it, so the authenticator (a password file) is not asked. Needs
+    /// [`require_certificate`](Self::require_certificate). A certificate with no such name
+    /// fails the handshake.
+    pub use_identity_as_username: bool,
 }
 
 impl ServerTls {
-    /// A certificate chain and key, both PEM files.
+    /// A certificate chain and key, both PEM files; no client certificates asked for.
     pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         Self {
             cert: cert.into(),
             key: key.into(),
+            client_ca: None,
+            require_certificate: false,
+            use_identity_as_username: false,
         }
+    }
+
+    /// Verify client certificates against the CA certificates in this PEM file.
+    pub fn client_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.client_ca = Some(ca.into());
+        self
+    }
+
+    /// Require a client certificate (see [`ServerTls::require_certificate`](Self#structfield.require_certificate)).
+    pub fn require_certificate(mut self, require: bool) -> Self {
+        self.require_certificate = require;
+        self
+    }
+
+    /// Use the certificate's name as the user name (see
+    /// [`ServerTls::use_identity_as_username`](Self#structfield.use_identity_as_username)).
+    pub fn use_identity_as_username(mut self, yes: bool) -> Self {
+        self.use_identity_as_username = yes;
+        self
     }
 
     pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(tls_error)?
-            .with_no_client_auth()
+            .map_err(tls_error)?;
+        if self.use_identity_as_username && !self.require_certificate {
+            return Err(Error::Tls(
+                "use_identity_as_username needs require_certificate".into(),
+            ));
+        }
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(ca)? {
+                    roots.add(cert).map_err(tls_error)?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if self.require_certificate {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                builder.with_client_cert_verifier(verifier.build().map_err(tls_error)?)
+            }
+            None if self.require_certificate => {
+                return Err(Error::Tls(
+                    "require_certificate needs client_ca: the CA that signs client certificates"
+                        .into(),
+                ));
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
             .with_single_cert(read_certs(&self.cert)?, read_key(&self.key)?)
             .map_err(tls_error)?;
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
+
+/// The name a client certificate (DER) stands for: its subject's Common Name, or else its
+/// first subject alternative name that is a DNS name, an e-mail address or a URI.
+pub(crate) fn certificate_identity(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Some(cn) = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())
+    {
+        return Some(cn.to_owned());
+    }
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
+            Some((*s).to_owned())
+        }
+        _ => None,
+    })
 }
 
 /// A handshake the peer's certificate or protocol made fail is a TLS error (retrying will not

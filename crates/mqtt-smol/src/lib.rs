@@ -23,10 +23,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::path::Path;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+#[cfg(unix)]
+use smol::net::unix::{UnixListener, UnixStream};
 pub use mqtt_async::*;
 use smol::net::{TcpListener, TcpStream};
 
@@ -58,7 +62,7 @@ impl Listener for SmolListener {
     fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, SocketAddr)>> {
+    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         let accepting = self.accepting.get_or_insert_with(|| {
             let listener = self.listener.clone();
             Box::pin(async move { listener.accept().await })
@@ -67,12 +71,39 @@ impl Listener for SmolListener {
         self.accepting = None;
         Poll::Ready(accepted.map(|(stream, peer)| {
             let _ = stream.set_nodelay(true);
-            (Box::new(stream) as BoxTransport, peer)
+            (Box::new(stream) as BoxTransport, PeerAddr::Tcp(peer))
         }))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+}
+
+/// A Unix domain socket listener and the accept in progress, as for TCP.
+#[cfg(unix)]
+struct SmolUnixListener {
+    listener: UnixListener,
+    accepting: Option<BoxFuture<'static, io::Result<UnixStream>>>,
+}
+
+#[cfg(unix)]
+impl Listener for SmolUnixListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+        let accepting = self.accepting.get_or_insert_with(|| {
+            let listener = self.listener.clone();
+            Box::pin(async move { listener.accept().await.map(|(stream, _)| stream) })
+        });
+        let accepted = std::task::ready!(accepting.as_mut().poll(cx));
+        self.accepting = None;
+        Poll::Ready(accepted.map(|stream| (Box::new(stream) as BoxTransport, PeerAddr::Unix)))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -105,6 +136,27 @@ impl Runtime for SmolRuntime {
         Box::pin(async move {
             let listener = TcpListener::bind(addr).await?;
             Ok(Box::new(SmolListener {
+                listener,
+                accepting: None,
+            }) as Box<dyn Listener>)
+        })
+    }
+
+    #[cfg(unix)]
+    fn connect_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<BoxTransport>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            let stream = UnixStream::connect(path).await?;
+            Ok(Box::new(stream) as BoxTransport)
+        })
+    }
+
+    #[cfg(unix)]
+    fn bind_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            let listener = UnixListener::bind(path)?;
+            Ok(Box::new(SmolUnixListener {
                 listener,
                 accepting: None,
             }) as Box<dyn Listener>)

@@ -17,6 +17,8 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::path::Path;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -63,15 +65,34 @@ impl Listener for TokioListener {
     fn poll_accept(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, SocketAddr)>> {
+    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         self.0.poll_accept(cx).map_ok(|(stream, peer)| {
             let _ = stream.set_nodelay(true);
-            (Box::new(stream.compat()) as BoxTransport, peer)
+            (Box::new(stream.compat()) as BoxTransport, PeerAddr::Tcp(peer))
         })
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+#[cfg(unix)]
+struct TokioUnixListener(tokio::net::UnixListener);
+
+#[cfg(unix)]
+impl Listener for TokioUnixListener {
+    fn poll_accept(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+        self.0
+            .poll_accept(cx)
+            .map_ok(|(stream, _)| (Box::new(stream.compat()) as BoxTransport, PeerAddr::Unix))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -105,6 +126,24 @@ impl Runtime for TokioRuntime {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             Ok(Box::new(TokioListener(listener)) as Box<dyn Listener>)
+        })
+    }
+
+    #[cfg(unix)]
+    fn connect_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<BoxTransport>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok(Box::new(stream.compat()) as BoxTransport)
+        })
+    }
+
+    #[cfg(unix)]
+    fn bind_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        let path = path.to_owned();
+        Box::pin(async move {
+            let listener = tokio::net::UnixListener::bind(path)?;
+            Ok(Box::new(TokioUnixListener(listener)) as Box<dyn Listener>)
         })
     }
 

@@ -5,7 +5,6 @@
 //! poll, and the outbox's bytes are handed to the task whole and freed once written. That is
 //! what keeps ten thousand idle clients cheap.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -17,7 +16,7 @@ use futures_lite::future;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::ToRouter;
-use crate::runtime::{BoxTransport, SharedRuntime};
+use crate::runtime::{BoxTransport, PeerAddr, SharedRuntime};
 
 /// Bytes read in one go; on the stack, for the length of one poll.
 const READ_CHUNK: usize = 16 * 1024;
@@ -129,14 +128,15 @@ pub(super) async fn serve(
     runtime: SharedRuntime,
     mut transport: BoxTransport,
     to_router: Sender<ToRouter>,
-    peer: SocketAddr,
+    peer: PeerAddr,
+    identity: Option<mqtt_proto::packet::ByteString>,
 ) {
     let outbox = Arc::new(Outbox::default());
     let id = {
         // Scoped: the reply channel is larger than everything else a connection keeps.
         let (reply, id) = async_channel::bounded(1);
         if to_router
-            .send(ToRouter::Open(outbox.clone(), reply, peer))
+            .send(ToRouter::Open(outbox.clone(), reply, peer, identity))
             .await
             .is_err()
         {

@@ -1,4 +1,5 @@
-//! The async [`Broker`]: TCP and TLS listeners around the sans-I/O broker core.
+//! The async [`Broker`]: listeners (TCP or Unix sockets, TLS, WebSocket) around the sans-I/O
+//! broker core.
 //!
 //! One router task owns the [`mqtt_proto::broker::Broker`]; each connection has one task that
 //! only moves bytes. The router appends each connection's packets to its bounded outbox: a
@@ -28,11 +29,13 @@ pub use mqtt_proto::packet::{Auth, AuthProperties, Connect};
 pub use store::{FileStore, MemoryStore, Store, StoreError, SyncPolicy};
 
 use crate::Error;
-use crate::runtime::{Listener, Runtime, SharedRuntime, accept};
+use crate::runtime::{PeerAddr, Runtime, SharedRuntime};
 use crate::tls::ServerTls;
 
 mod auth_file;
 mod connection;
+mod listener;
+pub use listener::{ListenAddr, ListenerConfig};
 pub mod store;
 pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
 use connection::Outbox;
@@ -45,14 +48,8 @@ const OUTPUT_QUEUE: usize = 256;
 /// more than one go, before it counts as not reading.
 const OUTPUT_BYTES: usize = 16 * 1024 * 1024;
 
-/// The longest pause of an accept loop whose `accept` keeps failing (out of file descriptors).
-const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// Messages from the inbox the router handles before it hands out what they produced.
 const BATCH: usize = 64;
-
-/// How long a TLS client has to complete its handshake.
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What happened to a client's connection, for logs and metrics: see
 /// [`BrokerBuilder::on_event`].
@@ -62,7 +59,7 @@ pub enum PeerEvent {
     /// A client was accepted (CONNACK with Success went out).
     Connected {
         /// The client's address.
-        peer: SocketAddr,
+        peer: PeerAddr,
         /// Its client identifier (assigned by the broker when it sent none).
         client_id: ByteString,
         /// The user name it authenticated with.
@@ -74,7 +71,7 @@ pub enum PeerEvent {
     /// (`reason` is then [`DisconnectReason::Refused`] with the CONNACK reason code).
     Disconnected {
         /// The client's address.
-        peer: SocketAddr,
+        peer: PeerAddr,
         /// The client identifier, if the client got as far as sending CONNECT.
         client_id: Option<ByteString>,
         /// The user name from its CONNECT, if any (also when it was refused).
@@ -85,14 +82,24 @@ pub enum PeerEvent {
     /// A connection was closed at once because the broker has `max_connections` clients.
     Rejected {
         /// The client's address.
-        peer: SocketAddr,
+        peer: PeerAddr,
     },
     /// A TLS handshake failed (untrusted or invalid certificate, no common protocol, a plain
-    /// MQTT client on a TLS port) or did not finish in time; the connection was closed.
+    /// MQTT client on a TLS port, a client certificate without a name to use as user name) or
+    /// did not finish in time; the connection was closed.
     TlsFailed {
         /// The client's address.
-        peer: SocketAddr,
+        peer: PeerAddr,
         /// What went wrong.
+        error: String,
+    },
+    /// A WebSocket upgrade was refused (not an upgrade, wrong path, the `mqtt` subprotocol not
+    /// offered, headers too large: the client got the HTTP status) or did not finish in time;
+    /// the connection was closed.
+    WebSocketFailed {
+        /// The client's address.
+        peer: PeerAddr,
+        /// What went wrong, with the HTTP status answered.
         error: String,
     },
     /// Messages kept for a disconnected client's session were dropped: its queue limit or the
@@ -126,8 +133,15 @@ pub enum PeerEvent {
 type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
 
 enum ToRouter {
-    Open(Arc<Outbox>, Sender<Option<ConnectionId>>, SocketAddr),
-    TlsFailed(SocketAddr, String),
+    /// A connection, and the identity its certificate proved (`use_identity_as_username`).
+    Open(
+        Arc<Outbox>,
+        Sender<Option<ConnectionId>>,
+        PeerAddr,
+        Option<ByteString>,
+    ),
+    TlsFailed(PeerAddr, String),
+    WebSocketFailed(PeerAddr, String),
     AcceptFailed(Option<SocketAddr>, String),
     Authenticated(ConnectionId, AuthDecision),
     /// The store made the batches up to this one durable.
@@ -145,7 +159,7 @@ enum ToRouter {
 /// Builds a [`Broker`]: listeners, limits, authentication and authorization.
 pub struct BrokerBuilder<R> {
     runtime: SharedRuntime,
-    listeners: Vec<(SocketAddr, Option<ServerTls>)>,
+    listeners: Vec<ListenerConfig>,
     config: BrokerConfig,
     store: Option<StoreChoice>,
     sync_policy: SyncPolicy,
@@ -165,14 +179,30 @@ impl<R> std::fmt::Debug for BrokerBuilder<R> {
 
 impl<R> BrokerBuilder<R> {
     /// Listens on a TCP address (port 0: the kernel picks one; see [`Broker::local_addrs`]).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.listeners.push((addr, None));
-        self
+    pub fn bind(self, addr: SocketAddr) -> Self {
+        self.listener(ListenerConfig::tcp(addr))
     }
 
     /// Listens on a TCP address with TLS.
-    pub fn bind_tls(mut self, addr: SocketAddr, tls: ServerTls) -> Self {
-        self.listeners.push((addr, Some(tls)));
+    pub fn bind_tls(self, addr: SocketAddr, tls: ServerTls) -> Self {
+        self.listener(ListenerConfig::tcp(addr).tls(tls))
+    }
+
+    /// Serves MQTT over WebSocket on a TCP address, at the path `/mqtt`.
+    pub fn bind_ws(self, addr: SocketAddr) -> Self {
+        self.listener(ListenerConfig::tcp(addr).websocket())
+    }
+
+    /// Listens on a Unix domain socket at `path` (on Unix). A socket file left there by a
+    /// broker that did not stop cleanly is replaced; any other file there is an error. The
+    /// file is removed when the broker stops.
+    pub fn bind_unix(self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.listener(ListenerConfig::unix(path))
+    }
+
+    /// Adds a listener: any combination of TCP or Unix socket, TLS and WebSocket.
+    pub fn listener(mut self, listener: ListenerConfig) -> Self {
+        self.listeners.push(listener);
         self
     }
 
@@ -229,10 +259,9 @@ impl<R> BrokerBuilder<R> {
     /// Binds the listeners.
     pub async fn build(self) -> Result<Broker<R>, Error> {
         let mut listeners = Vec::new();
-        for (addr, tls) in self.listeners {
-            let acceptor = tls.map(|t| t.acceptor()).transpose()?;
-            let listener = self.runtime.bind_tcp(addr).await?;
-            listeners.push((listener, acceptor));
+        let max_packet_size = self.config.connection.max_packet_size;
+        for config in self.listeners {
+            listeners.push(listener::bind(&self.runtime, config, max_packet_size).await?);
         }
         let mut core = Core::new(self.config);
         if self.authenticator.is_some() {
@@ -288,7 +317,7 @@ impl<R> BrokerBuilder<R> {
 /// An MQTT broker on the runtime `R`.
 pub struct Broker<R> {
     runtime: SharedRuntime,
-    listeners: Vec<(Box<dyn Listener>, Option<futures_rustls::TlsAcceptor>)>,
+    listeners: Vec<listener::Bound>,
     core: Core,
     /// Run on a thread of its own.
     store: Option<Box<dyn Store>>,
@@ -406,7 +435,7 @@ impl<R: 'static> Broker<R> {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
+            .filter_map(|l| l.listener.local_addr().ok())
             .collect()
     }
 
@@ -444,10 +473,10 @@ impl<R: 'static> Broker<R> {
         let mut stop_listeners = Vec::new();
         // Each accept loop holds a sender, dropped once its listener is closed.
         let (listening, all_closed) = async_channel::bounded::<()>(1);
-        for (listener, tls) in listeners {
+        for bound in listeners {
             let (stop, stopped) = async_channel::bounded::<()>(1);
             stop_listeners.push(stop);
-            let accepting = accept_loop(runtime.clone(), listener, tls, to_router.clone(), stopped);
+            let accepting = listener::accept_loop(runtime.clone(), bound, to_router.clone(), stopped);
             let listening = listening.clone();
             runtime.spawn(Box::pin(async move {
                 accepting.await;
@@ -485,101 +514,6 @@ impl<R: 'static> Broker<R> {
         // `stop` returns only once the ports are free again, so that a new broker can bind them.
         let _ = all_closed.recv().await;
         drop(done_tx);
-    }
-}
-
-async fn accept_loop(
-    runtime: SharedRuntime,
-    mut listener: Box<dyn Listener>,
-    tls: Option<futures_rustls::TlsAcceptor>,
-    to_router: Sender<ToRouter>,
-    stop: Receiver<()>,
-) {
-    let mut backoff = std::time::Duration::ZERO;
-    loop {
-        let accepted = future::or(async { Some(accept(listener.as_mut()).await) }, async {
-            let _ = stop.recv().await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else { return };
-        let (transport, peer) = match accepted {
-            Ok(accepted) => {
-                backoff = std::time::Duration::ZERO;
-                accepted
-            }
-            Err(error) => {
-                // Out of file descriptors and the like: the error comes back at once, so
-                // trying again at once would spin. Back off (told once per streak) and keep
-                // serving the connections there are.
-                if backoff.is_zero() {
-                    let addr = listener.local_addr().ok();
-                    let _ = to_router
-                        .send(ToRouter::AcceptFailed(addr, error.to_string()))
-                        .await;
-                }
-                backoff = (backoff * 2)
-                    .max(std::time::Duration::from_millis(10))
-                    .min(ACCEPT_BACKOFF_MAX);
-                let sleep = runtime.sleep_until(runtime.now() + backoff);
-                let stopped = future::or(
-                    async {
-                        sleep.await;
-                        false
-                    },
-                    async {
-                        let _ = stop.recv().await;
-                        true
-                    },
-                )
-                .await;
-                if stopped {
-                    return;
-                }
-                continue;
-            }
-        };
-        let to_router = to_router.clone();
-        let Some(acceptor) = tls.clone() else {
-            // Plain TCP: the task is the connection alone, none of the TLS handshake's state
-            // (which would size every idle connection's future).
-            let task = connection::serve(runtime.clone(), transport, to_router, peer);
-            runtime.spawn(Box::pin(task));
-            continue;
-        };
-        let inner = runtime.clone();
-        runtime.spawn(Box::pin(async move {
-            // A peer that never finishes the handshake must not hold a task and a socket
-            // forever (the connect timeout starts only after it).
-            let deadline = inner.now() + TLS_HANDSHAKE_TIMEOUT;
-            let sleep = inner.sleep_until(deadline);
-            let handshake = async { Some(acceptor.accept(transport).await) };
-            let stream = match future::or(handshake, async {
-                sleep.await;
-                None
-            })
-            .await
-            {
-                Some(Ok(stream)) => stream,
-                Some(Err(error)) => {
-                    let error = error.to_string();
-                    let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
-                    return;
-                }
-                None => {
-                    let error = format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
-                    let _ = to_router.send(ToRouter::TlsFailed(peer, error)).await;
-                    return;
-                }
-            };
-            // A task of its own, which holds none of the handshake's state either.
-            inner.spawn(Box::pin(connection::serve(
-                inner.clone(),
-                Box::new(stream),
-                to_router,
-                peer,
-            )));
-        }));
     }
 }
 
@@ -765,7 +699,7 @@ struct Router {
     outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
-    peers: HashMap<ConnectionId, SocketAddr, BuildHasherDefault<IdHasher>>,
+    peers: HashMap<ConnectionId, PeerAddr, BuildHasherDefault<IdHasher>>,
 }
 
 impl Router {
@@ -822,9 +756,12 @@ impl Router {
         inbox: &Receiver<ToRouter>,
     ) -> ControlFlow<()> {
         match message {
-            ToRouter::Open(output, reply, peer) => {
+            ToRouter::Open(output, reply, peer, identity) => {
                 let id = self.core.open(now);
                 if let Some(id) = id {
+                    if let Some(identity) = identity {
+                        self.core.set_identity(id, identity);
+                    }
                     self.outputs.insert(id, output);
                     if self.on_event.is_some() {
                         self.peers.insert(id, peer);
@@ -838,6 +775,11 @@ impl Router {
             ToRouter::TlsFailed(peer, error) => {
                 if let Some(hook) = &mut self.on_event {
                     hook(&PeerEvent::TlsFailed { peer, error });
+                }
+            }
+            ToRouter::WebSocketFailed(peer, error) => {
+                if let Some(hook) = &mut self.on_event {
+                    hook(&PeerEvent::WebSocketFailed { peer, error });
                 }
             }
             ToRouter::Stored(batch) => self.core.handle_stored(batch, now),

@@ -1,0 +1,332 @@
+//! Listeners: where the broker accepts connections (TCP or a Unix domain socket) and what it
+//! runs over them before MQTT (TLS, with or without client certificates; a WebSocket upgrade).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use futures_lite::future;
+use futures_rustls::TlsAcceptor;
+use mqtt_proto::packet::ByteString;
+
+use super::{ToRouter, connection};
+use crate::Error;
+use crate::runtime::{BoxTransport, Listener, PeerAddr, SharedRuntime, accept};
+use crate::tls::{ServerTls, certificate_identity};
+use crate::ws;
+
+/// The longest pause of an accept loop whose `accept` keeps failing (out of file descriptors).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How long a client has to complete the TLS handshake and the WebSocket upgrade (the connect
+/// timeout starts only after them).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenAddr {
+    /// A TCP address (port 0: the kernel picks one).
+    Tcp(std::net::SocketAddr),
+    /// A Unix domain socket's path.
+    Unix(PathBuf),
+}
+
+/// One listener: where, and what runs over its connections before MQTT.
+///
+/// ```
+/// use mqtt_async::ServerTls;
+/// use mqtt_async::broker::ListenerConfig;
+/// // MQTT over secure WebSocket on port 8884, at /mqtt.
+/// let wss = ListenerConfig::tcp("0.0.0.0:8884".parse().unwrap())
+///     .tls(ServerTls::new("server.pem", "server.key"))
+///     .websocket();
+/// // Plain MQTT for local services.
+/// let local = ListenerConfig::unix("/run/mqtt.sock");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    addr: ListenAddr,
+    tls: Option<ServerTls>,
+    websocket: Option<String>,
+}
+
+impl ListenerConfig {
+    /// Plain MQTT on a TCP address.
+    pub fn tcp(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr: ListenAddr::Tcp(addr),
+            tls: None,
+            websocket: None,
+        }
+    }
+
+    /// Plain MQTT on a Unix domain socket (see [`BrokerBuilder::bind_unix`](super::BrokerBuilder::bind_unix)).
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Self {
+            addr: ListenAddr::Unix(path.into()),
+            tls: None,
+            websocket: None,
+        }
+    }
+
+    /// With TLS (and, as [`ServerTls`] says, client certificates).
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// MQTT over WebSocket (RFC 6455, subprotocol `mqtt`) at the path `/mqtt`: with
+    /// [`tls`](Self::tls), that is `wss`.
+    ///
+    /// The upgrade request must be a GET of the path, an upgrade to WebSocket version 13
+    /// offering the subprotocol `mqtt` (or `mqttv3.1`) in at most 8 KiB and 64 headers; any
+    /// other request is answered with its HTTP status (400, 404, 405, 426 or 431) and an
+    /// explanation, and never reaches MQTT. Frames must be binary (a text frame closes the
+    /// connection with 1003) and at most the maximum packet size, at least 64 KiB and at most
+    /// 16 MiB (a larger one closes it with 1009; a larger packet is sent in several frames,
+    /// which MQTT allows).
+    pub fn websocket(self) -> Self {
+        self.websocket_path(ws::DEFAULT_PATH)
+    }
+
+    /// MQTT over WebSocket at `path` instead of `/mqtt`.
+    pub fn websocket_path(mut self, path: impl Into<String>) -> Self {
+        let mut path = path.into();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        self.websocket = Some(path);
+        self
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+}
+
+/// What runs over a listener's connections before MQTT.
+struct Layers {
+    tls: Option<TlsAcceptor>,
+    /// The certificate's name is the client's user name.
+    identity: bool,
+    websocket: Option<String>,
+    max_packet_size: usize,
+}
+
+/// A bound listener.
+pub(super) struct Bound {
+    pub(super) listener: Box<dyn Listener>,
+    layers: Arc<Layers>,
+    /// The socket file, removed when the listener closes.
+    unix_path: Option<PathBuf>,
+}
+
+/// Binds a listener (and loads its TLS configuration).
+pub(super) async fn bind(
+    runtime: &SharedRuntime,
+    config: ListenerConfig,
+    max_packet_size: u32,
+) -> Result<Bound, Error> {
+    let tls = config.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+    let layers = Arc::new(Layers {
+        tls,
+        identity: config.tls.as_ref().is_some_and(|t| t.use_identity_as_username),
+        websocket: config.websocket,
+        max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
+    });
+    let (listener, unix_path) = match config.addr {
+        ListenAddr::Tcp(addr) => (runtime.bind_tcp(addr).await?, None),
+        ListenAddr::Unix(path) => {
+            remove_stale_socket(&path)?;
+            (runtime.bind_unix(&path).await?, Some(path))
+        }
+    };
+    Ok(Bound {
+        listener,
+        layers,
+        unix_path,
+    })
+}
+
+/// Removes a socket file left by a broker that did not stop cleanly (nothing listens on it);
+/// any other file at `path` is left alone and binding fails.
+fn remove_stale_socket(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && meta.file_type().is_socket()
+            && std::os::unix::net::UnixStream::connect(path).is_err()
+        {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// Accepts connections until `stop`, each served by a task of its own.
+pub(super) async fn accept_loop(
+    runtime: SharedRuntime,
+    bound: Bound,
+    to_router: Sender<ToRouter>,
+    stop: Receiver<()>,
+) {
+    let Bound {
+        mut listener,
+        layers,
+        unix_path,
+    } = bound;
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = future::or(async { Some(accept(listener.as_mut()).await) }, async {
+            let _ = stop.recv().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        let (transport, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: the error comes back at once, so
+                // trying again at once would spin. Back off (told once per streak) and keep
+                // serving the connections there are.
+                if backoff.is_zero() {
+                    let addr = listener.local_addr().ok();
+                    let _ = to_router
+                        .send(ToRouter::AcceptFailed(addr, error.to_string()))
+                        .await;
+                }
+                backoff = (backoff * 2)
+                    .max(Duration::from_millis(10))
+                    .min(ACCEPT_BACKOFF_MAX);
+                let sleep = runtime.sleep_until(runtime.now() + backoff);
+                let stopped = future::or(
+                    async {
+                        sleep.await;
+                        false
+                    },
+                    async {
+                        let _ = stop.recv().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    break;
+                }
+                continue;
+            }
+        };
+        let to_router = to_router.clone();
+        if layers.tls.is_none() && layers.websocket.is_none() {
+            // Plain MQTT: the task is the connection alone, none of the handshakes' state
+            // (which would size every idle connection's future).
+            let task = connection::serve(runtime.clone(), transport, to_router, peer, None);
+            runtime.spawn(Box::pin(task));
+            continue;
+        }
+        let inner = runtime.clone();
+        let layers = layers.clone();
+        runtime.spawn(Box::pin(async move {
+            // A peer that never finishes the handshakes must not hold a task and a socket
+            // forever.
+            let sleep = inner.sleep_until(inner.now() + HANDSHAKE_TIMEOUT);
+            let opened = future::or(async { Some(open(&layers, transport).await) }, async {
+                sleep.await;
+                None
+            })
+            .await;
+            let (transport, identity) = match opened {
+                Some(Ok(opened)) => opened,
+                Some(Err(failed)) => {
+                    let _ = to_router.send(failed.into_message(peer)).await;
+                    return;
+                }
+                None => {
+                    let error = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+                    let message = if layers.tls.is_some() {
+                        ToRouter::TlsFailed(peer, error)
+                    } else {
+                        ToRouter::WebSocketFailed(peer, error)
+                    };
+                    let _ = to_router.send(message).await;
+                    return;
+                }
+            };
+            // A task of its own, which holds none of the handshakes' state either.
+            inner.spawn(Box::pin(connection::serve(
+                inner.clone(),
+                transport,
+                to_router,
+                peer,
+                identity,
+            )));
+        }));
+    }
+    drop(listener);
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A failed handshake.
+enum Failed {
+    Tls(String),
+    WebSocket(String),
+}
+
+impl Failed {
+    fn into_message(self, peer: PeerAddr) -> ToRouter {
+        match self {
+            Failed::Tls(error) => ToRouter::TlsFailed(peer, error),
+            Failed::WebSocket(error) => ToRouter::WebSocketFailed(peer, error),
+        }
+    }
+}
+
+/// Runs TLS (taking the client's identity from its certificate when the listener wants it),
+/// then the WebSocket upgrade, as the listener has them.
+async fn open(
+    layers: &Layers,
+    mut transport: BoxTransport,
+) -> Result<(BoxTransport, Option<ByteString>), Failed> {
+    let mut identity = None;
+    if let Some(acceptor) = &layers.tls {
+        let stream = acceptor
+            .accept(transport)
+            .await
+            .map_err(|e| Failed::Tls(e.to_string()))?;
+        if layers.identity {
+            let name = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| certificate_identity(cert));
+            match name {
+                Some(name) => identity = Some(ByteString::from(name)),
+                None => {
+                    return Err(Failed::Tls(
+                        "the client certificate has no Common Name or subject alternative name \
+                         to use as user name (use_identity_as_username)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        transport = Box::new(stream);
+    }
+    if let Some(path) = &layers.websocket {
+        transport = ws::accept(transport, path, layers.max_packet_size)
+            .await
+            .map_err(|refused| Failed::WebSocket(refused.to_string()))?;
+    }
+    Ok((transport, identity))
+}

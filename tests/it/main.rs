@@ -20,4 +20,5 @@ mod mosquitto;
 mod mosquitto_clients;
 mod peer_events;
 mod persistence;
+mod pki;
 mod tls;

@@ -3,84 +3,15 @@
 //! A client trusting another CA is refused at once with a TLS error, and the listener goes on
 //! serving others.
 
-use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mqtt_tokio::{Broker, Client, ClientOptions, Error, QoS, ServerTls, TlsOptions, Version};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use tempfile::TempDir;
-
 use crate::mosquitto::Mosquitto;
+use crate::pki::Pki;
 
 /// How long any one step (connect, subscribe, publish, receive) may take.
 const STEP: Duration = Duration::from_secs(10);
-
-/// Certificate files in a scratch directory, removed on drop.
-struct Pki {
-    dir: TempDir,
-    /// The CA's certificate (PEM): what clients trust.
-    ca: PathBuf,
-    /// The server's certificate (PEM), signed by the CA.
-    cert: PathBuf,
-    /// The server's private key (PEM, PKCS #8).
-    key: PathBuf,
-}
-
-impl Pki {
-    /// A CA and a server certificate for `localhost` and 127.0.0.1.
-    fn new() -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("mqtt-tests-tls-")
-            .tempdir()
-            .expect("temporary directory");
-        let ca = make_ca("mqtt-rs test CA");
-        let server_key = KeyPair::generate().expect("server key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("server certificate parameters");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        let server = params
-            .signed_by(&server_key, &ca)
-            .expect("signing the server certificate");
-
-        let path = |name: &str| dir.path().join(name);
-        fs::write(path("ca.pem"), ca.pem()).expect("write ca.pem");
-        fs::write(path("server.pem"), server.pem()).expect("write server.pem");
-        fs::write(path("server.key"), server_key.serialize_pem()).expect("write server.key");
-        Pki {
-            ca: path("ca.pem"),
-            cert: path("server.pem"),
-            key: path("server.key"),
-            dir,
-        }
-    }
-
-    /// The certificate of a CA that signed nothing here, in the same directory.
-    fn unrelated_ca(&self) -> PathBuf {
-        let path = self.dir.path().join("other-ca.pem");
-        fs::write(&path, make_ca("some other CA").pem()).expect("write other-ca.pem");
-        path
-    }
-}
-
-fn make_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
-        .expect("self-signing the CA")
-}
 
 async fn step<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(STEP, future)

@@ -12,7 +12,7 @@ use mqtt_async::{
 };
 
 use super::support::{
-    Proxy, Server, Target, connect, next, options_for, persistent, sleep, spawn, wait_event, within,
+    Proxy, Server, Target, connect, next, persistent, sleep, spawn, wait_event, within,
 };
 
 const ALL_QOS: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
@@ -128,7 +128,7 @@ pub(crate) async fn will<R: Runtime + Default>(target: Target, version: Version)
     polite.disconnect().await.unwrap();
 
     let lost = connect::<R>(
-        options_for(proxy.addr(), version, "will-lost")
+        server.options_at(proxy.addr(), version, "will-lost")
             .will(Will::new(name("will/lost"), "gone", QoS::AtLeastOnce))
             .reconnect(None),
     )
@@ -210,7 +210,7 @@ pub(crate) async fn manual_ack_order<R: Runtime + Default>(target: Target, versi
         return;
     };
     let proxy = Proxy::start::<R>(server.addr()).await;
-    let a = connect::<R>(persistent(options_for(proxy.addr(), version, "manual-a"))).await;
+    let a = connect::<R>(persistent(server.options_at(proxy.addr(), version, "manual-a"))).await;
     let events = a.events();
     let mut messages = a
         .subscribe_with(
@@ -330,7 +330,7 @@ pub(crate) async fn restart<R: Runtime + Default>(target: Target, version: Versi
         return;
     };
     let proxy = Proxy::start::<R>(server.addr()).await;
-    let a = connect::<R>(persistent(options_for(proxy.addr(), version, "restart-a"))).await;
+    let a = connect::<R>(persistent(server.options_at(proxy.addr(), version, "restart-a"))).await;
     let events = a.events();
     let mut messages = a.subscribe("restart/#", QoS::AtLeastOnce).await.unwrap();
     let b = connect::<R>(server.options(version, "restart-b")).await;

@@ -2,7 +2,8 @@
 //! broker (in-process, on the test's runtime) and a real mosquitto, for MQTT 3.1.1 and 5.0.
 //!
 //! `runtime_suite!` instantiates every case of [`cases`] for one runtime as
-//! `client_suite::RUNTIME::{ours,mosquitto}::{v3_1_1,v5}::CASE`, each run with that runtime's
+//! `client_suite::RUNTIME::{ours,mosquitto}::{v3_1_1,v5}::CASE`, and some over the other
+//! transports (`client_suite::RUNTIME::{ws,wss,unix}::{v3_1_1,v5}::CASE`), each run with that runtime's
 //! `block_on` under an overall deadline. The cases of [`timeouts`] need no broker and run once
 //! per runtime, as `client_suite::RUNTIME::timeouts::CASE`.
 
@@ -71,6 +72,15 @@ macro_rules! runtime_suite {
         mod $name {
             runtime_suite!(@target ours, $runtime, $block_on, crate::client_suite::support::Target::Ours);
             runtime_suite!(@target mosquitto, $runtime, $block_on, crate::client_suite::support::Target::Mosquitto);
+            // Our client and broker over the other transports: the cases that cover each kind
+            // of traffic (both directions at every QoS, retained, a will after a cut through a
+            // proxy, a resumed session).
+            runtime_suite!(@transport ws, $runtime, $block_on, crate::client_suite::support::Target::OursWs;
+                qos_both_ways, retained, will, session_resume);
+            runtime_suite!(@transport wss, $runtime, $block_on, crate::client_suite::support::Target::OursWss;
+                qos_both_ways, will, session_resume);
+            runtime_suite!(@transport unix, $runtime, $block_on, crate::client_suite::support::Target::OursUnix;
+                qos_both_ways, session_resume);
             mod timeouts {
                 runtime_cases!($runtime, $block_on, timeouts;
                     connect_to_a_silent_server_times_out_waiting_for_connack,
@@ -87,6 +97,16 @@ macro_rules! runtime_suite {
         mod $name {
             runtime_suite!(@version v3_1_1, $runtime, $block_on, $target, mqtt_async::Version::V3_1_1);
             runtime_suite!(@version v5, $runtime, $block_on, $target, mqtt_async::Version::V5);
+        }
+    };
+    (@transport $name:ident, $runtime:ty, $block_on:expr, $target:expr; $($case:ident),*) => {
+        mod $name {
+            mod v3_1_1 {
+                cases!($runtime, $block_on, $target, mqtt_async::Version::V3_1_1; $($case),*);
+            }
+            mod v5 {
+                cases!($runtime, $block_on, $target, mqtt_async::Version::V5; $($case),*);
+            }
         }
     };
     (@version $name:ident, $runtime:ty, $block_on:expr, $target:expr, $version:expr) => {

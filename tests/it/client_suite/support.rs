@@ -3,30 +3,51 @@
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
-use mqtt_async::broker::BrokerConfig;
+use mqtt_async::broker::{BrokerConfig, ListenerConfig};
 use mqtt_async::runtime::{BoxFuture, Runtime};
 use mqtt_async::{
     BackoffConfig, Broker, BrokerHandle, Client, ClientOptions, ConnectionEvent, Message,
-    Subscription, Version,
+    ServerTls, Subscription, TlsOptions, Version,
 };
 
 use crate::mosquitto::Mosquitto;
+use crate::pki::Pki;
 
 /// How long one wait for a condition may take before the test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-/// The broker a case runs against.
+/// The broker a case runs against, and how the client reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
     /// Our broker, in-process on the test's runtime.
     Ours,
     /// A real mosquitto.
     Mosquitto,
+    /// Our broker, over WebSocket (`ws://127.0.0.1:port/mqtt`).
+    OursWs,
+    /// Our broker, over WebSocket over TLS with certificates made for the test.
+    OursWss,
+    /// Our broker, over a Unix domain socket.
+    OursUnix,
+}
+
+/// How clients reach a broker beyond its TCP address.
+#[derive(Clone)]
+enum Reach {
+    Tcp,
+    Ws,
+    Wss(Arc<Pki>),
+    /// The socket's path, in a scratch directory kept with the server.
+    Unix {
+        path: PathBuf,
+        _dir: Arc<tempfile::TempDir>,
+    },
 }
 
 /// mosquitto's limits, set explicitly: the defaults of a stock install, 20 QoS 1/2 messages in
@@ -50,6 +71,7 @@ const MOSQUITTO_PERSISTENCE: [&str; 4] = [
 pub(crate) struct Server {
     addr: SocketAddr,
     kind: ServerKind,
+    reach: Reach,
 }
 
 enum ServerKind {
@@ -61,18 +83,32 @@ impl Server {
     /// Starts a broker on 127.0.0.1, on a port the kernel picks; `None` when mosquitto is not
     /// installed and the test should be skipped (the helper fails instead under CI).
     pub(crate) async fn start<R: Runtime + Default>(target: Target) -> Option<Server> {
-        match target {
-            Target::Ours => Some(Self::ours::<R>(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await),
-            Target::Mosquitto => Self::mosquitto(&[]),
-        }
+        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let reach = match target {
+            Target::Mosquitto => return Self::mosquitto(&[]),
+            Target::Ours => Reach::Tcp,
+            Target::OursWs => Reach::Ws,
+            Target::OursWss => Reach::Wss(Arc::new(Pki::new())),
+            Target::OursUnix => {
+                let dir = tempfile::Builder::new()
+                    .prefix("mqtt-tests-unix-")
+                    .tempdir()
+                    .expect("temporary directory");
+                Reach::Unix {
+                    path: dir.path().join("broker.sock"),
+                    _dir: Arc::new(dir),
+                }
+            }
+        };
+        Some(Self::ours::<R>(any_port, reach).await)
     }
 
     /// Starts a broker that keeps sessions across [`Server::restart`]: mosquitto with
     /// persistence; ours keeps nothing (its sessions live in memory).
     pub(crate) async fn start_persistent<R: Runtime + Default>(target: Target) -> Option<Server> {
         match target {
-            Target::Ours => Self::start::<R>(target).await,
             Target::Mosquitto => Self::mosquitto(&MOSQUITTO_PERSISTENCE),
+            _ => Self::start::<R>(target).await,
         }
     }
 
@@ -82,15 +118,16 @@ impl Server {
         Some(Server {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, broker.port())),
             kind: ServerKind::Mosquitto(broker),
+            reach: Reach::Tcp,
         })
     }
 
-    async fn ours<R: Runtime + Default>(addr: SocketAddr) -> Server {
-        let handle = spawn_our_broker::<R>(addr).await;
-        let addr = handle.1;
+    async fn ours<R: Runtime + Default>(addr: SocketAddr, reach: Reach) -> Server {
+        let (handle, addr) = spawn_our_broker::<R>(addr, &reach).await;
         Server {
             addr,
-            kind: ServerKind::Ours(handle.0),
+            kind: ServerKind::Ours(handle),
+            reach,
         }
     }
 
@@ -101,7 +138,34 @@ impl Server {
 
     /// Options for a client of this broker: fast reconnects, so that tests do not wait long.
     pub(crate) fn options(&self, version: Version, client_id: &str) -> ClientOptions {
-        options_for(self.addr, version, client_id)
+        self.options_at(self.addr, version, client_id)
+    }
+
+    /// Options for a client of this broker through a TCP proxy at `addr` (TCP targets, and
+    /// WebSocket ones, whose bytes a TCP proxy carries as well).
+    pub(crate) fn options_at(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        client_id: &str,
+    ) -> ClientOptions {
+        let options = options_for(addr, version, client_id);
+        match &self.reach {
+            Reach::Tcp => options,
+            Reach::Ws => options.websocket("/mqtt"),
+            Reach::Wss(pki) => options
+                .websocket("/mqtt")
+                .tls(TlsOptions::ca_file(&pki.ca).server_name("localhost")),
+            Reach::Unix { path, .. } => {
+                let mut backoff = BackoffConfig::default();
+                backoff.initial = Duration::from_millis(20);
+                backoff.max = Duration::from_millis(200);
+                ClientOptions::unix(path)
+                    .version(version)
+                    .client_id(client_id)
+                    .reconnect(Some(backoff))
+            }
+        }
     }
 
     /// Stops the broker and starts it again on the same port. mosquitto (started with
@@ -111,7 +175,7 @@ impl Server {
             ServerKind::Ours(handle) => {
                 // `stop` returns once the port is free: binding it again succeeds at once.
                 handle.stop().await;
-                *handle = spawn_our_broker::<R>(self.addr).await.0;
+                *handle = spawn_our_broker::<R>(self.addr, &self.reach).await.0;
             }
             ServerKind::Mosquitto(broker) => broker.restart(),
         }
@@ -130,9 +194,24 @@ fn our_config() -> BrokerConfig {
     BrokerConfig::default()
 }
 
-async fn spawn_our_broker<R: Runtime + Default>(addr: SocketAddr) -> (BrokerHandle, SocketAddr) {
-    let broker = Broker::<R>::builder()
-        .bind(addr)
+async fn spawn_our_broker<R: Runtime + Default>(
+    addr: SocketAddr,
+    reach: &Reach,
+) -> (BrokerHandle, SocketAddr) {
+    let listener = match reach {
+        Reach::Tcp => ListenerConfig::tcp(addr),
+        Reach::Ws => ListenerConfig::tcp(addr).websocket(),
+        Reach::Wss(pki) => ListenerConfig::tcp(addr)
+            .tls(ServerTls::new(&pki.cert, &pki.key))
+            .websocket(),
+        // Listening on TCP too gives the server an address for the cases to print.
+        Reach::Unix { path, .. } => ListenerConfig::unix(path),
+    };
+    let mut builder = Broker::<R>::builder().listener(listener);
+    if matches!(reach, Reach::Unix { .. }) {
+        builder = builder.bind(addr);
+    }
+    let broker = builder
         .config(our_config())
         .build()
         .await

@@ -22,3 +22,4 @@ mod peer_events;
 mod persistence;
 mod pki;
 mod tls;
+mod websocket;

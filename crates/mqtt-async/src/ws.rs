@@ -245,9 +245,11 @@ pub(crate) async fn accept(
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(&request) {
-            Ok(httparse::Status::Complete(head)) => break (head, check(&parsed, path)),
+            Ok(httparse::Status::Complete(head)) if head <= MAX_REQUEST_BYTES => {
+                break (head, check(&parsed, path));
+            }
             Ok(httparse::Status::Partial) if request.len() <= MAX_REQUEST_BYTES => {}
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => {
                 let reason = format!(
                     "the request is longer than {MAX_REQUEST_BYTES} bytes or has more than \
                      {MAX_HEADERS} headers"
@@ -258,10 +260,6 @@ pub(crate) async fn accept(
                 let reason = format!("not an HTTP request ({error})");
                 return Err(refuse(transport, 400, reason).await);
             }
-        }
-        if request.len() > MAX_REQUEST_BYTES {
-            let reason = format!("the request is longer than {MAX_REQUEST_BYTES} bytes");
-            return Err(refuse(transport, 431, reason).await);
         }
     };
     let Accepted { key, subprotocol } = match checked {

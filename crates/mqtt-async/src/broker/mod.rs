@@ -258,12 +258,13 @@ impl<R> BrokerBuilder<R> {
 
     /// Binds the listeners.
     pub async fn build(self) -> Result<Broker<R>, Error> {
+        let mut core = Core::new(self.config);
+        // As the core settled it (within the incoming budget): what WebSocket frames may carry.
+        let max_packet_size = core.config().connection.max_packet_size;
         let mut listeners = Vec::new();
-        let max_packet_size = self.config.connection.max_packet_size;
         for config in self.listeners {
             listeners.push(listener::bind(&self.runtime, config, max_packet_size).await?);
         }
-        let mut core = Core::new(self.config);
         if self.authenticator.is_some() {
             core = core.with_deferred_authentication();
         }

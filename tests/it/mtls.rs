@@ -46,7 +46,12 @@ async fn broker(pki: &Pki, identity: bool) -> Hooked {
     .await
 }
 
-fn options(broker: &Hooked, pki: &Pki, id: &str, cert: Option<&(PathBuf, PathBuf)>) -> ClientOptions {
+fn options(
+    broker: &Hooked,
+    pki: &Pki,
+    id: &str,
+    cert: Option<&(PathBuf, PathBuf)>,
+) -> ClientOptions {
     let mut tls = TlsOptions::ca_file(&pki.ca).server_name("localhost");
     if let Some((cert, key)) = cert {
         tls = tls.client_cert(cert, key);
@@ -86,9 +91,15 @@ async fn a_certificate_from_another_ca_is_refused() {
     let broker = broker(&pki, true).await;
     let foreign = pki.foreign_client("foreign", "device-7");
     let outcome = connect(options(&broker, &pki, "foreign", Some(&foreign))).await;
-    assert!(outcome.is_err(), "a certificate from another CA was accepted");
+    assert!(
+        outcome.is_err(),
+        "a certificate from another CA was accepted"
+    );
     let error = tls_failure(&broker).await;
-    assert!(error.to_lowercase().contains("issuer") || error.contains("certificate"), "{error}");
+    assert!(
+        error.to_lowercase().contains("issuer") || error.contains("certificate"),
+        "{error}"
+    );
     broker.stop().await;
 }
 
@@ -98,18 +109,19 @@ async fn the_certificate_name_is_the_user_name_for_the_acl() {
     let broker = broker(&pki, true).await;
     let device = pki.client("device-7", Some("device-7"), &[]);
     // The CONNECT claims to be someone else, with a password: neither counts.
-    let client = connect(
-        options(&broker, &pki, "d7", Some(&device)).credentials("admin", "guess"),
-    )
-    .await
-    .expect("a client with a good certificate connects");
+    let client = connect(options(&broker, &pki, "d7", Some(&device)).credentials("admin", "guess"))
+        .await
+        .expect("a client with a good certificate connects");
     match broker.next().await {
         PeerEvent::Connected { username, .. } => {
             assert_eq!(username.as_deref(), Some("device-7"))
         }
         other => panic!("expected Connected, got {other:?}"),
     }
-    let mut messages = client.subscribe("devices/#", QoS::AtLeastOnce).await.unwrap();
+    let mut messages = client
+        .subscribe("devices/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     client
         .publish("devices/device-7/temp", "21", QoS::AtLeastOnce)
         .await
@@ -205,7 +217,9 @@ fn inconsistent_settings_are_refused_when_the_broker_is_built() {
                 .build(),
         );
         match built {
-            Err(Error::Tls(message)) => assert!(message.contains("require_certificate"), "{what}: {message}"),
+            Err(Error::Tls(message)) => {
+                assert!(message.contains("require_certificate"), "{what}: {message}")
+            }
             other => panic!("{what}: {other:?}"),
         }
     }

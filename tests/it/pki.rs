@@ -88,7 +88,6 @@ fn make_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
         .expect("self-signing the CA")
 }
 
-
 fn client_cert(
     dir: &TempDir,
     issuer: &CertifiedIssuer<'static, KeyPair>,
@@ -104,7 +103,9 @@ fn client_cert(
         params.distinguished_name.push(DnType::CommonName, cn);
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = params.signed_by(&key, issuer).expect("signing the client certificate");
+    let cert = params
+        .signed_by(&key, issuer)
+        .expect("signing the client certificate");
     let cert_path = dir.path().join(format!("{file}.pem"));
     let key_path = dir.path().join(format!("{file}.key"));
     fs::write(&cert_path, cert.pem()).expect("write the client certificate");

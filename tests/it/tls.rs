@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use mqtt_tokio::{Broker, Client, ClientOptions, Error, QoS, ServerTls, TlsOptions, Version};
 use crate::mosquitto::Mosquitto;
 use crate::pki::Pki;
+use mqtt_tokio::{Broker, Client, ClientOptions, Error, QoS, ServerTls, TlsOptions, Version};
 
 /// How long any one step (connect, subscribe, publish, receive) may take.
 const STEP: Duration = Duration::from_secs(10);

@@ -11,7 +11,9 @@ use mqtt_tokio::{Broker, Client, ClientOptions, Error, QoS};
 const STEP: Duration = Duration::from_secs(10);
 
 async fn round_trip(url: &str) {
-    let options = ClientOptions::from_url(url).expect("a unix URL").reconnect(None);
+    let options = ClientOptions::from_url(url)
+        .expect("a unix URL")
+        .reconnect(None);
     let client = tokio::time::timeout(STEP, Client::connect(options))
         .await
         .expect("in time")
@@ -37,8 +39,15 @@ async fn round_trip_stale_socket_and_cleanup() {
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     assert!(path.exists());
 
-    let broker = Broker::builder().bind_unix(&path).build().await.expect("bind");
-    assert!(broker.local_addrs().is_empty(), "a Unix socket has no TCP address");
+    let broker = Broker::builder()
+        .bind_unix(&path)
+        .build()
+        .await
+        .expect("bind");
+    assert!(
+        broker.local_addrs().is_empty(),
+        "a Unix socket has no TCP address"
+    );
     let handle = broker.spawn();
     round_trip(&format!("unix://{}", path.display())).await;
 
@@ -46,8 +55,13 @@ async fn round_trip_stale_socket_and_cleanup() {
     let second = Broker::builder().bind_unix(&path).build().await;
     assert!(second.is_err(), "a second broker bound a socket in use");
 
-    tokio::time::timeout(STEP, handle.stop()).await.expect("stops");
-    assert!(!path.exists(), "the socket file is removed when the broker stops");
+    tokio::time::timeout(STEP, handle.stop())
+        .await
+        .expect("stops");
+    assert!(
+        !path.exists(),
+        "the socket file is removed when the broker stops"
+    );
 }
 
 #[tokio::test]

@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::{Bytes, Message};
-use async_tungstenite::WebSocketStream;
 use futures_lite::StreamExt;
 use mqtt_async::broker::{BrokerConfig, ListenerConfig};
 use mqtt_async::{BrokerHandle, ClientOptions, QoS, Version};
@@ -94,7 +94,10 @@ fn the_upgrade_selects_mqtt_and_bad_requests_get_their_http_status() {
     // [MQTT-6.0.0-4]: the server selects `mqtt`; the accept key follows RFC 6455.
     let ok = http(ws, &upgrade("/mqtt", &good_headers()));
     assert_eq!(status(&ok), 101, "{ok}");
-    assert!(ok.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")), "{ok}");
+    assert!(
+        ok.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
+        "{ok}"
+    );
     assert!(ok.contains("Sec-WebSocket-Protocol: mqtt\r\n"), "{ok}");
     // Among other subprotocols, and after a query string.
     let headers = good_headers().replace("Protocol: mqtt", "Protocol: chat, MQTT");
@@ -126,13 +129,19 @@ fn the_upgrade_selects_mqtt_and_bad_requests_get_their_http_status() {
         ),
         (
             "another subprotocol",
-            upgrade("/mqtt", &good_headers().replace("Protocol: mqtt", "Protocol: chat")),
+            upgrade(
+                "/mqtt",
+                &good_headers().replace("Protocol: mqtt", "Protocol: chat"),
+            ),
             400,
             "mqtt",
         ),
         (
             "another WebSocket version",
-            upgrade("/mqtt", &good_headers().replace("Version: 13", "Version: 8")),
+            upgrade(
+                "/mqtt",
+                &good_headers().replace("Version: 13", "Version: 8"),
+            ),
             426,
             "version 13",
         ),
@@ -147,8 +156,11 @@ fn the_upgrade_selects_mqtt_and_bad_requests_get_their_http_status() {
         ),
         (
             "a POST",
-            format!("POST /mqtt HTTP/1.1\r\nHost: localhost\r\n{}\r\n", good_headers())
-                .into_bytes(),
+            format!(
+                "POST /mqtt HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+                good_headers()
+            )
+            .into_bytes(),
             405,
             "GET",
         ),
@@ -199,10 +211,7 @@ async fn raw_ws(addr: SocketAddr) -> WebSocketStream<smol::net::TcpStream> {
 }
 
 /// The bytes of the binary frames that arrive until `want` bytes came or `deadline` passed.
-async fn read_binary(
-    ws: &mut WebSocketStream<smol::net::TcpStream>,
-    want: usize,
-) -> Vec<u8> {
+async fn read_binary(ws: &mut WebSocketStream<smol::net::TcpStream>, want: usize) -> Vec<u8> {
     let mut got = Vec::new();
     let deadline = Instant::now() + STEP;
     while got.len() < want {
@@ -338,7 +347,10 @@ async fn round_trip(addr: SocketAddr, version: Version, id: &str) {
         })
         .await
         .expect("the message in time");
-        assert_eq!((&message.payload()[..], message.qos()), (&b"over ws"[..], qos));
+        assert_eq!(
+            (&message.payload()[..], message.qos()),
+            (&b"over ws"[..], qos)
+        );
     }
     client.disconnect().await.unwrap();
 }
@@ -368,8 +380,8 @@ fn third_party(program: &str, args: &[&str], what: &str) -> Option<std::process:
         Ok(output) if output.status.success() => Some(output),
         Ok(output) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let missing = stderr.contains("No module named")
-                || stderr.contains("Cannot find module");
+            let missing =
+                stderr.contains("No module named") || stderr.contains("Cannot find module");
             if missing && std::env::var_os("CI").is_none() {
                 eprintln!("note: {what} is not installed; skipping (see .ci/run): {stderr}");
                 return None;
@@ -409,7 +421,10 @@ fn paho_mqtt_over_websocket_at_every_qos() {
             break;
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains("received 0 1 2"), "MQTT {version}: {stdout}");
+        assert!(
+            stdout.contains("received 0 1 2"),
+            "MQTT {version}: {stdout}"
+        );
     }
     smol::block_on(handle.stop());
 }
@@ -419,12 +434,16 @@ fn mqtt_js_over_websocket_at_every_qos() {
     let (handle, ws_addr, _) = start(BrokerConfig::default());
     let url = format!("ws://{ws_addr}/mqtt");
     for version in ["4", "5"] {
-        let Some(output) = third_party("node", &[&script("mqttjs_ws.js"), &url, version], "MQTT.js")
+        let Some(output) =
+            third_party("node", &[&script("mqttjs_ws.js"), &url, version], "MQTT.js")
         else {
             break;
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains("received 0 1 2"), "protocol {version}: {stdout}");
+        assert!(
+            stdout.contains("received 0 1 2"),
+            "protocol {version}: {stdout}"
+        );
     }
     smol::block_on(handle.stop());
 }

@@ -28,9 +28,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
 #[cfg(unix)]
 use async_std::os::unix::net::{UnixListener, UnixStream};
+use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
 pub use mqtt_async::*;
 
 /// The async-std runtime, as the async layer sees it. Spawns onto async-std's global executor.
@@ -58,10 +58,7 @@ struct AsyncStdListener {
 }
 
 impl Listener for AsyncStdListener {
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         let accepting = self.accepting.get_or_insert_with(|| {
             let listener = self.listener.clone();
             Box::pin(async move { listener.accept().await })
@@ -88,10 +85,7 @@ struct AsyncStdUnixListener {
 
 #[cfg(unix)]
 impl Listener for AsyncStdUnixListener {
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         let accepting = self.accepting.get_or_insert_with(|| {
             let listener = self.listener.clone();
             Box::pin(async move { listener.accept().await.map(|(stream, _)| stream) })

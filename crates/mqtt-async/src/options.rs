@@ -126,7 +126,11 @@ impl ClientOptions {
             options.tls = Some(TlsOptions::default());
         }
         if websocket {
-            let path = if path.is_empty() { crate::ws::DEFAULT_PATH } else { path };
+            let path = if path.is_empty() {
+                crate::ws::DEFAULT_PATH
+            } else {
+                path
+            };
             options.websocket = Some(path.to_owned());
         }
         if let Some(userinfo) = userinfo {
@@ -375,7 +379,10 @@ mod tests {
         assert_eq!((o.host(), o.port(), o.tls.is_some()), ("h", 8443, true));
         assert_eq!(o.websocket_path(), Some("/broker/ws"));
         let o = ClientOptions::from_url("wss://[::1]/").unwrap();
-        assert_eq!((o.host(), o.port(), o.websocket_path()), ("::1", 443, Some("/")));
+        assert_eq!(
+            (o.host(), o.port(), o.websocket_path()),
+            ("::1", 443, Some("/"))
+        );
         // Plain MQTT has no path.
         let o = ClientOptions::from_url("mqtt://h/ignored").unwrap();
         assert_eq!(o.websocket_path(), None);

@@ -258,7 +258,8 @@ impl ServerTls {
                 for cert in read_certs(ca)? {
                     roots.add(cert).map_err(tls_error)?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                 let verifier = if self.require_certificate {
                     verifier
                 } else {

@@ -165,9 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsTransport<S> {
         ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
         let n = buf.len().min(MAX_WRITE_FRAME);
         let frame = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
-        Pin::new(&mut this.ws)
-            .start_send(frame)
-            .map_err(io_error)?;
+        Pin::new(&mut this.ws).start_send(frame).map_err(io_error)?;
         Poll::Ready(Ok(n))
     }
 
@@ -279,8 +277,8 @@ pub(crate) async fn accept(
     // A client may send its first frames right behind the request.
     let tail = request.split_off(head);
     let config = config(frame_limit(max_packet_size));
-    let ws = WebSocketStream::from_partially_read(transport, tail, Role::Server, Some(config))
-        .await;
+    let ws =
+        WebSocketStream::from_partially_read(transport, tail, Role::Server, Some(config)).await;
     Ok(Box::new(WsTransport::new(ws)))
 }
 

@@ -20,7 +20,10 @@ pub(crate) struct ConnectArgs {
     /// Broker port (default 1883, or 8883 with TLS).
     #[arg(help_heading = "Connection", short = 'p', long = "port")]
     pub(crate) port: Option<u16>,
-    /// Broker URL, `mqtt://host[:port]` or `mqtts://host[:port]` (overrides -h and -p).
+    /// Broker URL (overrides -h and -p): `scheme://[user[:password]@]host[:port][/path]` with
+    /// the schemes mqtt (port 1883), mqtts (TLS, 8883), ws (WebSocket, 80) and wss (WebSocket
+    /// over TLS, 443); for ws and wss the path is the WebSocket path (default /mqtt). Or
+    /// `unix:///path/to/socket`. -u and -P override the URL's user and password.
     #[arg(help_heading = "Connection", short = 'L', long = "url")]
     pub(crate) url: Option<String>,
     /// Client identifier (default: assigned by the broker).
@@ -123,7 +126,10 @@ impl ConnectArgs {
     /// Connects, with the broker's address in the error.
     pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
         let options = self.options()?;
-        let target = format!("{}:{}", options.host(), options.port());
+        let target = match &self.url {
+            Some(url) => url.clone(),
+            None => format!("{}:{}", options.host(), options.port()),
+        };
         Client::connect(options)
             .await
             .with_context(|| format!("cannot connect to {target}"))

@@ -753,3 +753,71 @@ fn broker_refuses_a_data_dir_it_cannot_read() {
     assert!(failure.contains("99"), "{failure}");
     assert_eq!(fs::read_to_string(data.join("VERSION")).unwrap(), "99\n");
 }
+
+/// `--ws-port` and `--unix` add listeners; `--url` reaches them with the ws and unix schemes,
+/// and carries the user name.
+#[cfg(unix)]
+#[test]
+fn broker_serves_websocket_and_a_unix_socket_and_urls_reach_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mqtt.sock");
+    let broker = OurBroker::start_args(&[
+        "broker",
+        "--port",
+        "0",
+        "--ws-port",
+        "0",
+        "--unix",
+        socket.to_str().unwrap(),
+    ]);
+    let log = broker.process.wait_stderr("the Unix socket listener", |l| {
+        l.contains("listening on unix:")
+    });
+    assert!(log.contains("MQTT listening on unix:"), "{log}");
+    let ports = listening_ports(&broker.process);
+    assert_eq!(
+        ports.len(),
+        2,
+        "a TCP and a WebSocket port: {}",
+        broker.process.stderr()
+    );
+    let stderr = broker.process.stderr();
+    assert!(
+        stderr.contains(&format!(
+            "MQTT over WebSocket at /mqtt listening on 127.0.0.1:{}",
+            ports[1]
+        )),
+        "{stderr}"
+    );
+
+    let ws = format!("ws://alice@127.0.0.1:{}/mqtt", ports[1]);
+    let unix = format!("unix://{}", socket.display());
+    let sub = Running::start(
+        "mqtt subscribe (ws)",
+        mqtt(["subscribe", "-d", "-C", "1", "--url", &ws, "local/#"]),
+    );
+    sub.wait_stderr("the subscription", |l| l.starts_with("subscribed to "));
+    run(
+        mqtt([
+            "publish", "--url", &unix, "-t", "local/x", "-m", "via unix", "-q", "1",
+        ]),
+        b"",
+    )
+    .success();
+    assert_eq!(sub.line(), "via unix");
+    sub.finish().success();
+    broker
+        .process
+        .wait_stderr("the ws client's user name in the log", |l| {
+            l.contains("client connected") && l.contains("alice")
+        });
+
+    // A WebSocket path the broker does not serve: a one-line error with the HTTP status.
+    let wrong = format!("ws://127.0.0.1:{}/nowhere", ports[1]);
+    let error = run(
+        mqtt(["publish", "--url", &wrong, "-t", "x", "-m", "x"]),
+        b"",
+    )
+    .one_line_failure();
+    assert!(error.contains("404"), "{error}");
+}

@@ -29,9 +29,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+pub use mqtt_async::*;
 #[cfg(unix)]
 use smol::net::unix::{UnixListener, UnixStream};
-pub use mqtt_async::*;
 use smol::net::{TcpListener, TcpStream};
 
 /// The smol runtime, as the async layer sees it. Spawns onto smol's global executor.
@@ -59,10 +59,7 @@ struct SmolListener {
 }
 
 impl Listener for SmolListener {
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         let accepting = self.accepting.get_or_insert_with(|| {
             let listener = self.listener.clone();
             Box::pin(async move { listener.accept().await })
@@ -89,10 +86,7 @@ struct SmolUnixListener {
 
 #[cfg(unix)]
 impl Listener for SmolUnixListener {
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         let accepting = self.accepting.get_or_insert_with(|| {
             let listener = self.listener.clone();
             Box::pin(async move { listener.accept().await.map(|(stream, _)| stream) })

@@ -62,13 +62,13 @@ pub mod blocking {
 struct TokioListener(tokio::net::TcpListener);
 
 impl Listener for TokioListener {
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         self.0.poll_accept(cx).map_ok(|(stream, peer)| {
             let _ = stream.set_nodelay(true);
-            (Box::new(stream.compat()) as BoxTransport, PeerAddr::Tcp(peer))
+            (
+                Box::new(stream.compat()) as BoxTransport,
+                PeerAddr::Tcp(peer),
+            )
         })
     }
 
@@ -82,10 +82,7 @@ struct TokioUnixListener(tokio::net::UnixListener);
 
 #[cfg(unix)]
 impl Listener for TokioUnixListener {
-    fn poll_accept(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(BoxTransport, PeerAddr)>> {
         self.0
             .poll_accept(cx)
             .map_ok(|(stream, _)| (Box::new(stream.compat()) as BoxTransport, PeerAddr::Unix))

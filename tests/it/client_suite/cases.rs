@@ -128,7 +128,8 @@ pub(crate) async fn will<R: Runtime + Default>(target: Target, version: Version)
     polite.disconnect().await.unwrap();
 
     let lost = connect::<R>(
-        server.options_at(proxy.addr(), version, "will-lost")
+        server
+            .options_at(proxy.addr(), version, "will-lost")
             .will(Will::new(name("will/lost"), "gone", QoS::AtLeastOnce))
             .reconnect(None),
     )
@@ -210,7 +211,12 @@ pub(crate) async fn manual_ack_order<R: Runtime + Default>(target: Target, versi
         return;
     };
     let proxy = Proxy::start::<R>(server.addr()).await;
-    let a = connect::<R>(persistent(server.options_at(proxy.addr(), version, "manual-a"))).await;
+    let a = connect::<R>(persistent(server.options_at(
+        proxy.addr(),
+        version,
+        "manual-a",
+    )))
+    .await;
     let events = a.events();
     let mut messages = a
         .subscribe_with(
@@ -330,7 +336,12 @@ pub(crate) async fn restart<R: Runtime + Default>(target: Target, version: Versi
         return;
     };
     let proxy = Proxy::start::<R>(server.addr()).await;
-    let a = connect::<R>(persistent(server.options_at(proxy.addr(), version, "restart-a"))).await;
+    let a = connect::<R>(persistent(server.options_at(
+        proxy.addr(),
+        version,
+        "restart-a",
+    )))
+    .await;
     let events = a.events();
     let mut messages = a.subscribe("restart/#", QoS::AtLeastOnce).await.unwrap();
     let b = connect::<R>(server.options(version, "restart-b")).await;

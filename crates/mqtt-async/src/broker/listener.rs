@@ -133,7 +133,10 @@ pub(super) async fn bind(
     let tls = config.tls.as_ref().map(ServerTls::acceptor).transpose()?;
     let layers = Arc::new(Layers {
         tls,
-        identity: config.tls.as_ref().is_some_and(|t| t.use_identity_as_username),
+        identity: config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.use_identity_as_username),
         websocket: config.websocket,
         max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
     });

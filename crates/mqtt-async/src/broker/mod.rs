@@ -477,7 +477,8 @@ impl<R: 'static> Broker<R> {
         for bound in listeners {
             let (stop, stopped) = async_channel::bounded::<()>(1);
             stop_listeners.push(stop);
-            let accepting = listener::accept_loop(runtime.clone(), bound, to_router.clone(), stopped);
+            let accepting =
+                listener::accept_loop(runtime.clone(), bound, to_router.clone(), stopped);
             let listening = listening.clone();
             runtime.spawn(Box::pin(async move {
                 accepting.await;

@@ -33,6 +33,22 @@ relative paths are relative to the file's directory):
   bind = "0.0.0.0:8883"
   tls = { cert = "server.pem", key = "server.key" }   # PEM certificate chain and key
 
+  [[listener]]                    # client certificates (mutual TLS)
+  bind = "0.0.0.0:8884"
+  tls = { cert = "server.pem", key = "server.key",
+          cafile = "devices-ca.pem",          # CA that signs client certificates
+          require_certificate = true,         # refuse clients without one
+          use_identity_as_username = true }   # its CN (or first SAN) is the user name for
+                                              # the ACL; no password is checked
+
+  [[listener]]
+  bind = "0.0.0.0:8080"
+  websocket = true                # MQTT over WebSocket (with tls: wss); --ws-port
+  path = "/mqtt"                  # the WebSocket path (default /mqtt)
+
+  [[listener]]
+  unix = "/run/mqtt.sock"         # a Unix domain socket instead of bind (--unix)
+
   [limits]
   max_connections = 10000         # simultaneous connections
   max_sessions = 1000000          # sessions, connected or not
@@ -86,10 +102,17 @@ pub(crate) struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListenerConfig {
-    /// Where to listen.
-    pub(crate) bind: SocketAddr,
+    /// Where to listen: a TCP address...
+    pub(crate) bind: Option<SocketAddr>,
+    /// ...or a Unix domain socket.
+    pub(crate) unix: Option<PathBuf>,
     /// TLS on this listener.
     pub(crate) tls: Option<TlsConfig>,
+    /// MQTT over WebSocket.
+    #[serde(default)]
+    pub(crate) websocket: bool,
+    /// The WebSocket path.
+    pub(crate) path: Option<String>,
 }
 
 /// A listener's `tls` table.
@@ -100,6 +123,85 @@ pub(crate) struct TlsConfig {
     pub(crate) cert: PathBuf,
     /// The private key (PEM).
     pub(crate) key: PathBuf,
+    /// The CA that signs client certificates (PEM).
+    pub(crate) cafile: Option<PathBuf>,
+    /// Clients must present a certificate.
+    #[serde(default)]
+    pub(crate) require_certificate: bool,
+    /// The certificate's name is the user name.
+    #[serde(default)]
+    pub(crate) use_identity_as_username: bool,
+}
+
+impl ListenerConfig {
+    /// Checks the combination: one of `bind` and `unix`, `path` only with `websocket`.
+    fn check(&self) -> anyhow::Result<()> {
+        match (&self.bind, &self.unix) {
+            (Some(_), Some(_)) => anyhow::bail!("a listener has `bind` or `unix`, not both"),
+            (None, None) => {
+                anyhow::bail!("a listener needs `bind` (address:port) or `unix` (a path)")
+            }
+            _ => {}
+        }
+        if self.path.is_some() && !self.websocket {
+            anyhow::bail!("`path` is the WebSocket path: it needs `websocket = true`");
+        }
+        if let Some(tls) = &self.tls {
+            if tls.require_certificate && tls.cafile.is_none() {
+                anyhow::bail!(
+                    "`require_certificate` needs `cafile`, the CA of client certificates"
+                );
+            }
+            if tls.use_identity_as_username && !tls.require_certificate {
+                anyhow::bail!("`use_identity_as_username` needs `require_certificate = true`");
+            }
+        }
+        Ok(())
+    }
+
+    /// The library's listener.
+    pub(crate) fn listener(&self) -> mqtt_tokio::broker::ListenerConfig {
+        use mqtt_tokio::broker::ListenerConfig as Listener;
+        let mut listener = match (&self.bind, &self.unix) {
+            (_, Some(path)) => Listener::unix(path),
+            (Some(addr), None) => Listener::tcp(*addr),
+            (None, None) => unreachable!("checked when loaded"),
+        };
+        if let Some(tls) = &self.tls {
+            let mut server = mqtt_tokio::ServerTls::new(&tls.cert, &tls.key)
+                .require_certificate(tls.require_certificate)
+                .use_identity_as_username(tls.use_identity_as_username);
+            if let Some(ca) = &tls.cafile {
+                server = server.client_ca(ca);
+            }
+            listener = listener.tls(server);
+        }
+        if self.websocket {
+            listener = match &self.path {
+                Some(path) => listener.websocket_path(path.clone()),
+                None => listener.websocket(),
+            };
+        }
+        listener
+    }
+
+    /// What it serves, for the log: "MQTT", "MQTT over TLS", "MQTT over WebSocket at /mqtt", ...
+    pub(crate) fn describe(&self) -> String {
+        let mut what = String::from("MQTT");
+        if self.websocket {
+            let path = self.path.as_deref().unwrap_or("/mqtt");
+            what.push_str(&format!(" over WebSocket at {path}"));
+            if self.tls.is_some() {
+                what.push_str(" (wss)");
+            }
+        } else if self.tls.is_some() {
+            what.push_str(" over TLS");
+        }
+        if self.tls.as_ref().is_some_and(|t| t.require_certificate) {
+            what.push_str(", client certificates required");
+        }
+        what
+    }
 }
 
 /// `[persistence]`.
@@ -191,10 +293,15 @@ impl FileConfig {
         config.password_file.as_mut().map(resolve);
         config.acl_file.as_mut().map(resolve);
         config.data_dir.as_mut().map(resolve);
-        for listener in &mut config.listeners {
+        for (n, listener) in config.listeners.iter_mut().enumerate() {
+            listener
+                .check()
+                .with_context(|| format!("{}: listener {}", path.display(), n + 1))?;
+            listener.unix.as_mut().map(resolve);
             if let Some(tls) = &mut listener.tls {
                 resolve(&mut tls.cert);
                 resolve(&mut tls.key);
+                tls.cafile.as_mut().map(resolve);
             }
         }
         config.limits.broker_config()?;
@@ -350,5 +457,66 @@ mod tests {
         assert!(error.to_string().contains("line 2"), "{error}");
         let error = parse("[limits]\nmax_qos = 3\n").unwrap_err();
         assert!(error.to_string().contains("max_qos"), "{error}");
+    }
+
+    #[test]
+    fn websocket_unix_and_client_certificate_listeners() {
+        let config = parse(
+            r#"
+            [[listener]]
+            bind = "127.0.0.1:8080"
+            websocket = true
+            [[listener]]
+            bind = "127.0.0.1:8443"
+            websocket = true
+            path = "/broker"
+            tls = { cert = "c.pem", key = "k.pem", cafile = "ca.pem", require_certificate = true, use_identity_as_username = true }
+            [[listener]]
+            unix = "mqtt.sock"
+            "#,
+        )
+        .unwrap();
+        let [ws, wss, unix] = &config.listeners[..] else {
+            panic!("three listeners");
+        };
+        assert_eq!(ws.describe(), "MQTT over WebSocket at /mqtt");
+        assert_eq!(
+            wss.describe(),
+            "MQTT over WebSocket at /broker (wss), client certificates required"
+        );
+        assert!(
+            wss.tls
+                .as_ref()
+                .unwrap()
+                .cafile
+                .as_ref()
+                .unwrap()
+                .is_absolute()
+        );
+        assert!(unix.unix.as_ref().unwrap().is_absolute());
+        assert_eq!(unix.describe(), "MQTT");
+
+        for (bad, why) in [
+            ("[[listener]]\nwebsocket = true\n", "needs `bind`"),
+            (
+                "[[listener]]\nbind = \"127.0.0.1:1\"\nunix = \"s\"\n",
+                "not both",
+            ),
+            (
+                "[[listener]]\nbind = \"127.0.0.1:1\"\npath = \"/x\"\n",
+                "websocket = true",
+            ),
+            (
+                "[[listener]]\nbind = \"127.0.0.1:1\"\ntls = { cert = \"c\", key = \"k\", require_certificate = true }\n",
+                "cafile",
+            ),
+            (
+                "[[listener]]\nbind = \"127.0.0.1:1\"\ntls = { cert = \"c\", key = \"k\", cafile = \"a\", use_identity_as_username = true }\n",
+                "require_certificate",
+            ),
+        ] {
+            let error = format!("{:#}", parse(bad).unwrap_err());
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 }

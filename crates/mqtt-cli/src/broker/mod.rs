@@ -1,4 +1,4 @@
-//! `mqtt broker`: our broker on TCP and TLS listeners, configured by flags and a TOML file,
+//! `mqtt broker`: our broker on TCP, TLS, WebSocket and Unix socket listeners, configured by flags and a TOML file,
 //! with structured logs of connections and refusals.
 
 mod config;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use mqtt_tokio::broker::{AclFile, PasswordFile};
-use mqtt_tokio::{Broker, DisconnectReason, PeerEvent, ServerTls};
+use mqtt_tokio::{Broker, DisconnectReason, PeerEvent};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -36,6 +36,15 @@ pub(crate) struct Args {
     /// config file's `data_dir`. Without either, the broker keeps everything in memory.
     #[arg(long = "data-dir", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Also serve MQTT over WebSocket (path /mqtt) on this port, at the addresses of --bind
+    /// (default 127.0.0.1). For TLS (wss) or another path, use a `[[listener]]` in the config
+    /// file.
+    #[arg(long = "ws-port", value_name = "PORT")]
+    ws_port: Option<u16>,
+    /// Also listen on a Unix domain socket at this path (replacing a socket file a broker
+    /// that did not stop cleanly left there; removed when the broker stops).
+    #[arg(long = "unix", value_name = "PATH")]
+    unix: Option<PathBuf>,
 }
 
 /// A `--bind` value: an address with or without a port.
@@ -83,26 +92,49 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut builder = Broker::builder().config(file.limits.broker_config()?);
 
+    // What each listener serves, in order, for the log: `listening on` lines give the
+    // addresses (TCP listeners' in the order of `local_addrs`), Unix sockets their path.
+    let mut described: Vec<(String, Option<PathBuf>)> = Vec::new();
     let mut addresses = Vec::new();
     for listener in &file.listeners {
-        builder = match &listener.tls {
-            Some(tls) => builder.bind_tls(listener.bind, ServerTls::new(&tls.cert, &tls.key)),
-            None => builder.bind(listener.bind),
-        };
-        addresses.push(listener.bind);
+        builder = builder.listener(listener.listener());
+        described.push((listener.describe(), listener.unix.clone()));
+        match (&listener.bind, &listener.unix) {
+            (Some(addr), _) => addresses.push(addr.to_string()),
+            (_, Some(path)) => addresses.push(format!("unix:{}", path.display())),
+            _ => {}
+        }
     }
     let port = args.port.unwrap_or(MQTT_PORT);
     let mut binds = args.bind.clone();
-    if binds.is_empty() && (args.port.is_some() || addresses.is_empty()) {
+    if binds.is_empty()
+        && (args.port.is_some()
+            || args.ws_port.is_some()
+            || (addresses.is_empty() && args.unix.is_none()))
+    {
         binds.push(Bind {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: None,
         });
     }
-    for bind in binds {
+    for bind in &binds {
         let addr = SocketAddr::new(bind.ip, bind.port.unwrap_or(port));
         builder = builder.bind(addr);
-        addresses.push(addr);
+        described.push(("MQTT".into(), None));
+        addresses.push(addr.to_string());
+    }
+    if let Some(ws_port) = args.ws_port {
+        for bind in &binds {
+            let addr = SocketAddr::new(bind.ip, ws_port);
+            builder = builder.bind_ws(addr);
+            described.push(("MQTT over WebSocket at /mqtt".into(), None));
+            addresses.push(addr.to_string());
+        }
+    }
+    if let Some(path) = &args.unix {
+        builder = builder.bind_unix(path);
+        described.push(("MQTT".into(), Some(path.clone())));
+        addresses.push(format!("unix:{}", path.display()));
     }
 
     let allow_anonymous = file.allow_anonymous.unwrap_or(file.password_file.is_none());
@@ -133,10 +165,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     builder = builder.on_event(log_event);
 
     let stop = crate::common::shutdown_signal()?;
-    let broker = builder.build().await.with_context(|| {
-        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
-        format!("cannot start the broker on {}", list.join(", "))
-    })?;
+    let broker = builder
+        .build()
+        .await
+        .with_context(|| format!("cannot start the broker on {}", addresses.join(", ")))?;
     if let Some((dir, report)) = broker.restored() {
         info!(
             "data dir {}: restored {} session(s), {} subscription(s), {} queued message(s), {} \
@@ -155,8 +187,16 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    for addr in broker.local_addrs() {
-        info!("listening on {addr}");
+    let mut tcp = broker.local_addrs().into_iter();
+    for (what, unix) in described {
+        match unix {
+            Some(path) => info!("{what} listening on unix:{}", path.display()),
+            None => {
+                if let Some(addr) = tcp.next() {
+                    info!("{what} listening on {addr}");
+                }
+            }
+        }
     }
     let handle = broker.spawn();
     stop.await;
@@ -206,6 +246,7 @@ fn log_event(event: &PeerEvent) {
             ..
         } => info!(%peer, %reason, "connection closed before CONNECT"),
         PeerEvent::TlsFailed { peer, error } => warn!(%peer, "TLS handshake failed: {error}"),
+        PeerEvent::WebSocketFailed { peer, error } => warn!(%peer, "{error}"),
         PeerEvent::MessagesDropped {
             client_id,
             reason,

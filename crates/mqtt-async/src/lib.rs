@@ -14,7 +14,7 @@ mod error;
 mod options;
 pub mod runtime;
 mod tls;
-mod ws;
+pub mod ws;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, PeerEvent};
 pub use client::{

@@ -1,5 +1,14 @@
 //! MQTT over WebSocket (RFC 6455; MQTT 5.0 and 3.1.1, section 6), in both roles, over any
-//! [`Transport`]: TCP or TLS from any runtime, so tokio, smol and async-std share it.
+//! [`Transport`](crate::runtime::Transport): TCP or TLS from any runtime, so tokio, smol and
+//! async-std share it.
+//!
+//! The [`Client`](crate::Client) (`ws://` and `wss://` URLs, [`ClientOptions::websocket`]) and
+//! the [`Broker`](crate::Broker) ([`ListenerConfig::websocket`]) use it; [`connect`] and
+//! [`accept`] are here for drivers of your own around the sans-I/O core: each turns a transport
+//! into one that carries MQTT's bytes in WebSocket frames.
+//!
+//! [`ClientOptions::websocket`]: crate::ClientOptions::websocket
+//! [`ListenerConfig::websocket`]: crate::broker::ListenerConfig::websocket
 //!
 //! Framing is tungstenite's (through async-tungstenite, with no runtime of its own). The broker
 //! parses the HTTP upgrade request itself (with httparse, the parser tungstenite uses) so that
@@ -28,13 +37,13 @@ use crate::runtime::BoxTransport;
 
 /// The WebSocket subprotocol of MQTT: a client offers it, a server selects it
 /// ([MQTT-6.0.0-3], [MQTT-6.0.0-4]).
-pub(crate) const SUBPROTOCOL: &str = "mqtt";
+pub const SUBPROTOCOL: &str = "mqtt";
 
 /// The subprotocol MQTT 3.1 clients offer instead, accepted as mosquitto does.
 const SUBPROTOCOL_V31: &str = "mqttv3.1";
 
 /// The path a WebSocket listener serves and a `ws://` URL without one connects to.
-pub(crate) const DEFAULT_PATH: &str = "/mqtt";
+pub const DEFAULT_PATH: &str = "/mqtt";
 
 /// The most bytes an upgrade request's line and headers may take (browsers send cookies; 8 KiB
 /// is what common HTTP servers allow for all headers too). A longer request is refused with
@@ -196,14 +205,16 @@ fn io_error(error: tungstenite::Error) -> io::Error {
     }
 }
 
-/// Why the broker refused a WebSocket upgrade, with the HTTP status it answered.
-#[derive(Debug)]
-pub(crate) struct Refused {
+/// Why [`accept`] refused a WebSocket upgrade, with the HTTP status it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
     /// The HTTP status sent (0: none, the connection failed first).
-    pub(crate) status: u16,
+    pub status: u16,
     /// What was wrong.
-    pub(crate) reason: String,
+    pub reason: String,
 }
+
+impl std::error::Error for Refused {}
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,11 +230,14 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// The broker's side of the upgrade: reads the client's HTTP request, checks it (GET on `path`,
-/// an upgrade to WebSocket version 13, the `mqtt` subprotocol offered), answers 101 and returns
-/// the stream. A request that fails a check is answered with its HTTP status and an
-/// explanation, and the connection is closed.
-pub(crate) async fn accept(
+/// The server's side of the upgrade: reads the client's HTTP request, checks it (GET on `path`,
+/// an upgrade to WebSocket version 13, the `mqtt` subprotocol offered, at most 8 KiB and 64
+/// headers), answers 101 and returns the stream. A request that fails a check is answered with
+/// its HTTP status and an explanation, and the connection is closed. Frames are limited by
+/// `max_packet_size` (at least 64 KiB, at most 16 MiB).
+///
+/// It puts no bound on time: a caller facing untrusted peers wraps it in a timeout.
+pub async fn accept(
     mut transport: BoxTransport,
     path: &str,
     max_packet_size: usize,
@@ -384,9 +398,11 @@ async fn refuse(mut transport: BoxTransport, status: u16, reason: String) -> Ref
     Refused { status, reason }
 }
 
-/// The client's side of the upgrade: asks `host` for `path` with the `mqtt` subprotocol
-/// ([MQTT-6.0.0-3]) and checks that the server selected it.
-pub(crate) async fn connect(
+/// The client's side of the upgrade: asks `host` (as the `Host` header has it, with `port`)
+/// for `path` with the `mqtt` subprotocol ([MQTT-6.0.0-3]) and checks that the server selected
+/// it; `tls` says whether `transport` is TLS (`wss`). Frames from the server are limited by
+/// `max_packet_size` (at least 64 KiB, at most 16 MiB).
+pub async fn connect(
     transport: BoxTransport,
     host: &str,
     port: u16,

@@ -15,6 +15,8 @@ use mqtt_tokio::broker::SyncPolicy;
 use crate::persist::{CountingStore, StoreCounter, StoreCounts};
 use crate::{BROKER_ENV, INFLIGHT, INFLIGHT_V311_ENV, STALL};
 
+/// Our broker's WebSocket port, for the child.
+const WS_PORT_ENV: &str = "MQTT_LOAD_WS_PORT";
 /// Our broker's data directory, for the child (the `persist` scenario; unset: in memory).
 const DATA_DIR_ENV: &str = "MQTT_LOAD_DATA_DIR";
 /// Our broker's sync policy with a data directory, for the child: `always` or `periodic`.
@@ -86,6 +88,8 @@ pub(crate) struct BrokerProcess {
     port: u16,
     /// rumqttd serves 5.0 on a listener of its own; the others take both versions on `port`.
     port_v5: u16,
+    /// Ours only: its WebSocket listener (path `/mqtt`), beside the TCP one.
+    ws_port: Option<u16>,
     /// Ours only: where to ask for its counters.
     stats: Option<StatsPipe>,
     /// The data directory, with persistence on: inside `_dir`.
@@ -163,6 +167,12 @@ impl BrokerProcess {
         }
     }
 
+    /// Our broker's WebSocket listener; `None` for the peers.
+    pub(crate) fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_port
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
     /// Our broker's counters; `None` for the peers.
     pub(crate) async fn our_stats(&mut self) -> anyhow::Result<Option<OurStats>> {
         let Some(pipe) = &mut self.stats else {
@@ -208,10 +218,14 @@ impl BrokerProcess {
         }
         let port = free_port()?;
         let mut port_v5 = port;
+        let mut ws_port = None;
         let mut command = match kind {
             BrokerKind::Ours => {
                 let mut command = tokio::process::Command::new(std::env::current_exe()?);
                 command.env(BROKER_ENV, port.to_string());
+                let ws = free_port()?;
+                command.env(WS_PORT_ENV, ws.to_string());
+                ws_port = Some(ws);
                 for name in [INFLIGHT_V311_ENV, DATA_DIR_ENV, SYNC_ENV] {
                     command.env_remove(name);
                 }
@@ -276,6 +290,7 @@ impl BrokerProcess {
             child,
             port,
             port_v5,
+            ws_port,
             stats,
             data_dir,
             _dir: dir,
@@ -501,6 +516,9 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
         let mut builder = mqtt_tokio::Broker::builder()
             .bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .config(config);
+        if let Some(ws) = std::env::var(WS_PORT_ENV).ok().and_then(|p| p.parse().ok()) {
+            builder = builder.bind_ws(SocketAddr::from(([127, 0, 0, 1], ws)));
+        }
         if let Some(store) = store {
             builder = builder.store(store).sync_policy(policy);
         }

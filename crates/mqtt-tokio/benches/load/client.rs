@@ -1,5 +1,6 @@
-//! A minimal load client: the sans-I/O core over a tokio `TcpStream`, in one task, and the
-//! stamp a relay payload carries.
+//! A minimal load client: the sans-I/O core over a tokio `TcpStream` (or MQTT over WebSocket
+//! on one, with our `mqtt_tokio::ws::connect`), in one task, and the stamp a relay payload
+//! carries.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -11,13 +12,77 @@ use mqtt_proto::connection::{ClientConfig, ClientConnection, ClientEvent};
 use mqtt_proto::packet::{
     Disconnect, QoS, SubscribeProperties, Subscription, TopicFilter, Version,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use crate::{INFLIGHT, PAYLOAD, STALL};
 
+/// Where a load client connects.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint {
+    /// MQTT over TCP.
+    Tcp(SocketAddr),
+    /// MQTT over WebSocket (path `/mqtt`) over TCP.
+    Ws(SocketAddr),
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::Tcp(addr)
+    }
+}
+
+/// The client's byte stream.
+enum Stream {
+    Tcp(TcpStream),
+    /// Our WebSocket transport (futures-io), back in tokio's traits.
+    Ws(Compat<mqtt_tokio::runtime::BoxTransport>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(bytes).await,
+            Stream::Ws(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf).await,
+            Stream::Ws(s) => s.read(buf).await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown().await,
+            Stream::Ws(s) => s.shutdown().await,
+        }
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Ws(s) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let mut read = tokio::io::ReadBuf::new(buf);
+                match std::pin::Pin::new(s).poll_read(&mut cx, &mut read) {
+                    std::task::Poll::Ready(Ok(())) => Ok(read.filled().len()),
+                    std::task::Poll::Ready(Err(e)) => Err(e),
+                    std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
+}
+
 pub(crate) struct Raw {
-    stream: TcpStream,
+    stream: Stream,
     pub(crate) conn: ClientConnection,
     out: BytesMut,
     buf: Vec<u8>,
@@ -47,7 +112,7 @@ impl Raw {
 
     /// Connects with `Raw::config` and waits for CONNACK (at most `STALL`).
     pub(crate) async fn connect(
-        addr: SocketAddr,
+        addr: impl Into<Endpoint>,
         id: &str,
         version: Version,
     ) -> anyhow::Result<Self> {
@@ -56,18 +121,37 @@ impl Raw {
 
     /// Connects and waits for CONNACK (at most `STALL`).
     pub(crate) async fn connect_with(
-        addr: SocketAddr,
+        addr: impl Into<Endpoint>,
         config: ClientConfig,
     ) -> anyhow::Result<Self> {
         let id = config.client_id.clone();
-        tokio::time::timeout(STALL, Self::connect_now(addr, config))
+        tokio::time::timeout(STALL, Self::connect_now(addr.into(), config))
             .await
             .with_context(|| format!("{id}: no CONNACK"))?
     }
 
-    async fn connect_now(addr: SocketAddr, config: ClientConfig) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    async fn connect_now(endpoint: Endpoint, config: ClientConfig) -> anyhow::Result<Self> {
+        let stream = match endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                Stream::Tcp(stream)
+            }
+            Endpoint::Ws(addr) => {
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let ws = mqtt_tokio::ws::connect(
+                    Box::new(stream.compat()),
+                    "127.0.0.1",
+                    addr.port(),
+                    "/mqtt",
+                    false,
+                    usize::MAX,
+                )
+                .await?;
+                Stream::Ws(ws.compat())
+            }
+        };
         let id = config.client_id.clone();
         let conn = ClientConnection::new(config, None, Instant::now());
         let mut raw = Raw {

@@ -10,6 +10,7 @@
 //! cargo bench -p mqtt-tokio --bench load -- memory --connections 2000
 //! cargo bench -p mqtt-tokio --bench load -- queued --quick     # a tenth of the sessions
 //! cargo bench -p mqtt-tokio --bench load -- persist --runs 3   # ours on disk, mosquitto too
+//! cargo bench -p mqtt-tokio --bench load -- websocket --runs 3 # ours over ws and over TCP
 //! ```
 //!
 //! # Our broker runs its defaults
@@ -35,7 +36,7 @@
 //!
 //! # Scenarios
 //!
-//! Any of `client`, `broker`, `memory`, `queued`, `persist`; none means all.
+//! Any of `client`, `broker`, `memory`, `queued`, `persist`, `websocket`; none means all.
 //! - `client`: 100,000 PUBLISHes of 64 B from our tokio `Client` and from rumqttc's
 //!   `AsyncClient` (both 3.1.1, 100 in flight), against mosquitto and our broker. QoS 0 ends
 //!   with a QoS 1 publish whose PUBACK proves the broker read everything before it; QoS 1 ends
@@ -101,6 +102,12 @@
 //!   store did: commits, ops and time per commit, counted by a wrapper around the same
 //!   `FileStore` that `data_dir` opens. rumqttd has no persistence and is left out. See
 //!   `persist.rs`.
+//! - `websocket`: the relays `1→1 QoS 0` and `1→1 QoS 1` on our broker (defaults, with a
+//!   WebSocket listener at `/mqtt` beside the TCP one), once with the load clients over TCP
+//!   and once over WebSocket (our `mqtt_tokio::ws::connect`, the transport our `Client` uses for
+//!   `ws://` URLs), each on a fresh broker process; the rates and ws / TCP. mosquitto's
+//!   WebSocket listener (libwebsockets) does not start on this machine, and rumqttd's needs a
+//!   build feature the installed binary lacks, so the peers are left out.
 
 mod brokers;
 mod client;
@@ -120,7 +127,7 @@ use brokers::{BROKERS, BrokerKind, BrokerProcess, Persistence, run_our_broker};
 use memory::memory;
 use persist::{TARGETS, persist};
 use queued::queued;
-use relay::{PERSIST_RELAYS, RELAYS, Relay, relay};
+use relay::{PERSIST_RELAYS, RELAYS, Relay, relay, relay_over};
 use report::{Run, print_table};
 use throughput::{ClientKind, client_ours, client_rumqttc};
 
@@ -164,6 +171,7 @@ struct Args {
     memory: bool,
     queued: bool,
     persist: bool,
+    websocket: bool,
     messages: u64,
     connections: usize,
     /// Persistent sessions of the `queued` scenario.
@@ -185,6 +193,7 @@ impl Args {
             memory: false,
             queued: false,
             persist: false,
+            websocket: false,
             messages: FULL_MESSAGES,
             connections: 10_000,
             sessions: 10_000,
@@ -202,6 +211,7 @@ impl Args {
                 "memory" => args.memory = true,
                 "queued" => args.queued = true,
                 "persist" => args.persist = true,
+                "websocket" | "ws" => args.websocket = true,
                 "--quick" => quick = true,
                 "--messages" => args.messages = number(iter.next())?,
                 "--connections" => args.connections = number(iter.next())?,
@@ -213,16 +223,22 @@ impl Args {
                 // What cargo passes to every bench binary.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?}; use client, broker, memory, queued, persist, \
+                    "unknown argument {other:?}; use client, broker, memory, queued, persist, websocket, \
                      --quick, \
                      --messages N, --connections N, --sessions N, --runs N, --relay NAME, \
                      --brokers ours,mosquitto,rumqttd, --our-inflight-v311 N"
                 ),
             }
         }
-        if !(args.client || args.broker || args.memory || args.queued || args.persist) {
+        if !(args.client
+            || args.broker
+            || args.memory
+            || args.queued
+            || args.persist
+            || args.websocket)
+        {
             (args.client, args.broker, args.memory) = (true, true, true);
-            (args.queued, args.persist) = (true, true);
+            (args.queued, args.persist, args.websocket) = (true, true, true);
         }
         if quick {
             args.messages /= 10;
@@ -400,6 +416,46 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
     }
     if args.persist {
         run_persist(args, &mut run.persist).await?;
+    }
+    if args.websocket {
+        // The 1 → 1 relays, over TCP and over WebSocket, on ours.
+        for relay_case in RELAYS.iter().take(2) {
+            if !args.wants_relay(relay_case) {
+                continue;
+            }
+            let mut rates = [None, None];
+            for (slot, websocket) in [false, true].into_iter().enumerate() {
+                let Some(broker) =
+                    BrokerProcess::start(BrokerKind::Ours, args.our_inflight_v311).await?
+                else {
+                    continue;
+                };
+                let transport = if websocket { "ws" } else { "tcp" };
+                match relay_over(&broker, *relay_case, args.messages, websocket).await {
+                    Ok(result) => {
+                        println!(
+                            "  {:<18} ours {transport:<5} {}",
+                            relay_case.name,
+                            result.line()
+                        );
+                        for lost in &result.where_lost {
+                            println!("    lost {lost}");
+                        }
+                        rates[slot] = Some(result.rate);
+                    }
+                    Err(e) => println!(
+                        "  {:<18} ours {transport:<5} FAILED: {e:#}",
+                        relay_case.name
+                    ),
+                }
+            }
+            let scenario = format!("websocket {}", relay_case.name);
+            if let [Some(tcp), Some(ws)] = rates {
+                put(&scenario, "tcp msg/s", tcp);
+                put(&scenario, "ws msg/s", ws);
+                put(&scenario, "ws / tcp", ws / tcp);
+            }
+        }
     }
     if args.memory {
         for kind in BROKERS {

@@ -12,7 +12,7 @@ use mqtt_proto::packet::{Publish, QoS, TopicName, Version};
 use tokio::sync::{Notify, watch};
 
 use crate::brokers::BrokerProcess;
-use crate::client::{Raw, Stamp, nanos_since_epoch};
+use crate::client::{Endpoint, Raw, Stamp, nanos_since_epoch};
 use crate::{FULL_MESSAGES, IN_TRANSIT, STALL};
 
 #[derive(Debug, Clone, Copy)]
@@ -310,7 +310,20 @@ pub(crate) async fn relay(
     relay: Relay,
     messages: u64,
 ) -> anyhow::Result<RelayResult> {
-    let addr = broker.addr_for(relay.version);
+    relay_over(broker, relay, messages, false).await
+}
+
+/// A relay whose clients all speak MQTT over WebSocket (`websocket`), or TCP.
+pub(crate) async fn relay_over(
+    broker: &BrokerProcess,
+    relay: Relay,
+    messages: u64,
+    websocket: bool,
+) -> anyhow::Result<RelayResult> {
+    let addr = match websocket {
+        true => Endpoint::Ws(broker.ws_addr().context("no WebSocket listener")?),
+        false => Endpoint::Tcp(broker.addr_for(relay.version)),
+    };
     let per_publisher = relay.per_publisher(messages);
     let shared = Arc::new(Shared::new(relay.publishers, relay.subscribers));
     let topics = (0..relay.publishers)

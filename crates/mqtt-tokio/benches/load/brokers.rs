@@ -88,7 +88,7 @@ pub(crate) struct BrokerProcess {
     port: u16,
     /// rumqttd serves 5.0 on a listener of its own; the others take both versions on `port`.
     port_v5: u16,
-    /// Ours only: its WebSocket listener (path `/mqtt`), beside the TCP one.
+    /// Its WebSocket listener (path `/mqtt`, 3.1.1 for rumqttd), beside the TCP one.
     ws_port: Option<u16>,
     /// Ours only: where to ask for its counters.
     stats: Option<StatsPipe>,
@@ -167,7 +167,7 @@ impl BrokerProcess {
         }
     }
 
-    /// Our broker's WebSocket listener; `None` for the peers.
+    /// The broker's WebSocket listener.
     pub(crate) fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws_port
             .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
@@ -218,14 +218,13 @@ impl BrokerProcess {
         }
         let port = free_port()?;
         let mut port_v5 = port;
-        let mut ws_port = None;
+        // Every broker also serves MQTT over WebSocket here (the `websocket` scenario).
+        let ws_port = free_port()?;
         let mut command = match kind {
             BrokerKind::Ours => {
                 let mut command = tokio::process::Command::new(std::env::current_exe()?);
                 command.env(BROKER_ENV, port.to_string());
-                let ws = free_port()?;
-                command.env(WS_PORT_ENV, ws.to_string());
-                ws_port = Some(ws);
+                command.env(WS_PORT_ENV, ws_port.to_string());
                 for name in [INFLIGHT_V311_ENV, DATA_DIR_ENV, SYNC_ENV] {
                     command.env_remove(name);
                 }
@@ -248,7 +247,7 @@ impl BrokerProcess {
                     return Ok(None);
                 };
                 let conf = dir.path().join("mosquitto.conf");
-                std::fs::write(&conf, mosquitto_conf(port, data_dir.as_deref()))?;
+                std::fs::write(&conf, mosquitto_conf(port, ws_port, data_dir.as_deref()))?;
                 let mut command = tokio::process::Command::new(exe);
                 command.arg("-c").arg(conf);
                 command
@@ -264,7 +263,7 @@ impl BrokerProcess {
                 };
                 port_v5 = free_port()?;
                 let conf = dir.path().join("rumqttd.toml");
-                std::fs::write(&conf, rumqttd_conf(port, port_v5))?;
+                std::fs::write(&conf, rumqttd_conf(port, port_v5, ws_port))?;
                 let mut command = tokio::process::Command::new(exe);
                 command.arg("-q").arg("-c").arg(conf);
                 command
@@ -290,13 +289,17 @@ impl BrokerProcess {
             child,
             port,
             port_v5,
-            ws_port,
+            ws_port: Some(ws_port),
             stats,
             data_dir,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        for addr in [broker.addr(), broker.addr_for(Version::V5)] {
+        let ws = broker.ws_addr().into_iter();
+        for addr in [broker.addr(), broker.addr_for(Version::V5)]
+            .into_iter()
+            .chain(ws)
+        {
             while TcpStream::connect(addr).await.is_err() {
                 if Instant::now() > deadline {
                     bail!("{} did not listen on {addr}", kind.name());
@@ -425,7 +428,7 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 /// `user root`: started as root, mosquitto otherwise runs as the user `mosquitto`, which cannot
 /// write in our temporary directory (it logs "Error saving in-memory database ... Permission
 /// denied" at each save and keeps nothing). As any other user it stays who it is.
-pub(crate) fn mosquitto_conf(port: u16, data_dir: Option<&Path>) -> String {
+pub(crate) fn mosquitto_conf(port: u16, ws_port: u16, data_dir: Option<&Path>) -> String {
     let persistence = match data_dir {
         // mosquitto joins the location and the file name as they are: the slash is needed.
         Some(dir) => format!(
@@ -441,14 +444,16 @@ pub(crate) fn mosquitto_conf(port: u16, data_dir: Option<&Path>) -> String {
          max_inflight_messages {INFLIGHT}\n\
          max_connections -1\n\
          {persistence}\
-         log_type none\n"
+         log_type none\n\
+         listener {ws_port} 127.0.0.1\n\
+         protocol websockets\n"
     )
 }
 
 /// rumqttd's own sample configuration, with room for 20,000 connections, no delay between
 /// accepts, the same in-flight window (100), 1 GiB of log per filter before anything is
 /// dropped, and its 5.0 listener on `port_v5`.
-pub(crate) fn rumqttd_conf(port: u16, port_v5: u16) -> String {
+pub(crate) fn rumqttd_conf(port: u16, port_v5: u16, ws_port: u16) -> String {
     format!(
         "id = 0\n\
          [router]\n\
@@ -470,6 +475,15 @@ pub(crate) fn rumqttd_conf(port: u16, port_v5: u16) -> String {
          listen = \"127.0.0.1:{port_v5}\"\n\
          next_connection_delay_ms = 0\n\
          [v5.1.connections]\n\
+         connection_timeout_ms = 60000\n\
+         max_payload_size = 20480\n\
+         max_inflight_count = {INFLIGHT}\n\
+         dynamic_filters = true\n\
+         [ws.1]\n\
+         name = \"ws-1\"\n\
+         listen = \"127.0.0.1:{ws_port}\"\n\
+         next_connection_delay_ms = 0\n\
+         [ws.1.connections]\n\
          connection_timeout_ms = 60000\n\
          max_payload_size = 20480\n\
          max_inflight_count = {INFLIGHT}\n\

@@ -102,12 +102,12 @@
 //!   store did: commits, ops and time per commit, counted by a wrapper around the same
 //!   `FileStore` that `data_dir` opens. rumqttd has no persistence and is left out. See
 //!   `persist.rs`.
-//! - `websocket`: the relays `1→1 QoS 0` and `1→1 QoS 1` on our broker (defaults, with a
-//!   WebSocket listener at `/mqtt` beside the TCP one), once with the load clients over TCP
-//!   and once over WebSocket (our `mqtt_tokio::ws::connect`, the transport our `Client` uses for
-//!   `ws://` URLs), each on a fresh broker process; the rates and ws / TCP. mosquitto's
-//!   WebSocket listener (libwebsockets) does not start on this machine, and rumqttd's needs a
-//!   build feature the installed binary lacks, so the peers are left out.
+//! - `websocket`: the relays `1→1 QoS 0` and `1→1 QoS 1` on every broker, each serving
+//!   MQTT over WebSocket beside TCP (ours at `/mqtt` with its defaults; mosquitto with a
+//!   second `listener` of `protocol websockets`; rumqttd with a `[ws.1]` listener configured as
+//!   its 3.1.1 one), once with the load clients over TCP and once over WebSocket (our
+//!   `mqtt_tokio::ws::connect`, the transport our `Client` uses for `ws://` URLs), each on a
+//!   fresh broker process: the rates, ws / TCP per broker, and ours / theirs over ws.
 
 mod brokers;
 mod client;
@@ -418,44 +418,7 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
         run_persist(args, &mut run.persist).await?;
     }
     if args.websocket {
-        // The 1 → 1 relays, over TCP and over WebSocket, on ours.
-        for relay_case in RELAYS.iter().take(2) {
-            if !args.wants_relay(relay_case) {
-                continue;
-            }
-            let mut rates = [None, None];
-            for (slot, websocket) in [false, true].into_iter().enumerate() {
-                let Some(broker) =
-                    BrokerProcess::start(BrokerKind::Ours, args.our_inflight_v311).await?
-                else {
-                    continue;
-                };
-                let transport = if websocket { "ws" } else { "tcp" };
-                match relay_over(&broker, *relay_case, args.messages, websocket).await {
-                    Ok(result) => {
-                        println!(
-                            "  {:<18} ours {transport:<5} {}",
-                            relay_case.name,
-                            result.line()
-                        );
-                        for lost in &result.where_lost {
-                            println!("    lost {lost}");
-                        }
-                        rates[slot] = Some(result.rate);
-                    }
-                    Err(e) => println!(
-                        "  {:<18} ours {transport:<5} FAILED: {e:#}",
-                        relay_case.name
-                    ),
-                }
-            }
-            let scenario = format!("websocket {}", relay_case.name);
-            if let [Some(tcp), Some(ws)] = rates {
-                put(&scenario, "tcp msg/s", tcp);
-                put(&scenario, "ws msg/s", ws);
-                put(&scenario, "ws / tcp", ws / tcp);
-            }
-        }
+        run_websocket(args, &mut put).await?;
     }
     if args.memory {
         for kind in BROKERS {
@@ -504,6 +467,64 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
         }
     }
     Ok(run)
+}
+
+/// The 1 → 1 relays over WebSocket on every broker, and over TCP for the ratio.
+async fn run_websocket(args: &Args, put: &mut impl FnMut(&str, &str, f64)) -> anyhow::Result<()> {
+    for relay_case in RELAYS.iter().take(2) {
+        if !args.wants_relay(relay_case) {
+            continue;
+        }
+        let scenario = format!("websocket {}", relay_case.name);
+        let mut ws_rates = Vec::new();
+        for kind in BROKERS.into_iter().filter(|&b| args.wants(b)) {
+            let mut rates = [None, None];
+            for (slot, websocket) in [false, true].into_iter().enumerate() {
+                let Some(broker) = BrokerProcess::start(kind, args.our_inflight_v311).await? else {
+                    continue;
+                };
+                let transport = if websocket { "ws" } else { "tcp" };
+                match relay_over(&broker, *relay_case, args.messages, websocket).await {
+                    Ok(result) => {
+                        println!(
+                            "  {:<18} {:<10} {transport:<4} {}",
+                            relay_case.name,
+                            kind.name(),
+                            result.line()
+                        );
+                        for lost in &result.where_lost {
+                            println!("    lost {lost}");
+                        }
+                        rates[slot] = Some(result.rate);
+                    }
+                    Err(e) => println!(
+                        "  {:<18} {:<10} {transport:<4} FAILED: {e:#}",
+                        relay_case.name,
+                        kind.name()
+                    ),
+                }
+            }
+            if let [Some(tcp), Some(ws)] = rates {
+                put(&scenario, &format!("{} ws msg/s", kind.name()), ws);
+                put(&scenario, &format!("{} ws / tcp", kind.name()), ws / tcp);
+                ws_rates.push((kind, ws));
+            }
+        }
+        let ours = ws_rates
+            .iter()
+            .find(|(k, _)| *k == BrokerKind::Ours)
+            .map(|r| r.1);
+        for (kind, rate) in &ws_rates {
+            if let Some(ours) = ours.filter(|_| *kind != BrokerKind::Ours) {
+                put(
+                    &scenario,
+                    &format!("ours / {} ws", kind.name()),
+                    ours / rate,
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_persist(args: &Args, runs: &mut report::PersistRuns) -> anyhow::Result<()> {

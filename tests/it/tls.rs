@@ -161,7 +161,7 @@ async fn mosquitto_serves_tls_to_our_client() {
 }
 
 /// A port that was free a moment ago: the kernel's choice for a listener on port 0.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -169,13 +169,13 @@ fn free_port() -> u16 {
 }
 
 /// Mosquitto is ready on its first listener; its second opens right after. Poll it.
-fn wait_for_port(port: u16, broker: &Mosquitto) {
+pub(crate) fn wait_for_port(port: u16, broker: &Mosquitto) {
     let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + STEP;
     while TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "mosquitto's TLS listener on {port} did not open; its log:\n{}",
+            "mosquitto's second listener on {port} did not open; its log:\n{}",
             broker.log()
         );
         std::thread::sleep(Duration::from_millis(10));

@@ -447,3 +447,21 @@ fn mqtt_js_over_websocket_at_every_qos() {
     }
     smol::block_on(handle.stop());
 }
+
+#[test]
+fn our_client_over_websocket_to_mosquitto() {
+    let ws_port = crate::tls::free_port();
+    let config = [
+        format!("listener {ws_port} 127.0.0.1"),
+        "protocol websockets".to_owned(),
+    ];
+    let lines: Vec<&str> = config.iter().map(String::as_str).collect();
+    let Some(broker) = crate::mosquitto::Mosquitto::start_with(&lines) else {
+        return;
+    };
+    crate::tls::wait_for_port(ws_port, &broker);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ws_port));
+    for (version, id) in [(Version::V3_1_1, "ws-mosq-311"), (Version::V5, "ws-mosq-5")] {
+        smol::block_on(round_trip(addr, version, id));
+    }
+}

@@ -17,7 +17,7 @@
 //!
 //! What goes over the WebSocket is a byte stream, as MQTT asks: packets are sent in binary
 //! frames ([MQTT-6.0.0-1]), a frame may hold part of a packet or several packets, and the
-//! receiver does not assume packets are aligned on frames ([MQTT-6.0.0-2]). [`WsTransport`]
+//! receiver does not assume packets are aligned on frames ([MQTT-6.0.0-2]). The transport
 //! turns the frames back into that stream, so the MQTT core sees the same bytes as over TCP.
 
 use std::io;

@@ -465,3 +465,50 @@ fn our_client_over_websocket_to_mosquitto() {
         smol::block_on(round_trip(addr, version, id));
     }
 }
+
+/// After a good upgrade, raw frame bytes: what comes back until the broker closes.
+fn after_upgrade(addr: SocketAddr, frames: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    stream
+        .write_all(&upgrade("/mqtt", &good_headers()))
+        .unwrap();
+    // The 101 response, up to its blank line.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the 101 response");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    stream.write_all(frames).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    rest
+}
+
+/// The close code of the first frame in `bytes`, if it is a Close frame from the server
+/// (unmasked, payload under 126 bytes).
+fn server_close_code(bytes: &[u8]) -> Option<u16> {
+    match bytes {
+        [0x88, len, hi, lo, ..] if *len >= 2 && *len < 126 => Some(u16::from_be_bytes([*hi, *lo])),
+        _ => None,
+    }
+}
+
+#[test]
+fn malformed_frames_close_the_connection_with_1002() {
+    let (handle, ws_addr, _) = start(BrokerConfig::default());
+    // A client frame without a mask (RFC 6455 5.1: the server must close).
+    let unmasked = after_upgrade(ws_addr, &[0x82, 0x02, 0xC0, 0x00]);
+    assert_eq!(server_close_code(&unmasked), Some(1002), "{unmasked:02x?}");
+    // Reserved bits set with no extension negotiated (RFC 6455 5.2).
+    let reserved = after_upgrade(ws_addr, &[0xF2, 0x80, 0, 0, 0, 0]);
+    assert_eq!(server_close_code(&reserved), Some(1002), "{reserved:02x?}");
+    // An unknown opcode (0x3).
+    let opcode = after_upgrade(ws_addr, &[0x83, 0x80, 0, 0, 0, 0]);
+    assert_eq!(server_close_code(&opcode), Some(1002), "{opcode:02x?}");
+    // The listener serves real clients as before.
+    smol::block_on(round_trip(ws_addr, Version::V3_1_1, "after-bad-frames"));
+    smol::block_on(handle.stop());
+}

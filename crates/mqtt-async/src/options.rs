@@ -108,17 +108,24 @@ impl ClientOptions {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
             None => (None, authority),
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || hostport.starts_with('[') => {
-                if host.starts_with('[') != host.ends_with(']') {
-                    return Err(invalid());
+        let (host, port) = match hostport.strip_prefix('[') {
+            // An IPv6 address: `[addr]` or `[addr]:port`.
+            Some(bracketed) => {
+                let (host, rest) = bracketed.split_once(']').ok_or_else(invalid)?;
+                match rest {
+                    "" => (host, default_port),
+                    _ => {
+                        let port = rest.strip_prefix(':').ok_or_else(invalid)?;
+                        (host, port.parse().map_err(|_| invalid())?)
+                    }
                 }
-                (host, port.parse().map_err(|_| invalid())?)
             }
-            _ => (hostport, default_port),
+            None => match hostport.split_once(':') {
+                Some((host, port)) => (host, port.parse().map_err(|_| invalid())?),
+                None => (hostport, default_port),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || host.contains(['[', ']', '@']) {
+        if host.is_empty() || host.contains(['[', ']', '@', '/']) {
             return Err(invalid());
         }
         let mut options = Self::new(host, port);

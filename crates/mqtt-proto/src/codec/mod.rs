@@ -48,6 +48,18 @@ impl Limits {
     pub const fn new(max_packet_size: u32) -> Self {
         Self { max_packet_size }
     }
+
+    /// The Maximum Packet Size property that announces `max_packet_size` to the peer: none at
+    /// the protocol's ceiling (absence means no limit, MQTT-3.1.2-24's counterpart), and never
+    /// more than 268,435,455. The property is a Four Byte Integer, but paho-mqtt 2 refuses a
+    /// CONNACK whose value exceeds the largest remaining length, so a limit within 5 bytes of
+    /// the ceiling is announced as that (a few bytes stricter than the limit, never looser).
+    pub fn announced_max_packet_size(max_packet_size: u32) -> Option<core::num::NonZeroU32> {
+        if max_packet_size >= Self::PROTOCOL_MAX_PACKET_SIZE {
+            return None;
+        }
+        core::num::NonZeroU32::new(max_packet_size.min(MAX_VARIABLE_BYTE_INTEGER))
+    }
 }
 
 impl Default for Limits {

@@ -216,10 +216,9 @@ impl ClientConnection {
         connect.password = config.password.clone();
         if config.version == Version::V5 {
             connect.properties = config.properties.clone();
-            if connect.properties.maximum_packet_size.is_none()
-                && config.max_packet_size < Limits::PROTOCOL_MAX_PACKET_SIZE
-            {
-                connect.properties.maximum_packet_size = NonZeroU32::new(config.max_packet_size);
+            if connect.properties.maximum_packet_size.is_none() {
+                connect.properties.maximum_packet_size =
+                    Limits::announced_max_packet_size(config.max_packet_size);
             }
         }
         core.send(Packet::Connect(Box::new(connect)));

@@ -589,9 +589,8 @@ impl ServerConnection {
         if version == Version::V5 {
             properties.receive_maximum =
                 NonZeroU16::new(self.config.receive_maximum.max(1)).filter(|m| m.get() != u16::MAX);
-            if self.config.max_packet_size < Limits::PROTOCOL_MAX_PACKET_SIZE {
-                properties.maximum_packet_size = NonZeroU32::new(self.config.max_packet_size);
-            }
+            properties.maximum_packet_size =
+                Limits::announced_max_packet_size(self.config.max_packet_size);
             properties.topic_alias_maximum =
                 Some(self.config.topic_alias_maximum).filter(|m| *m > 0);
         } else {

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use super::util::{Net, payloads, secs};
 use crate::ReasonCode;
 use crate::broker::{Authorizer, BrokerConfig, ClientInfo};
-use crate::codec;
+use crate::codec::{self, Limits};
 use crate::connection::{ClientEvent, ClientState, DisconnectReason, UsageError};
 use crate::packet::{
     Connect, Packet, Publish, QoS, RetainHandling, SubscribeProperties, Subscription,
@@ -571,6 +571,28 @@ fn mqtt_3_1_3_7_empty_client_id_gets_an_assigned_one() {
         .connack_properties()
         .and_then(|p| p.assigned_client_identifier.clone());
     assert!(assigned.is_some_and(|id| !id.is_empty()));
+}
+
+#[test]
+fn default_connack_announces_a_maximum_packet_size_every_client_accepts() {
+    // The default budget (256 MiB) is a few bytes above the largest remaining length; paho-mqtt 2
+    // refuses a Maximum Packet Size above 268,435,455, so that is what is announced.
+    let mut net = Net::new();
+    let c = net.connect(Net::config(Version::V5, "big"));
+    let announced = net.clients[c]
+        .core
+        .connack_properties()
+        .and_then(|p| p.maximum_packet_size)
+        .map(|m| m.get());
+    assert_eq!(announced, Some(268_435_455));
+    assert_eq!(
+        Limits::announced_max_packet_size(Limits::PROTOCOL_MAX_PACKET_SIZE),
+        None
+    );
+    assert_eq!(
+        Limits::announced_max_packet_size(1024).map(|m| m.get()),
+        Some(1024)
+    );
 }
 
 #[test]

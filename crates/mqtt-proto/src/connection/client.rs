@@ -1,7 +1,6 @@
 //! The client side: [`ClientConnection`].
 
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};

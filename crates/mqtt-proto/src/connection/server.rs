@@ -1,7 +1,7 @@
 //! The server side of one connection: [`ServerConnection`].
 
 use std::collections::{BTreeSet, VecDeque};
-use std::num::{NonZeroU16, NonZeroU32};
+use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;

@@ -39,9 +39,18 @@ impl Broker {
         } else {
             detach(&connect.client_id)
         };
+        if !conn.trusted && client_id.starts_with(super::RESERVED_CLIENT_ID_PREFIX) {
+            let _ = conn.server.refuse(
+                now,
+                ReasonCode::ClientIdentifierNotValid,
+                ConnAckProperties::default(),
+            );
+            return;
+        }
         conn.client_id = Some(client_id);
+        conn.bridge = connect.bridge;
         conn.username = connect.username.as_ref().map(detach);
-        if conn.identity.is_some() {
+        if conn.identity.is_some() || conn.trusted {
             self.apply_auth_decision(id, now, AuthDecision::Accept);
             return;
         }
@@ -128,6 +137,7 @@ impl Broker {
             return;
         };
         let version = connect.protocol_version;
+        let trusted = conn.trusted;
 
         // A will is a publish made in advance: it needs the same permission, checked now (as
         // mosquitto does) rather than when nobody is left to tell.
@@ -137,7 +147,7 @@ impl Broker {
                 client_id: &client_id,
                 username: username.as_deref(),
             };
-            if !self.authorizer.publish(info, &will.topic) {
+            if !trusted && !self.authorizer.publish(info, &will.topic) {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     let _ = conn.server.refuse(
                         now,
@@ -179,7 +189,11 @@ impl Broker {
             Some(key) => key,
             None => self.insert_session(BrokerSession::new(client_id.clone(), version)),
         };
-        let max_expiry = self.config.max_session_expiry;
+        let max_expiry = if trusted {
+            u32::MAX
+        } else {
+            self.config.max_session_expiry
+        };
         let expiry = match version {
             Version::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
             Version::V3_1_1 if connect.clean_start => 0,

@@ -152,6 +152,11 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Client identifiers that start with this are the broker's own (its bridges' local sessions,
+/// `$bridge/NAME`): a client that is not [trusted](Broker::set_trusted) and asks for one is
+/// refused with Client Identifier not valid, so that it cannot take such a session over.
+pub const RESERVED_CLIENT_ID_PREFIX: &str = "$bridge/";
+
 /// What the broker tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -254,6 +259,10 @@ struct Conn {
     /// The identity its transport proved (a TLS client certificate's name): its user name,
     /// whatever its CONNECT says, and authentication enough (see [`Broker::set_identity`]).
     identity: Option<ByteString>,
+    /// A connection of the driver's own (a bridge's local side): see [`Broker::set_trusted`].
+    trusted: bool,
+    /// Its CONNECT said it is a bridge ([`Connect::bridge`](crate::packet::Connect::bridge)).
+    bridge: bool,
     will: Option<Box<Will>>,
     /// The deadline this connection has in the timer heap, if any.
     timer: Option<Instant>,
@@ -424,6 +433,8 @@ impl Broker {
                 client_id: None,
                 username: None,
                 identity: None,
+                trusted: false,
+                bridge: false,
                 will: None,
                 timer: None,
                 ready: false,
@@ -453,6 +464,18 @@ impl Broker {
     pub fn set_identity(&mut self, connection: ConnectionId, identity: ByteString) {
         if let Some(conn) = self.conns.get_mut(&connection.0) {
             conn.identity = Some(identity);
+        }
+    }
+
+    /// `connection` is the driver's own (the local side of a bridge, over an in-memory
+    /// transport): it is not authenticated (the [`Authenticator`] is not asked) nor authorized
+    /// (the [`Authorizer`] is not asked), its session may last longer than
+    /// [`BrokerConfig::max_session_expiry`], and it may use a client identifier that starts
+    /// with [`RESERVED_CLIENT_ID_PREFIX`], which other clients are refused. Call it before the
+    /// connection's first bytes.
+    pub fn set_trusted(&mut self, connection: ConnectionId) {
+        if let Some(conn) = self.conns.get_mut(&connection.0) {
+            conn.trusted = true;
         }
     }
 

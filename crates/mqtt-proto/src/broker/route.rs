@@ -44,7 +44,7 @@ impl Broker {
             client_id: &client_id,
             username: username.as_deref(),
         };
-        if !self.authorizer.publish(info, &publish.topic) {
+        if !conn.trusted && !self.authorizer.publish(info, &publish.topic) {
             self.stats.dropped.not_authorized += 1;
             if let Some(token) = ack {
                 let _ = conn.server.ack(now, token, ReasonCode::NotAuthorized);
@@ -296,9 +296,16 @@ impl Broker {
         let Some((client_id, username)) = self.client_info(id) else {
             return;
         };
-        let Some(key) = self.conns.get(&id).and_then(|c| c.session) else {
+        let Some(conn) = self.conns.get(&id) else {
             return;
         };
+        let Some(key) = conn.session else {
+            return;
+        };
+        let trusted = conn.trusted;
+        // A bridge (mosquitto's `try_private`) gets none of its own messages back, with their
+        // retain flag as published, whatever it asked.
+        let bridge = conn.bridge;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained_for = Vec::new();
         for subscription in &subscribe.filters {
@@ -308,7 +315,7 @@ impl Broker {
                 client_id: &client_id,
                 username: username.as_deref(),
             };
-            if !self.authorizer.subscribe(info, filter) {
+            if !trusted && !self.authorizer.subscribe(info, filter) {
                 reason_codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
@@ -318,6 +325,10 @@ impl Broker {
             }
             let mut options = subscription.options;
             options.qos = options.qos.min(self.config.max_qos);
+            if bridge {
+                options.no_local = true;
+                options.retain_as_published = true;
+            }
             let value = SubValue {
                 options,
                 identifier: subscribe.properties.subscription_identifier,

@@ -63,6 +63,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long to wait for PINGRESP before declaring the connection dead (default 30 s).
     pub ping_timeout: Duration,
+    /// Say in CONNECT that this client is a bridge (default `false`): see [`Connect::bridge`].
+    pub bridge: bool,
 }
 
 impl ClientConfig {
@@ -84,6 +86,7 @@ impl ClientConfig {
             max_queued: 10_000,
             connect_timeout: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(30),
+            bridge: false,
         }
     }
 }
@@ -213,6 +216,7 @@ impl ClientConnection {
         connect.will = config.will.clone();
         connect.username = config.username.clone();
         connect.password = config.password.clone();
+        connect.bridge = config.bridge;
         if config.version == Version::V5 {
             connect.properties = config.properties.clone();
             if connect.properties.maximum_packet_size.is_none() {

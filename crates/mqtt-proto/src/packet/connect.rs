@@ -10,6 +10,9 @@ use crate::codec::{DecodeError, EncodeError, V5Only};
 use crate::reason::ReasonContext;
 use crate::topic::TopicName;
 
+/// Bit 7 of the protocol level: the client is a bridge (see [`Connect::bridge`]).
+const BRIDGE_BIT: u8 = 0x80;
+
 /// CONNECT: the first packet a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
@@ -29,6 +32,12 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// CONNECT properties (5.0 only).
     pub properties: ConnectProperties,
+    /// The client is a bridge (another broker): bit 7 of the protocol level is set, as
+    /// mosquitto's `try_private` sends it (level 0x84 or 0x85). This broker then sends it none
+    /// of its own messages back and keeps their retain flag, as mosquitto does, whatever its
+    /// subscriptions ask: a bridge's loop protection under 3.1.1, which has no No Local. Not in
+    /// the OASIS standard; a server that does not know it refuses the protocol level.
+    pub bridge: bool,
 }
 
 /// A Will Message: published by the server when the connection ends abnormally.
@@ -84,6 +93,7 @@ impl Connect {
             username: None,
             password: None,
             properties: ConnectProperties::default(),
+            bridge: false,
         }
     }
 
@@ -95,8 +105,9 @@ impl Connect {
             return Err(DecodeError::InvalidProtocolName);
         }
         let level = r.u8()?;
-        let protocol_version =
-            Version::from_level(level).ok_or(DecodeError::UnsupportedProtocolVersion(level))?;
+        let bridge = level & BRIDGE_BIT != 0;
+        let protocol_version = Version::from_level(level & !BRIDGE_BIT)
+            .ok_or(DecodeError::UnsupportedProtocolVersion(level))?;
         let flags = r.u8()?;
         if flags & flag::RESERVED != 0 {
             return Err(DecodeError::InvalidConnectFlags);
@@ -122,6 +133,7 @@ impl Connect {
             username: None,
             password: None,
             properties: ConnectProperties::default(),
+            bridge,
         });
         let properties = &mut connect.properties;
         if protocol_version == Version::V5 {
@@ -207,7 +219,7 @@ impl Connect {
 
     pub(crate) fn write(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
         put_binary(buf, PROTOCOL_NAME);
-        buf.put_u8(version.level());
+        buf.put_u8(version.level() | if self.bridge { BRIDGE_BIT } else { 0 });
         let mut flags = 0;
         if self.clean_start {
             flags |= flag::CLEAN_START;

@@ -438,6 +438,7 @@ pub(crate) mod strategies {
                         username,
                         password,
                         properties,
+                        bridge: false,
                     }
                 },
             )

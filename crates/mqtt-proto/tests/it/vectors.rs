@@ -173,6 +173,7 @@ fn example_connect(version: Version) -> Connect {
         username: Some(s("u")),
         password: Some(b(b"p")),
         properties: ConnectProperties::default(),
+        bridge: false,
     }
 }
 
@@ -246,6 +247,7 @@ fn vectors() -> Vec<Vector> {
                     authentication_method: Some(s("m")),
                     authentication_data: Some(b(&[1, 2])),
                 },
+                bridge: false,
             },
             "10 6a 00 04 4d 51 54 54 05 b4 00 00 \
              32 \

@@ -1,6 +1,7 @@
 //! Broker simulations: several client cores against the broker core in memory, on a virtual
 //! clock, named after the normative statements they check.
 
+mod bridge;
 mod deferred_auth;
 mod flow;
 mod identity;

@@ -196,6 +196,22 @@ impl Net {
         self.connect_as(config, session, None)
     }
 
+    /// Connects a trusted client ([`Broker::set_trusted`]), as a bridge's local side is.
+    pub(crate) fn connect_trusted(&mut self, config: ClientConfig) -> usize {
+        let conn = self
+            .broker
+            .open(self.now)
+            .expect("below the connection limit");
+        self.broker.set_trusted(conn);
+        self.clients.push(Client::new(
+            ClientConnection::new(config.clone(), None, self.now),
+            conn,
+            config,
+        ));
+        self.pump();
+        self.clients.len() - 1
+    }
+
     /// Connects a client whose transport proved `identity` ([`Broker::set_identity`]).
     pub(crate) fn connect_as(
         &mut self,

@@ -57,6 +57,10 @@ pub enum Error {
     /// A URL (`mqtt://`, `mqtts://`, `ws://`, `wss://`, `unix://`) could not be parsed.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// A configuration that cannot work (a bridge without topics, an invalid filter), with
+    /// what is wrong.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
     /// The broker's store could not be opened or read (see the error for the file and what is
     /// wrong).
     #[error("store: {0}")]

@@ -12,6 +12,7 @@ pub mod broker;
 mod client;
 mod error;
 mod options;
+mod pipe;
 pub mod runtime;
 mod tls;
 pub mod ws;

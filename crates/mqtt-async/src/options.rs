@@ -1,6 +1,7 @@
 //! How a [`Client`](crate::Client) connects.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use mqtt_proto::backoff::BackoffConfig;
 use mqtt_proto::connection::ClientConfig;
 use mqtt_proto::packet::{ByteString, Version, Will};
 
+use crate::runtime::{BoxFuture, BoxTransport};
 use crate::tls::{ClientTlsConfig, TlsOptions};
 use crate::{Error, SessionStore};
 
@@ -42,6 +44,20 @@ pub struct ClientOptions {
     pub(crate) queue_capacity: usize,
     pub(crate) max_offline: usize,
     pub(crate) session_store: Option<SessionStore>,
+    /// Opens the transport instead of TCP or a Unix socket.
+    pub(crate) transport: Option<Connector>,
+}
+
+/// Opens a transport of the application's own: see [`ClientOptions::transport`].
+#[derive(Clone)]
+pub(crate) struct Connector(
+    pub(crate) Arc<dyn Fn() -> BoxFuture<'static, std::io::Result<BoxTransport>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 impl ClientOptions {
@@ -65,6 +81,7 @@ impl ClientOptions {
             queue_capacity: 1024,
             max_offline: 10_000,
             session_store: None,
+            transport: None,
         }
     }
 
@@ -175,6 +192,18 @@ impl ClientOptions {
             path.insert(0, '/');
         }
         self.websocket = Some(path);
+        self
+    }
+
+    /// Open each connection with `connect` instead of TCP or a Unix socket: any byte stream (an
+    /// in-memory pipe to a broker in the same process, a proxy, a serial line). WebSocket, when
+    /// set, still runs over it (TLS does not: the stream is used as it is); the connect timeout
+    /// covers it. This is how a broker's bridges reach the broker they belong to.
+    pub fn transport(
+        mut self,
+        connect: impl Fn() -> BoxFuture<'static, std::io::Result<BoxTransport>> + Send + Sync + 'static,
+    ) -> Self {
+        self.transport = Some(Connector(Arc::new(connect)));
         self
     }
 

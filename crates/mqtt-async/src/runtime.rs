@@ -36,6 +36,8 @@ pub enum PeerAddr {
     Tcp(SocketAddr),
     /// A peer on a Unix domain socket (clients' sockets are unnamed: there is no address).
     Unix,
+    /// The broker's own connection: a bridge's local side, over an in-memory pipe.
+    Internal,
 }
 
 impl std::fmt::Display for PeerAddr {
@@ -43,6 +45,7 @@ impl std::fmt::Display for PeerAddr {
         match self {
             PeerAddr::Tcp(addr) => std::fmt::Display::fmt(addr, f),
             PeerAddr::Unix => f.write_str("unix"),
+            PeerAddr::Internal => f.write_str("internal"),
         }
     }
 }
@@ -58,7 +61,7 @@ impl PeerAddr {
     pub fn tcp(&self) -> Option<SocketAddr> {
         match self {
             PeerAddr::Tcp(addr) => Some(*addr),
-            PeerAddr::Unix => None,
+            PeerAddr::Unix | PeerAddr::Internal => None,
         }
     }
 }

@@ -129,14 +129,14 @@ pub(super) async fn serve(
     mut transport: BoxTransport,
     to_router: Sender<ToRouter>,
     peer: PeerAddr,
-    identity: Option<mqtt_proto::packet::ByteString>,
+    admission: super::Admission,
 ) {
     let outbox = Arc::new(Outbox::default());
     let id = {
         // Scoped: the reply channel is larger than everything else a connection keeps.
         let (reply, id) = async_channel::bounded(1);
         if to_router
-            .send(ToRouter::Open(outbox.clone(), reply, peer, identity))
+            .send(ToRouter::Open(outbox.clone(), reply, peer, admission))
             .await
             .is_err()
         {

@@ -231,7 +231,13 @@ pub(super) async fn accept_loop(
         if layers.tls.is_none() && layers.websocket.is_none() {
             // Plain MQTT: the task is the connection alone, none of the handshakes' state
             // (which would size every idle connection's future).
-            let task = connection::serve(runtime.clone(), transport, to_router, peer, None);
+            let task = connection::serve(
+                runtime.clone(),
+                transport,
+                to_router,
+                peer,
+                super::Admission::Client(None),
+            );
             runtime.spawn(Box::pin(task));
             continue;
         }
@@ -269,7 +275,7 @@ pub(super) async fn accept_loop(
                 transport,
                 to_router,
                 peer,
-                identity,
+                super::Admission::Client(identity),
             )));
         }));
     }

@@ -33,6 +33,8 @@ use crate::runtime::{PeerAddr, Runtime, SharedRuntime};
 use crate::tls::ServerTls;
 
 mod auth_file;
+mod bridge;
+pub use bridge::{BridgeOptions, BridgeStatus, BridgeTopic, Direction};
 mod connection;
 mod listener;
 pub use listener::{ListenAddr, ListenerConfig};
@@ -120,6 +122,20 @@ pub enum PeerEvent {
         /// What the store said.
         error: String,
     },
+    /// A bridge connected to its remote broker (see [`BrokerBuilder::bridge`]).
+    BridgeConnected {
+        /// The bridge's name.
+        name: String,
+    },
+    /// A bridge lost its remote broker, or could not reach it: it tries again with a backoff,
+    /// and the out topics' messages wait in its local session meanwhile. Told when the
+    /// connection ends and when the first attempts fail, not at every attempt.
+    BridgeDisconnected {
+        /// The bridge's name.
+        name: String,
+        /// Why.
+        error: String,
+    },
     /// A listener could not accept connections (out of file descriptors, typically). It backs
     /// off, up to a second between attempts, and this is told once until it accepts again.
     AcceptFailed {
@@ -132,14 +148,27 @@ pub enum PeerEvent {
 
 type EventHook = Box<dyn FnMut(&PeerEvent) + Send>;
 
+/// How a connection is let in.
+#[derive(Debug, Clone)]
+pub(super) enum Admission {
+    /// A client: authenticated by the authenticator, or by the identity its certificate proved.
+    Client(Option<ByteString>),
+    /// The broker's own connection (a bridge's local side): see `Broker::set_trusted`.
+    Trusted,
+}
+
 enum ToRouter {
-    /// A connection, and the identity its certificate proved (`use_identity_as_username`).
+    /// A connection, and the identity its certificate proved (`use_identity_as_username`), or
+    /// the broker's own (a bridge's local side).
     Open(
         Arc<Outbox>,
         Sender<Option<ConnectionId>>,
         PeerAddr,
-        Option<ByteString>,
+        Admission,
     ),
+    /// For the event hook.
+    Bridge(PeerEvent),
+    Bridges(Sender<Vec<BridgeStatus>>),
     TlsFailed(PeerAddr, String),
     WebSocketFailed(PeerAddr, String),
     AcceptFailed(Option<SocketAddr>, String),
@@ -166,6 +195,7 @@ pub struct BrokerBuilder<R> {
     authenticator: Option<Box<dyn Authenticator>>,
     authorizer: Option<Box<dyn Authorizer>>,
     on_event: Option<EventHook>,
+    bridges: Vec<BridgeOptions>,
     _runtime: PhantomData<fn() -> R>,
 }
 
@@ -256,8 +286,21 @@ impl<R> BrokerBuilder<R> {
         self
     }
 
+    /// Connects this broker to another one (see [`BridgeOptions`]): messages on the out topics
+    /// are forwarded to it, those on its in topics are brought here. Any number of bridges.
+    pub fn bridge(mut self, bridge: BridgeOptions) -> Self {
+        self.bridges.push(bridge);
+        self
+    }
+
     /// Binds the listeners.
+    ///
+    /// A bridge with no topic, an invalid filter or prefix, or a bad name is
+    /// [`Error::InvalidConfig`].
     pub async fn build(self) -> Result<Broker<R>, Error> {
+        for bridge in &self.bridges {
+            bridge.check().map_err(Error::InvalidConfig)?;
+        }
         let mut core = Core::new(self.config);
         // As the core settled it (within the incoming budget): what WebSocket frames may carry.
         let max_packet_size = core.config().connection.max_packet_size;
@@ -306,6 +349,7 @@ impl<R> BrokerBuilder<R> {
             restored,
             authenticator: self.authenticator,
             on_event: self.on_event,
+            bridges: self.bridges,
             to_router,
             inbox,
             done_tx,
@@ -327,6 +371,7 @@ pub struct Broker<R> {
     /// Run on a thread of its own (see [`BrokerBuilder::authenticator`]).
     authenticator: Option<Box<dyn Authenticator>>,
     on_event: Option<EventHook>,
+    bridges: Vec<BridgeOptions>,
     to_router: Sender<ToRouter>,
     inbox: Receiver<ToRouter>,
     /// Dropped when the router ends, which is what handles wait for.
@@ -362,6 +407,15 @@ impl BrokerHandle {
     pub async fn stop(&self) {
         let _ = self.to_router.send(ToRouter::Stop).await;
         let _ = self.done.recv().await;
+    }
+
+    /// Each bridge's state: connected or not, the last error, messages forwarded.
+    pub async fn bridges(&self) -> Vec<BridgeStatus> {
+        let (reply, statuses) = async_channel::bounded(1);
+        if self.to_router.send(ToRouter::Bridges(reply)).await.is_err() {
+            return Vec::new();
+        }
+        statuses.recv().await.unwrap_or_default()
     }
 
     /// The broker's counters.
@@ -420,6 +474,7 @@ impl<R: 'static> Broker<R> {
             authenticator: None,
             authorizer: None,
             on_event: None,
+            bridges: Vec::new(),
             _runtime: PhantomData,
         }
     }
@@ -466,6 +521,7 @@ impl<R: 'static> Broker<R> {
             sync_policy,
             authenticator,
             on_event,
+            bridges,
             to_router,
             inbox,
             done_tx,
@@ -488,6 +544,11 @@ impl<R: 'static> Broker<R> {
         let auth = authenticator.and_then(|a| spawn_authenticator(a, to_router.clone()));
         let store = store.map(|s| spawn_store(s, sync_policy, to_router.clone()));
         let store_done = store.as_ref().map(|s| s.done.clone());
+        let bridges: Vec<_> = bridges
+            .into_iter()
+            .map(|options| start_bridge(&runtime, options, &to_router))
+            .collect();
+        let bridges_done: Vec<_> = bridges.iter().map(|b| b.done.clone()).collect();
         drop((to_router, listening));
         Router {
             runtime: runtime.clone(),
@@ -497,9 +558,14 @@ impl<R: 'static> Broker<R> {
             outputs: HashMap::default(),
             on_event,
             peers: HashMap::default(),
+            bridges,
         }
         .run(inbox)
         .await;
+        // Bridges were told to stop with the router; each takes at most a few seconds.
+        for done in bridges_done {
+            let _ = done.recv().await;
+        }
         if let Some(done) = store_done {
             // The store's thread commits what it was given, then ends.
             let deadline = runtime.now() + STORE_SHUTDOWN;
@@ -581,6 +647,38 @@ fn spawn_authenticator(
         })
         .ok()?;
     Some(requests)
+}
+
+/// Starts a bridge whose local client reaches the router through an in-memory pipe.
+fn start_bridge(
+    runtime: &SharedRuntime,
+    options: BridgeOptions,
+    to_router: &Sender<ToRouter>,
+) -> bridge::Running {
+    let connect_runtime = runtime.clone();
+    let connect_router = to_router.clone();
+    let local: bridge::LocalConnector = Arc::new(move || {
+        let (client, server) = crate::pipe::pair();
+        let task = connection::serve(
+            connect_runtime.clone(),
+            Box::new(server),
+            connect_router.clone(),
+            PeerAddr::Internal,
+            Admission::Trusted,
+        );
+        connect_runtime.spawn(Box::pin(task));
+        Box::pin(async move { Ok(Box::new(client) as crate::runtime::BoxTransport) })
+    });
+    let report_router = to_router.clone();
+    bridge::spawn(runtime.clone(), options, local, move |report| {
+        let event = match report {
+            bridge::Report::Connected(name) => PeerEvent::BridgeConnected { name },
+            bridge::Report::Disconnected(name, error) => {
+                PeerEvent::BridgeDisconnected { name, error }
+            }
+        };
+        let _ = report_router.try_send(ToRouter::Bridge(event));
+    })
 }
 
 /// Where a broker keeps its state.
@@ -702,6 +800,7 @@ struct Router {
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
     peers: HashMap<ConnectionId, PeerAddr, BuildHasherDefault<IdHasher>>,
+    bridges: Vec<bridge::Running>,
 }
 
 impl Router {
@@ -758,11 +857,13 @@ impl Router {
         inbox: &Receiver<ToRouter>,
     ) -> ControlFlow<()> {
         match message {
-            ToRouter::Open(output, reply, peer, identity) => {
+            ToRouter::Open(output, reply, peer, admission) => {
                 let id = self.core.open(now);
                 if let Some(id) = id {
-                    if let Some(identity) = identity {
-                        self.core.set_identity(id, identity);
+                    match admission {
+                        Admission::Client(Some(identity)) => self.core.set_identity(id, identity),
+                        Admission::Client(None) => {}
+                        Admission::Trusted => self.core.set_trusted(id),
                     }
                     self.outputs.insert(id, output);
                     if self.on_event.is_some() {
@@ -811,7 +912,29 @@ impl Router {
             ToRouter::Stats(reply) => {
                 let _ = reply.try_send(self.core.stats());
             }
+            ToRouter::Bridge(event) => {
+                if let Some(hook) = &mut self.on_event {
+                    hook(&event);
+                }
+            }
+            ToRouter::Bridges(reply) => {
+                let statuses = self
+                    .bridges
+                    .iter()
+                    .map(|b| {
+                        b.status
+                            .lock()
+                            .map(|s| s.clone())
+                            .unwrap_or_else(|p| p.into_inner().clone())
+                    })
+                    .collect();
+                let _ = reply.try_send(statuses);
+            }
             ToRouter::Stop => {
+                // Bridges disconnect from their remote brokers meanwhile (`serve` waits).
+                for bridge in &self.bridges {
+                    bridge.stop.close();
+                }
                 let ids: Vec<_> = self.outputs.keys().copied().collect();
                 for id in ids {
                     self.core

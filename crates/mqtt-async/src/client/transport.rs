@@ -38,6 +38,16 @@ pub(super) async fn open(
     deadline: Instant,
 ) -> Result<BoxTransport, Error> {
     let transport = match &options.unix {
+        _ if options.transport.is_some() => {
+            let connect = options.transport.as_ref().map(|c| (c.0)());
+            let connect = async move {
+                match connect {
+                    Some(connect) => connect.await,
+                    None => Err(io::ErrorKind::NotConnected.into()),
+                }
+            };
+            within(runtime, deadline, TimedOut::Connect, connect).await??
+        }
         Some(path) => {
             let connect = runtime.connect_unix(path);
             within(runtime, deadline, TimedOut::Connect, connect).await??

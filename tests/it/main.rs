@@ -10,6 +10,7 @@
 //! - `client_store`: the client's session store across a SIGKILL of the client process.
 
 mod blocking;
+mod bridge;
 mod broker_limits;
 mod client_guarantees;
 mod client_store;

@@ -49,6 +49,16 @@ log_dest stderr
 log_type all
 ";
 
+/// Extra lines for a mosquitto that keeps sessions and queued messages across a restart, in its
+/// scratch directory. Started as root, mosquitto would switch to the `mosquitto` user, who cannot
+/// write there.
+pub(crate) const PERSISTENCE: [&str; 4] = [
+    "user root",
+    "persistence true",
+    "persistence_location {dir}/",
+    "autosave_interval 0",
+];
+
 /// A running mosquitto, killed on drop.
 pub(crate) struct Mosquitto {
     child: Child,
@@ -149,6 +159,13 @@ impl Mosquitto {
     /// saves its sessions and queued messages), then starts it again with the same configuration
     /// on the same port, and returns once it accepts connections. Panics if it does not.
     pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the broker with SIGTERM (with `persistence true` it saves its state) and waits
+    /// until it has exited. [`Mosquitto::start_again`] starts it again.
+    pub(crate) fn stop(&mut self) {
         let terminated = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -166,6 +183,11 @@ impl Mosquitto {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts a stopped broker again with the same configuration on the same port, and returns
+    /// once it accepts connections. Panics if it does not.
+    pub(crate) fn start_again(&mut self) {
         self.child =
             spawn(&self.program, self.dir.path()).unwrap_or_else(|error| panic!("{error}"));
         if let Err(error) = self.wait_until_ready() {

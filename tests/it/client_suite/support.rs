@@ -58,14 +58,7 @@ const MOSQUITTO_LIMITS: [&str; 3] = [
     "max_queued_bytes 0",
 ];
 
-/// mosquitto keeping sessions and queued messages across a restart, in its scratch directory.
-/// Started as root, mosquitto would switch to the `mosquitto` user, who cannot write there.
-const MOSQUITTO_PERSISTENCE: [&str; 4] = [
-    "user root",
-    "persistence true",
-    "persistence_location {dir}/",
-    "autosave_interval 0",
-];
+use crate::mosquitto::PERSISTENCE as MOSQUITTO_PERSISTENCE;
 
 /// A running broker of either kind.
 pub(crate) struct Server {

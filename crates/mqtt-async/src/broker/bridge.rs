@@ -503,6 +503,10 @@ impl Bridge {
     }
 
     async fn came_up(&mut self) {
+        if self.local.is_none() && self.connect_local().await.is_err() {
+            // This broker is stopping: the stop comes next.
+            return;
+        }
         if !self.connected {
             self.connected = true;
             {
@@ -510,9 +514,6 @@ impl Bridge {
                 status.connected = true;
             }
             (self.report)(Report::Connected(self.options.name.clone()));
-        }
-        if self.local.is_none() && self.connect_local().await.is_err() {
-            // This broker is stopping: the stop comes next.
         }
     }
 

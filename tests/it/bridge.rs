@@ -389,3 +389,75 @@ async fn two_of_our_brokers_bridged_both_ways_do_not_loop() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn what_waits_for_an_unreachable_remote_survives_a_restart_of_our_broker() {
+    // A port nobody listens on yet: the remote broker comes up there later.
+    let cloud_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let bridge = || {
+        BridgeOptions::new(
+            "cloud",
+            remote(&cloud_addr.to_string(), Version::V5, "edge.cloud"),
+        )
+        .topic(BridgeTopic::new("up/#", Direction::Out))
+    };
+    let edge = |bridge: BridgeOptions| {
+        Broker::builder()
+            .bind("127.0.0.1:0".parse().unwrap())
+            .data_dir(data.path())
+            .bridge(bridge)
+            .build()
+    };
+    const COUNT: usize = 50;
+    {
+        let broker = edge(bridge()).await.expect("edge broker");
+        let addr = broker.local_addrs()[0].to_string();
+        let handle = broker.spawn();
+        // Accepted only once the bridge's local session keeps what the out topics receive.
+        let local = client(&addr, Version::V5, "local").await;
+        for n in 0..COUNT {
+            publish(
+                &local,
+                &format!("up/{n}"),
+                &n.to_string(),
+                QoS::ExactlyOnce,
+                false,
+            )
+            .await;
+        }
+        let status = handle.bridges().await.remove(0);
+        assert!(!status.connected, "{status:?}");
+        tokio::time::timeout(STEP, handle.stop())
+            .await
+            .expect("stops");
+    }
+    // Our broker again, from its data directory; then the remote broker comes up.
+    let broker = edge(bridge()).await.expect("edge broker again");
+    let handle = broker.spawn();
+    let cloud = Broker::builder()
+        .bind(cloud_addr)
+        .build()
+        .await
+        .expect("cloud");
+    let cloud_handle = cloud.spawn();
+    let far = client(&cloud_addr.to_string(), Version::V5, "far").await;
+    // Subscribed before the bridge brings the backlog: wait for it only now.
+    let mut far_sub = far.subscribe("up/#", QoS::ExactlyOnce).await.unwrap();
+    bridge_state(&handle, true).await;
+    let mut got = Vec::new();
+    for _ in 0..COUNT {
+        let message = next(&mut far_sub, "the backlog").await;
+        got.push(String::from_utf8(message.payload().to_vec()).unwrap());
+    }
+    quiet(&mut far_sub, "a duplicate").await;
+    let expected: Vec<String> = (0..COUNT).map(|n| n.to_string()).collect();
+    assert_eq!(got, expected, "in order, each once");
+    tokio::time::timeout(STEP, handle.stop()).await.unwrap();
+    tokio::time::timeout(STEP, cloud_handle.stop())
+        .await
+        .unwrap();
+}

@@ -258,6 +258,7 @@ pub(super) fn spawn(
     runtime: SharedRuntime,
     options: BridgeOptions,
     local: LocalConnector,
+    ready: Sender<()>,
     report: impl Fn(Report) + Send + Sync + 'static,
 ) -> Running {
     let status = Arc::new(Mutex::new(BridgeStatus {
@@ -288,7 +289,7 @@ pub(super) fn spawn(
     };
     runtime.spawn(Box::pin(async move {
         let _done = done_tx;
-        bridge.run(inputs, stopped).await;
+        bridge.run(inputs, stopped, ready).await;
     }));
     Running { status, stop, done }
 }
@@ -401,13 +402,16 @@ impl Bridge {
         local.queue_capacity(usize::from(LOCAL_WINDOW))
     }
 
-    async fn run(mut self, inputs: Receiver<Input>, stopped: Receiver<()>) {
+    /// Runs the bridge; `ready` is dropped once the local session and its subscriptions exist,
+    /// which the broker waits for before it accepts clients.
+    async fn run(mut self, inputs: Receiver<Input>, stopped: Receiver<()>, ready: Sender<()>) {
         // The local session and its subscriptions first: from now on this broker keeps what the
         // out topics receive, even if the remote broker is never reached.
         if self.connect_local().await.is_err() {
             return;
         }
         self.disconnect_local();
+        drop(ready);
         let stop = async {
             let _ = stopped.recv().await;
             None

@@ -530,13 +530,18 @@ impl<R: 'static> Broker<R> {
         let mut stop_listeners = Vec::new();
         // Each accept loop holds a sender, dropped once its listener is closed.
         let (listening, all_closed) = async_channel::bounded::<()>(1);
+        // Closed once every bridge's local session exists: no client is accepted before, so
+        // that none publishes to an out topic before a bridge's session keeps its messages.
+        let (bridges_ready, gate) = async_channel::bounded::<()>(1);
         for bound in listeners {
             let (stop, stopped) = async_channel::bounded::<()>(1);
             stop_listeners.push(stop);
             let accepting =
                 listener::accept_loop(runtime.clone(), bound, to_router.clone(), stopped);
             let listening = listening.clone();
+            let gate = gate.clone();
             runtime.spawn(Box::pin(async move {
+                let _ = gate.recv().await;
                 accepting.await;
                 drop(listening);
             }));
@@ -546,8 +551,9 @@ impl<R: 'static> Broker<R> {
         let store_done = store.as_ref().map(|s| s.done.clone());
         let bridges: Vec<_> = bridges
             .into_iter()
-            .map(|options| start_bridge(&runtime, options, &to_router))
+            .map(|options| start_bridge(&runtime, options, &to_router, bridges_ready.clone()))
             .collect();
+        drop(bridges_ready);
         let bridges_done: Vec<_> = bridges.iter().map(|b| b.done.clone()).collect();
         drop((to_router, listening));
         Router {
@@ -654,6 +660,7 @@ fn start_bridge(
     runtime: &SharedRuntime,
     options: BridgeOptions,
     to_router: &Sender<ToRouter>,
+    ready: Sender<()>,
 ) -> bridge::Running {
     let connect_runtime = runtime.clone();
     let connect_router = to_router.clone();
@@ -670,7 +677,7 @@ fn start_bridge(
         Box::pin(async move { Ok(Box::new(client) as crate::runtime::BoxTransport) })
     });
     let report_router = to_router.clone();
-    bridge::spawn(runtime.clone(), options, local, move |report| {
+    bridge::spawn(runtime.clone(), options, local, ready, move |report| {
         let event = match report {
             bridge::Report::Connected(name) => PeerEvent::BridgeConnected { name },
             bridge::Report::Disconnected(name, error) => {

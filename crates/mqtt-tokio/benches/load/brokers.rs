@@ -21,6 +21,10 @@ const WS_PORT_ENV: &str = "MQTT_LOAD_WS_PORT";
 const DATA_DIR_ENV: &str = "MQTT_LOAD_DATA_DIR";
 /// Our broker's sync policy with a data directory, for the child: `always` or `periodic`.
 const SYNC_ENV: &str = "MQTT_LOAD_SYNC";
+/// Our broker bridges `load/#` out to this address (the `bridge` scenario).
+const BRIDGE_ENV: &str = "MQTT_LOAD_BRIDGE_TO";
+/// With `BRIDGE_ENV`: the bridge's protocol version, `3.1.1` or `5`.
+const BRIDGE_VERSION_ENV: &str = "MQTT_LOAD_BRIDGE_VERSION";
 /// `SyncPolicy::Periodic`'s interval in the `persist` scenario.
 pub(crate) const PERIODIC: Duration = Duration::from_secs(1);
 
@@ -207,6 +211,30 @@ impl BrokerProcess {
         our_inflight_v311: Option<u16>,
         persistence: Persistence,
     ) -> anyhow::Result<Option<Self>> {
+        Self::start_full(kind, our_inflight_v311, persistence, None).await
+    }
+
+    /// Starts a broker in memory that bridges `load/#` out, at QoS 2 (messages keep their
+    /// QoS), to the broker at `remote`, with a persistent session there, speaking `version`:
+    /// ours with its defaults and `BrokerBuilder::bridge`, mosquitto with a `connection`
+    /// section.
+    pub(crate) async fn start_bridged(
+        kind: BrokerKind,
+        remote: SocketAddr,
+        version: Version,
+    ) -> anyhow::Result<Option<Self>> {
+        Self::start_full(kind, None, Persistence::Memory, Some((remote, version))).await
+    }
+
+    async fn start_full(
+        kind: BrokerKind,
+        our_inflight_v311: Option<u16>,
+        persistence: Persistence,
+        bridge_to: Option<(SocketAddr, Version)>,
+    ) -> anyhow::Result<Option<Self>> {
+        if bridge_to.is_some() && kind == BrokerKind::Rumqttd {
+            bail!("rumqttd is not run as a bridge here");
+        }
         if !persistence.fits(kind) {
             bail!("{} has no mode {:?}", kind.name(), persistence);
         }
@@ -225,8 +253,18 @@ impl BrokerProcess {
                 let mut command = tokio::process::Command::new(std::env::current_exe()?);
                 command.env(BROKER_ENV, port.to_string());
                 command.env(WS_PORT_ENV, ws_port.to_string());
-                for name in [INFLIGHT_V311_ENV, DATA_DIR_ENV, SYNC_ENV] {
+                for name in [
+                    INFLIGHT_V311_ENV,
+                    DATA_DIR_ENV,
+                    SYNC_ENV,
+                    BRIDGE_ENV,
+                    BRIDGE_VERSION_ENV,
+                ] {
                     command.env_remove(name);
+                }
+                if let Some((remote, version)) = bridge_to {
+                    command.env(BRIDGE_ENV, remote.to_string());
+                    command.env(BRIDGE_VERSION_ENV, version_name(version));
                 }
                 if let Some(n) = our_inflight_v311 {
                     command.env(INFLIGHT_V311_ENV, n.to_string());
@@ -247,7 +285,11 @@ impl BrokerProcess {
                     return Ok(None);
                 };
                 let conf = dir.path().join("mosquitto.conf");
-                std::fs::write(&conf, mosquitto_conf(port, ws_port, data_dir.as_deref()))?;
+                let mut text = mosquitto_conf(port, ws_port, data_dir.as_deref());
+                if let Some((remote, version)) = bridge_to {
+                    text.push_str(&mosquitto_bridge_conf(remote, version));
+                }
+                std::fs::write(&conf, text)?;
                 let mut command = tokio::process::Command::new(exe);
                 command.arg("-c").arg(conf);
                 command
@@ -450,6 +492,32 @@ pub(crate) fn mosquitto_conf(port: u16, ws_port: u16, data_dir: Option<&Path>) -
     )
 }
 
+/// A mosquitto bridge as ours is configured in the `bridge` scenario: `load/#` out at QoS 2, a
+/// persistent session (`cleansession false`), `try_private` (its default), and mosquitto's
+/// other bridge defaults; its in-flight window towards the remote broker is the broker's
+/// `max_inflight_messages` (100 here).
+pub(crate) fn mosquitto_bridge_conf(remote: SocketAddr, version: Version) -> String {
+    let protocol = match version {
+        Version::V5 => "mqttv50",
+        _ => "mqttv311",
+    };
+    format!(
+        "connection bench\n\
+         address {remote}\n\
+         clientid edge.bench\n\
+         cleansession false\n\
+         bridge_protocol_version {protocol}\n\
+         topic load/# out 2\n"
+    )
+}
+
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::V5 => "5",
+        _ => "3.1.1",
+    }
+}
+
 /// rumqttd's own sample configuration, with room for 20,000 connections, no delay between
 /// accepts, the same in-flight window (100), 1 GiB of log per filter before anything is
 /// dropped, and its 5.0 listener on `port_v5`.
@@ -535,6 +603,23 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
         }
         if let Some(store) = store {
             builder = builder.store(store).sync_policy(policy);
+        }
+        if let Ok(remote) = std::env::var(BRIDGE_ENV) {
+            use mqtt_tokio::broker::{BridgeOptions, BridgeTopic, Direction};
+            let version = match std::env::var(BRIDGE_VERSION_ENV).as_deref() {
+                Ok("5") => Version::V5,
+                _ => Version::V3_1_1,
+            };
+            let mut options = mqtt_tokio::ClientOptions::from_url(&format!("mqtt://{remote}"))?
+                .version(version)
+                .client_id("edge.bench")
+                .clean_start(false);
+            if version == Version::V5 {
+                options = options.session_expiry(Duration::from_secs(3600));
+            }
+            let bridge = BridgeOptions::new("bench", options)
+                .topic(BridgeTopic::new("load/#", Direction::Out));
+            builder = builder.bridge(bridge);
         }
         let broker = builder.build().await?;
         let handle = broker.handle();

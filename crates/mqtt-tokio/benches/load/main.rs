@@ -127,7 +127,7 @@ use brokers::{BROKERS, BrokerKind, BrokerProcess, Persistence, run_our_broker};
 use memory::memory;
 use persist::{TARGETS, persist};
 use queued::queued;
-use relay::{PERSIST_RELAYS, RELAYS, Relay, relay, relay_over};
+use relay::{PERSIST_RELAYS, RELAYS, Relay, relay, relay_bridged, relay_over};
 use report::{Run, print_table};
 use throughput::{ClientKind, client_ours, client_rumqttc};
 
@@ -172,6 +172,7 @@ struct Args {
     queued: bool,
     persist: bool,
     websocket: bool,
+    bridge: bool,
     messages: u64,
     connections: usize,
     /// Persistent sessions of the `queued` scenario.
@@ -194,6 +195,7 @@ impl Args {
             queued: false,
             persist: false,
             websocket: false,
+            bridge: false,
             messages: FULL_MESSAGES,
             connections: 10_000,
             sessions: 10_000,
@@ -212,6 +214,7 @@ impl Args {
                 "queued" => args.queued = true,
                 "persist" => args.persist = true,
                 "websocket" | "ws" => args.websocket = true,
+                "bridge" => args.bridge = true,
                 "--quick" => quick = true,
                 "--messages" => args.messages = number(iter.next())?,
                 "--connections" => args.connections = number(iter.next())?,
@@ -223,7 +226,7 @@ impl Args {
                 // What cargo passes to every bench binary.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?}; use client, broker, memory, queued, persist, websocket, \
+                    "unknown argument {other:?}; use client, broker, memory, queued, persist, websocket, bridge, \
                      --quick, \
                      --messages N, --connections N, --sessions N, --runs N, --relay NAME, \
                      --brokers ours,mosquitto,rumqttd, --our-inflight-v311 N"
@@ -235,10 +238,12 @@ impl Args {
             || args.memory
             || args.queued
             || args.persist
-            || args.websocket)
+            || args.websocket
+            || args.bridge)
         {
             (args.client, args.broker, args.memory) = (true, true, true);
             (args.queued, args.persist, args.websocket) = (true, true, true);
+            args.bridge = true;
         }
         if quick {
             args.messages /= 10;
@@ -420,6 +425,9 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
     if args.websocket {
         run_websocket(args, &mut put).await?;
     }
+    if args.bridge {
+        run_bridge(args, &mut put).await?;
+    }
     if args.memory {
         for kind in BROKERS {
             if !args.wants(kind) {
@@ -520,6 +528,54 @@ async fn run_websocket(args: &Args, put: &mut impl FnMut(&str, &str, f64)) -> an
                     &scenario,
                     &format!("ours / {} ws", kind.name()),
                     ours / rate,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The 1 → 1 relays through a bridge: publishers on an edge broker (ours or mosquitto) that
+/// bridges `load/#` out to a remote broker (ours or mosquitto), subscribers on the remote one.
+async fn run_bridge(args: &Args, put: &mut impl FnMut(&str, &str, f64)) -> anyhow::Result<()> {
+    let kinds = [BrokerKind::Ours, BrokerKind::Mosquitto];
+    for relay_case in RELAYS.iter().take(2) {
+        if !args.wants_relay(relay_case) {
+            continue;
+        }
+        let scenario = format!("bridge {}", relay_case.name);
+        for remote_kind in kinds.into_iter().filter(|&b| args.wants(b)) {
+            let mut rates = Vec::new();
+            for edge_kind in kinds.into_iter().filter(|&b| args.wants(b)) {
+                let Some(remote) = BrokerProcess::start(remote_kind, None).await? else {
+                    continue;
+                };
+                let bridged =
+                    BrokerProcess::start_bridged(edge_kind, remote.addr(), relay_case.version);
+                let Some(edge) = bridged.await? else {
+                    continue;
+                };
+                let path = format!("{} → {}", edge_kind.name(), remote_kind.name());
+                match relay_bridged(&edge, &remote, *relay_case, args.messages).await {
+                    Ok(result) => {
+                        println!("  {:<18} {path:<22} {}", relay_case.name, result.line());
+                        for lost in &result.where_lost {
+                            println!("    lost {lost}");
+                        }
+                        put(&scenario, &format!("{path} msg/s"), result.rate);
+                        rates.push((edge_kind, result.rate));
+                    }
+                    Err(e) => println!("  {:<18} {path:<22} FAILED: {e:#}", relay_case.name),
+                }
+            }
+            let rate = |kind| rates.iter().find(|(k, _)| *k == kind).map(|r| r.1);
+            if let (Some(ours), Some(theirs)) =
+                (rate(BrokerKind::Ours), rate(BrokerKind::Mosquitto))
+            {
+                put(
+                    &scenario,
+                    &format!("ours / mosquitto bridge → {}", remote_kind.name()),
+                    ours / theirs,
                 );
             }
         }

@@ -18,7 +18,7 @@ use crate::{FULL_MESSAGES, IN_TRANSIT, STALL};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Relay {
     pub(crate) name: &'static str,
-    version: Version,
+    pub(crate) version: Version,
     publishers: usize,
     subscribers: usize,
     qos: QoS,
@@ -324,6 +324,80 @@ pub(crate) async fn relay_over(
         true => Endpoint::Ws(broker.ws_addr().context("no WebSocket listener")?),
         false => Endpoint::Tcp(broker.addr_for(relay.version)),
     };
+    relay_between(broker, addr, addr, relay, messages).await
+}
+
+/// A relay through a bridge: publishers on `edge`, subscribers on `remote`, which `edge`
+/// bridges to. The CPU time is the edge broker's, which runs the bridge. Once the subscribers
+/// are subscribed, a probe (QoS 1 messages on `load/probe` until one arrives at the remote
+/// broker) makes sure the bridge is up before the clock starts.
+pub(crate) async fn relay_bridged(
+    edge: &BrokerProcess,
+    remote: &BrokerProcess,
+    relay: Relay,
+    messages: u64,
+) -> anyhow::Result<RelayResult> {
+    let publish_at = Endpoint::Tcp(edge.addr_for(relay.version));
+    let subscribe_at = Endpoint::Tcp(remote.addr_for(relay.version));
+    probe(publish_at, subscribe_at, relay.version).await?;
+    relay_between(edge, publish_at, subscribe_at, relay, messages).await
+}
+
+/// Publishes QoS 1 messages on `load/probe` at `publish_at` until one arrives at `subscribe_at`.
+async fn probe(
+    publish_at: Endpoint,
+    subscribe_at: Endpoint,
+    version: Version,
+) -> anyhow::Result<()> {
+    let mut subscriber = Raw::connect(subscribe_at, "load-probe-sub", version).await?;
+    subscriber.subscribe("load/probe", QoS::AtLeastOnce).await?;
+    let mut publisher = Raw::connect(publish_at, "load-probe-pub", version).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let topic = TopicName::new("load/probe")?;
+    loop {
+        let mut probe = Publish::new(topic.clone(), &b"probe"[..]);
+        probe.qos = QoS::AtLeastOnce;
+        publisher.conn.publish(Instant::now(), probe)?;
+        publisher.flush().await?;
+        let arrived = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                subscriber.read().await?;
+                while let Some(event) = subscriber.conn.poll_event() {
+                    if let ClientEvent::Message(_) = event {
+                        return anyhow::Ok(());
+                    }
+                }
+                subscriber.flush().await?;
+            }
+        })
+        .await;
+        if let Ok(result) = arrived {
+            result?;
+            break;
+        }
+        publisher.try_read()?;
+        while publisher.conn.poll_event().is_some() {}
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the bridge did not carry a message in 30 s"
+        );
+    }
+    subscriber.flush().await?;
+    subscriber.disconnect().await?;
+    publisher.disconnect().await?;
+    Ok(())
+}
+
+/// A relay with its publishers at `publish_at` and its subscribers at `subscribe_at`; the CPU
+/// time is `broker`'s.
+async fn relay_between(
+    broker: &BrokerProcess,
+    publish_at: Endpoint,
+    subscribe_at: Endpoint,
+    relay: Relay,
+    messages: u64,
+) -> anyhow::Result<RelayResult> {
+    let addr = subscribe_at;
     let per_publisher = relay.per_publisher(messages);
     let shared = Arc::new(Shared::new(relay.publishers, relay.subscribers));
     let topics = (0..relay.publishers)
@@ -349,7 +423,7 @@ pub(crate) async fn relay_over(
     }
     let mut raws = Vec::new();
     for i in 0..relay.publishers {
-        raws.push(Raw::connect(addr, &format!("load-pub-{i}"), relay.version).await?);
+        raws.push(Raw::connect(publish_at, &format!("load-pub-{i}"), relay.version).await?);
     }
     let cpu_before = broker.cpu()?;
     let start = Instant::now();

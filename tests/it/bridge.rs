@@ -274,7 +274,7 @@ async fn an_outage_of_the_remote_broker_loses_nothing_and_duplicates_no_qos_2() 
         let mut far_sub = far.subscribe("up/#", QoS::ExactlyOnce).await.unwrap();
 
         let qos_of = |n: usize| {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 QoS::AtLeastOnce
             } else {
                 QoS::ExactlyOnce

@@ -8,6 +8,9 @@ mod support;
 #[path = "cli/flood.rs"]
 mod flood;
 
+#[path = "cli/bridge.rs"]
+mod bridge;
+
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};

@@ -158,6 +158,7 @@ pub struct BridgeOptions {
     remote: ClientOptions,
     topics: Vec<BridgeTopic>,
     try_private: bool,
+    max_inflight: u16,
 }
 
 impl BridgeOptions {
@@ -174,7 +175,17 @@ impl BridgeOptions {
             remote,
             topics: Vec::new(),
             try_private: true,
+            max_inflight: REMOTE_WINDOW,
         }
+    }
+
+    /// The most QoS 1/2 messages on their way to the remote broker at once (default 100, where a
+    /// client's default is 10: a bridge carries many clients' traffic over one connection). A
+    /// 5.0 remote broker's Receive Maximum lowers it; mosquitto takes 20 from 3.1.1 clients
+    /// unless configured otherwise, and queues the rest.
+    pub fn max_inflight(mut self, max: u16) -> Self {
+        self.max_inflight = max.max(1);
+        self
     }
 
     /// Adds a topic rule.
@@ -357,8 +368,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The local client's Receive Maximum: how many out messages may be on their way at once.
 const LOCAL_WINDOW: u16 = 1000;
 
-/// The remote client's in-flight window when left at the client's default (10): bridges carry
-/// many clients' traffic over one connection.
+/// The remote client's default in-flight window (see [`BridgeOptions::max_inflight`]).
 const REMOTE_WINDOW: u16 = 100;
 
 impl Bridge {
@@ -374,11 +384,7 @@ impl Bridge {
         if config.client_id.is_empty() {
             config.client_id = ByteString::from(format!("{}.{}", hostname(), self.options.name));
         }
-        if config.max_inflight
-            == mqtt_proto::connection::ClientConfig::new(Version::V5, "").max_inflight
-        {
-            config.max_inflight = REMOTE_WINDOW;
-        }
+        config.max_inflight = self.options.max_inflight;
         config.bridge = self.options.try_private && config.version == Version::V3_1_1;
         remote
     }
@@ -574,7 +580,7 @@ impl Bridge {
         }
         self.local = Some(local);
         while let Some((index, message)) = self.waiting.pop_front() {
-            self.from_remote(index, message);
+            self.forward_in(index, message);
         }
         Ok(())
     }
@@ -602,7 +608,7 @@ impl Bridge {
             Input::Remote(_) => {}
             Input::FromLocal(epoch, index, message) => {
                 if epoch == self.epoch && self.local.is_some() {
-                    self.from_local(index, message).await;
+                    self.forward_out(index, message).await;
                 }
             }
             Input::LocalEnded(epoch) => {
@@ -638,12 +644,12 @@ impl Bridge {
                     self.status().received += 1;
                 }
             }
-            Input::FromRemote(index, message) => self.from_remote(index, message),
+            Input::FromRemote(index, message) => self.forward_in(index, message),
         }
     }
 
     /// A message from this broker: publish it remotely, then acknowledge it here.
-    async fn from_local(&mut self, index: usize, message: Message) {
+    async fn forward_out(&mut self, index: usize, message: Message) {
         let Some(topic) = self.options.topics.get(index) else {
             return;
         };
@@ -703,7 +709,7 @@ impl Bridge {
     }
 
     /// A message from the remote broker: publish it here, then acknowledge it there.
-    fn from_remote(&mut self, index: usize, message: Message) {
+    fn forward_in(&mut self, index: usize, message: Message) {
         let Some(local) = self.local.clone() else {
             self.waiting.push_back((index, message));
             return;

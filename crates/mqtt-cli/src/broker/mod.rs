@@ -5,11 +5,11 @@ mod config;
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use mqtt_tokio::broker::{AclFile, PasswordFile};
-use mqtt_tokio::{Broker, DisconnectReason, PeerEvent};
+use mqtt_tokio::{Broker, DisconnectReason, PeerAddr, PeerEvent};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -28,7 +28,8 @@ pub(crate) struct Args {
     #[arg(short = 'p', long = "port")]
     port: Option<u16>,
     /// A TOML configuration file: listeners (with TLS), password file, ACL file, anonymous
-    /// access, limits. See the schema below (--help). --bind and --port add to its listeners.
+    /// access, limits, bridges to other brokers. See the schema below (--help). --bind and
+    /// --port add to its listeners.
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Keep sessions, subscriptions, queued and retained messages in this directory (created
@@ -162,6 +163,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let policy = file.persistence.policy()?;
         builder = builder.data_dir(dir).sync_policy(policy);
     }
+    for (n, bridge) in file.bridges.iter().enumerate() {
+        bridge.check_files().with_context(|| {
+            let path = args.config.as_deref().unwrap_or(Path::new(""));
+            format!("{}: {}", path.display(), bridge.label(n))
+        })?;
+        builder = builder.bridge(bridge.options()?);
+    }
     builder = builder.on_event(log_event);
 
     let stop = crate::common::shutdown_signal()?;
@@ -198,6 +206,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    for bridge in &file.bridges {
+        info!("bridge {} to {}", bridge.name, bridge.describe());
+    }
     let handle = broker.spawn();
     stop.await;
     info!("shutting down");
@@ -206,9 +217,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One log line per connect, disconnect and refusal.
+/// One log line per connect, disconnect and refusal, and per bridge connection and outage.
 fn log_event(event: &PeerEvent) {
     match event {
+        // A bridge's own session on this broker: its bridge's lines say what happens.
+        PeerEvent::Connected {
+            peer: PeerAddr::Internal,
+            ..
+        }
+        | PeerEvent::Disconnected {
+            peer: PeerAddr::Internal,
+            ..
+        } => {}
         PeerEvent::Connected {
             peer,
             client_id,
@@ -264,6 +284,12 @@ fn log_event(event: &PeerEvent) {
             Some(addr) => warn!(%addr, "cannot accept connections, backing off: {error}"),
             None => warn!("cannot accept connections, backing off: {error}"),
         },
+        PeerEvent::BridgeConnected { name } => info!("bridge {name} connected"),
+        PeerEvent::BridgeDisconnected { name, error } => {
+            // A lost connection's error starts with the word the line has already said.
+            let error = error.strip_prefix("disconnected: ").unwrap_or(error);
+            warn!("bridge {name} disconnected: {error}; retrying")
+        }
         PeerEvent::Rejected { peer } => {
             warn!(%peer, "connection rejected: too many connections (limits.max_connections)")
         }

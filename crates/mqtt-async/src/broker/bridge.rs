@@ -24,17 +24,30 @@
 //!   message reaches the remote broker once.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::ErrorKind;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
-use futures_lite::{StreamExt, future};
-use mqtt_proto::packet::{ByteString, Publish, QoS, RetainHandling, TopicName, Version};
+use bytes::{Buf, BytesMut};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_lite::future;
+use mqtt_proto::backoff::Backoff;
+use mqtt_proto::connection::{
+    AckToken, ClientConfig, ClientConnection, ClientEvent, ClientState, Session,
+};
+use mqtt_proto::packet::{
+    ByteString, Disconnect, Publish, QoS, RetainHandling, SubscribeProperties, Subscription,
+    TopicName, Version,
+};
 use mqtt_proto::topic::TopicFilter;
 
-use crate::client::{ConnectionEvent, Message, SubscribeOptions};
 use crate::runtime::{BoxFuture, BoxTransport, SharedRuntime};
-use crate::{Client, ClientOptions, Error};
+use crate::{ClientOptions, Error};
 
 /// Which way a bridge forwards the messages of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +277,7 @@ pub(super) struct Running {
     pub(super) done: Receiver<()>,
 }
 
-/// Starts a bridge on `runtime`.
+/// Starts a bridge on `runtime`: one task that runs both connections.
 pub(super) fn spawn(
     runtime: SharedRuntime,
     options: BridgeOptions,
@@ -282,58 +295,199 @@ pub(super) fn spawn(
     }));
     let (stop, stopped) = async_channel::bounded(1);
     let (done_tx, done) = async_channel::bounded::<()>(1);
-    let (inputs_tx, inputs) = async_channel::bounded(1024);
+    let seed = options
+        .name
+        .bytes()
+        .fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x1000_0000_01b3)
+        });
+    let backoff = Backoff::new(options.remote.reconnect.unwrap_or_default(), seed);
     let bridge = Bridge {
         runtime: runtime.clone(),
         options,
         local_connector: local,
         status: status.clone(),
         report: Box::new(report),
-        inputs_tx,
         remote: None,
         local: None,
-        epoch: 0,
-        pending: HashMap::new(),
-        generation: 0,
+        remote_session: None,
+        local_session: None,
+        out: Forwarding::default(),
+        inward: Forwarding::default(),
         waiting: VecDeque::new(),
         connected: false,
+        told_down: false,
+        backoff,
+        read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
     };
     runtime.spawn(Box::pin(async move {
         let _done = done_tx;
-        bridge.run(inputs, stopped, ready).await;
+        bridge.run(stopped, ready).await;
     }));
     Running { status, stop, done }
 }
 
-enum Input {
-    /// From the remote client's event stream.
-    Remote(ConnectionEvent),
-    /// A message from the remote broker, for the rule with this index.
-    FromRemote(usize, Message),
-    /// A message from this broker, on the local connection of this epoch, for the rule with
-    /// this index.
-    FromLocal(u64, usize, Message),
-    /// The local connection of this epoch ended.
-    LocalEnded(u64),
-    /// The remote broker acknowledged the message with this local packet identifier (or
-    /// refused it: `false`).
-    Forwarded((u64, u16), bool),
-    /// A message from the remote broker was taken by this one (or not: `false`).
-    Received(bool),
+/// Bytes read from a connection in one go.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One side of the bridge: a client core and its transport.
+struct Link {
+    conn: ClientConnection,
+    io: BoxTransport,
+    /// Encoded, not yet taken by the transport.
+    out: BytesMut,
+    /// Taken by the transport, not yet flushed.
+    unflushed: bool,
+    /// Since when the transport has taken nothing of `out`.
+    stuck_since: Option<Instant>,
 }
 
-/// An out message on its way to the remote broker, by its local packet identifier.
+impl Link {
+    fn new(conn: ClientConnection, io: BoxTransport) -> Self {
+        Self {
+            conn,
+            io,
+            out: BytesMut::new(),
+            unflushed: false,
+            stuck_since: None,
+        }
+    }
+
+    /// Moves what the core has to send behind what waits.
+    fn fill(&mut self, now: Instant) {
+        self.conn.poll_transmit(now, &mut self.out);
+    }
+
+    /// Writes what waits as far as the transport takes it: `Ready(Err)` when it failed,
+    /// `Pending` otherwise (everything written and flushed, or the transport pushes back).
+    fn poll_write(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<std::io::Error> {
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    self.out.advance(n);
+                    self.unflushed = true;
+                    self.stuck_since = None;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(error),
+                Poll::Pending => {
+                    self.stuck_since.get_or_insert(now);
+                    return Poll::Pending;
+                }
+            }
+        }
+        if self.unflushed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(error)) => return Poll::Ready(error),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Sends what the core has and waits until it is written (at most `within`).
+    async fn drain(&mut self, runtime: &SharedRuntime, within: Duration) {
+        let now = runtime.now();
+        self.fill(now);
+        let written = future::poll_fn(|cx| {
+            if self.poll_write(cx, now).is_ready() {
+                return Poll::Ready(());
+            }
+            if self.out.is_empty() && !self.unflushed {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        future::or(written, runtime.sleep_until(now + within)).await;
+    }
+}
+
+/// What woke the bridge.
+enum Wake {
+    Stop,
+    /// Bytes from the remote broker (`true`) or this one, in `read_buf`; 0 for the end.
+    Read(bool, usize),
+    /// A transport failed: the remote one (`true`) or the local one.
+    Failed(bool, std::io::Error),
+    Timer,
+}
+
+/// The messages of one direction on their way, by their packet identifier at the source (with
+/// the source session's generation: a session started anew numbers from scratch), so that a
+/// redelivery of one still on its way is not forwarded again (QoS 2 arrives once), and by their
+/// packet identifier at the destination, whose acknowledgement settles them.
+#[derive(Default)]
+struct Forwarding {
+    pending: HashMap<(u64, u16), Pending>,
+    by_destination: HashMap<u16, (u64, u16)>,
+    generation: u64,
+}
+
+/// A message on its way.
 struct Pending {
-    /// The local delivery to acknowledge; `None` after the local connection ended, until the
-    /// broker redelivers it on the resumed session.
-    message: Option<Message>,
-    /// The remote broker acknowledged it.
+    /// To acknowledge at the source; `None` once the source connection it came on ended, until
+    /// the source redelivers it.
+    token: Option<AckToken>,
+    /// The destination acknowledged it.
     done: bool,
 }
 
-/// `Client` is generic over the runtime only as a marker: the bridge runs on the broker's
-/// runtime handle.
-type BridgeClient = Client<()>;
+impl Forwarding {
+    /// A new source session: nothing will be redelivered.
+    fn source_started_anew(&mut self) {
+        self.generation += 1;
+        self.pending.retain(|_, p| !p.done);
+    }
+
+    /// The source connection ended: its tokens are void.
+    fn source_lost(&mut self) {
+        for pending in self.pending.values_mut() {
+            pending.token = None;
+        }
+    }
+
+    /// A message from the source with this packet identifier: `Some(token to ack now)` when it
+    /// was already delivered, `None` when it is on its way (its token is kept) or new (`Err`:
+    /// forward it).
+    fn arrived(&mut self, source_id: u16, token: Option<AckToken>) -> Result<Option<AckToken>, ()> {
+        let key = (self.generation, source_id);
+        match self.pending.get_mut(&key) {
+            Some(pending) if pending.done => {
+                self.pending.remove(&key);
+                Ok(token)
+            }
+            Some(pending) => {
+                pending.token = token;
+                Ok(None)
+            }
+            None => Err(()),
+        }
+    }
+
+    fn sent(&mut self, source_id: u16, token: Option<AckToken>, destination_id: u16) {
+        let key = (self.generation, source_id);
+        self.pending.insert(key, Pending { token, done: false });
+        self.by_destination.insert(destination_id, key);
+    }
+
+    /// The destination acknowledged: the token to acknowledge at the source, if it is known.
+    fn completed(&mut self, destination_id: u16) -> Option<AckToken> {
+        let key = self.by_destination.remove(&destination_id)?;
+        let pending = self.pending.get_mut(&key)?;
+        match pending.token.take() {
+            Some(token) => {
+                self.pending.remove(&key);
+                Some(token)
+            }
+            None => {
+                pending.done = true;
+                None
+            }
+        }
+    }
+}
 
 struct Bridge {
     runtime: SharedRuntime,
@@ -341,31 +495,29 @@ struct Bridge {
     local_connector: LocalConnector,
     status: Arc<Mutex<BridgeStatus>>,
     report: Box<dyn Fn(Report) + Send + Sync>,
-    inputs_tx: Sender<Input>,
-    remote: Option<BridgeClient>,
-    /// The local client, while the remote broker is connected.
-    local: Option<BridgeClient>,
-    /// Counts local connections.
-    epoch: u64,
-    /// By local session generation and packet identifier.
-    pending: HashMap<(u64, u16), Pending>,
-    /// Counts local sessions started anew: packet identifiers of one are not those of another.
-    generation: u64,
+    remote: Option<Link>,
+    /// The local connection, while the remote one is up.
+    local: Option<Link>,
+    remote_session: Option<Session>,
+    local_session: Option<Session>,
+    /// Local → remote.
+    out: Forwarding,
+    /// Remote → local.
+    inward: Forwarding,
     /// Messages from the remote broker that came before the local connection was up.
-    waiting: VecDeque<(usize, Message)>,
+    waiting: VecDeque<(Publish, Option<AckToken>)>,
     connected: bool,
+    /// The outage was told (once per outage).
+    told_down: bool,
+    backoff: Backoff,
+    read_buf: Box<[u8]>,
 }
 
-/// The first wait between two attempts to reach the remote broker the first time; it doubles
-/// up to [`FIRST_CONNECT_MAX`]. After the first connection, the remote client's own backoff
-/// applies.
-const FIRST_CONNECT_MIN: Duration = Duration::from_millis(250);
-const FIRST_CONNECT_MAX: Duration = Duration::from_secs(30);
-
-/// How long a stopping bridge waits for the remote broker to take its DISCONNECT.
+/// How long a stopping bridge waits for each broker to take its DISCONNECT.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The local client's Receive Maximum: how many out messages may be on their way at once.
+/// The local client's Receive Maximum and in-flight window: how many messages may be on their
+/// way in each direction at once through this broker.
 const LOCAL_WINDOW: u16 = 1000;
 
 /// The remote client's default in-flight window (see [`BridgeOptions::max_inflight`]).
@@ -378,151 +530,533 @@ impl Bridge {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn remote_options(&self) -> ClientOptions {
-        let mut remote = self.options.remote.clone();
-        let config = remote.config_mut();
+    fn remote_config(&self) -> ClientConfig {
+        let mut config = self.options.remote.config.clone();
         if config.client_id.is_empty() {
             config.client_id = ByteString::from(format!("{}.{}", hostname(), self.options.name));
         }
         config.max_inflight = self.options.max_inflight;
+        config.manual_ack = true;
         config.bridge = self.options.try_private && config.version == Version::V3_1_1;
-        remote
+        // Resuming needs the session the broker kept for us.
+        if self.remote_session.is_some() {
+            config.clean_start = false;
+        }
+        config
     }
 
-    fn local_options(&self) -> ClientOptions {
-        let connector = self.local_connector.clone();
-        let mut local = ClientOptions::new("local", 0)
-            .transport(move || connector())
-            .version(Version::V5)
-            .client_id(format!(
-                "{}{}",
-                mqtt_proto::broker::RESERVED_CLIENT_ID_PREFIX,
-                self.options.name
-            ))
-            .clean_start(false)
-            .reconnect(None);
-        let config = local.config_mut();
+    fn local_config(&self) -> ClientConfig {
+        let client_id = format!(
+            "{}{}",
+            mqtt_proto::broker::RESERVED_CLIENT_ID_PREFIX,
+            self.options.name
+        );
+        let mut config = ClientConfig::new(Version::V5, client_id);
+        config.clean_start = false;
+        config.keep_alive = 0;
+        config.manual_ack = true;
         config.properties.session_expiry_interval = Some(u32::MAX);
         config.properties.receive_maximum = std::num::NonZeroU16::new(LOCAL_WINDOW);
         config.max_inflight = LOCAL_WINDOW;
-        local.queue_capacity(usize::from(LOCAL_WINDOW))
+        config
+    }
+
+    /// The out topics, as one SUBSCRIBE for this broker.
+    fn out_subscriptions(&self) -> Vec<Subscription> {
+        self.options
+            .topics
+            .iter()
+            .filter(|t| t.direction.out())
+            .filter_map(|t| {
+                let mut subscription =
+                    Subscription::new(TopicFilter::new(t.local_filter()).ok()?, t.qos);
+                subscription.options.no_local = true;
+                subscription.options.retain_as_published = true;
+                subscription.options.retain_handling = RetainHandling::SendAtSubscribeIfNew;
+                Some(subscription)
+            })
+            .collect()
+    }
+
+    /// The in topics, as one SUBSCRIBE for the remote broker.
+    fn in_subscriptions(&self) -> Vec<Subscription> {
+        let v5 = self.options.remote.config.version == Version::V5;
+        self.options
+            .topics
+            .iter()
+            .filter(|t| t.direction.inward())
+            .filter_map(|t| {
+                let mut subscription =
+                    Subscription::new(TopicFilter::new(t.remote_filter()).ok()?, t.qos);
+                if v5 {
+                    subscription.options.no_local = true;
+                    subscription.options.retain_as_published = true;
+                    subscription.options.retain_handling = RetainHandling::SendAtSubscribeIfNew;
+                }
+                Some(subscription)
+            })
+            .collect()
     }
 
     /// Runs the bridge; `ready` is dropped once the local session and its subscriptions exist,
     /// which the broker waits for before it accepts clients.
-    async fn run(mut self, inputs: Receiver<Input>, stopped: Receiver<()>, ready: Sender<()>) {
+    async fn run(mut self, stopped: Receiver<()>, ready: Sender<()>) {
         // The local session and its subscriptions first: from now on this broker keeps what the
         // out topics receive, even if the remote broker is never reached.
-        if self.connect_local().await.is_err() {
+        if self.set_up_local_session().await.is_err() {
             return;
         }
-        self.disconnect_local();
         drop(ready);
-        let stop = async {
+        let mut stop = Box::pin(async move {
             let _ = stopped.recv().await;
-            None
-        };
-        let Some(remote) = future::or(async { Some(self.connect_remote().await) }, stop).await
-        else {
-            return;
-        };
-        self.remote = Some(remote);
-        self.on_remote_up().await;
+        });
         loop {
-            let input = future::or(async { inputs.recv().await.ok() }, async {
-                let _ = stopped.recv().await;
+            let connected = future::or(async { Some(self.connect_remote().await) }, async {
+                (&mut stop).await;
                 None
             })
             .await;
-            let Some(input) = input else { break };
-            self.handle(input).await;
-        }
-        if let Some(remote) = self.remote.take() {
-            let deadline = self.runtime.now() + STOP_TIMEOUT;
-            future::or(
+            match connected {
+                None => return,
+                Some(Err(error)) => self.went_down(error.to_string()),
+                Some(Ok(link)) => {
+                    self.remote = Some(link);
+                    if self.pump(&mut stop).await.is_break() {
+                        self.stop().await;
+                        return;
+                    }
+                }
+            }
+            let delay = self.backoff.next_delay();
+            let sleep = self.runtime.sleep_until(self.runtime.now() + delay);
+            let stopped = future::or(
                 async {
-                    let _ = remote.disconnect().await;
+                    sleep.await;
+                    false
                 },
-                self.runtime.sleep_until(deadline),
+                async {
+                    (&mut stop).await;
+                    true
+                },
             )
             .await;
+            if stopped {
+                return;
+            }
         }
     }
 
-    /// Connects to the remote broker, trying again with a backoff until it answers.
-    async fn connect_remote(&mut self) -> BridgeClient {
-        let mut backoff = FIRST_CONNECT_MIN;
+    /// Connects the local client once, subscribes to the out topics, and leaves.
+    async fn set_up_local_session(&mut self) -> Result<(), ()> {
+        let io = (self.local_connector)().await.map_err(|_| ())?;
+        let now = self.runtime.now();
+        let mut link = Link::new(ClientConnection::new(self.local_config(), None, now), io);
+        let mut subscribed = false;
         loop {
-            let options = self.remote_options();
-            match Client::connect_with(self.runtime.clone(), options).await {
-                Ok(client) => return client,
-                Err(error) => {
-                    self.went_down(error.to_string());
-                    let deadline = self.runtime.now() + backoff;
-                    self.runtime.sleep_until(deadline).await;
-                    backoff = (backoff * 2).min(FIRST_CONNECT_MAX);
+            link.drain(&self.runtime, STOP_TIMEOUT).await;
+            let n = futures_lite::AsyncReadExt::read(&mut link.io, &mut self.read_buf)
+                .await
+                .map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            let now = self.runtime.now();
+            link.conn.handle_bytes(now, &self.read_buf[..n]);
+            while let Some(event) = link.conn.poll_event() {
+                match event {
+                    ClientEvent::Connected { .. } => {
+                        let subscriptions = self.out_subscriptions();
+                        if !subscriptions.is_empty() {
+                            let properties = SubscribeProperties::default();
+                            link.conn
+                                .subscribe(now, subscriptions, properties)
+                                .map_err(|_| ())?;
+                        } else {
+                            subscribed = true;
+                        }
+                    }
+                    ClientEvent::Subscribed(_) => subscribed = true,
+                    ClientEvent::Disconnected(_) => return Err(()),
+                    // A backlog, sent at once: the next connection gets it again.
+                    _ => {}
+                }
+            }
+            if subscribed {
+                break;
+            }
+        }
+        let _ = link
+            .conn
+            .disconnect(self.runtime.now(), Disconnect::default());
+        link.drain(&self.runtime, STOP_TIMEOUT).await;
+        let _ = futures_lite::AsyncWriteExt::close(&mut link.io).await;
+        self.local_session = Some(link.conn.into_session());
+        Ok(())
+    }
+
+    /// Opens the transport to the remote broker (TCP, TLS, WebSocket, as its options say);
+    /// CONNECT goes out with the next write.
+    async fn connect_remote(&mut self) -> Result<Link, Error> {
+        let now = self.runtime.now();
+        let deadline = now + self.options.remote.config.connect_timeout;
+        let io =
+            crate::client::transport::open(&self.runtime, &self.options.remote, deadline).await?;
+        let config = self.remote_config();
+        let session = self.remote_session.take();
+        let conn = ClientConnection::new(config, session, self.runtime.now());
+        Ok(Link::new(conn, io))
+    }
+
+    /// Runs both connections until the remote one ends (`Continue`) or the bridge is told to
+    /// stop (`Break`).
+    async fn pump(&mut self, stop: &mut (impl Future<Output = ()> + Unpin)) -> ControlFlow<()> {
+        let write_timeout = self.options.remote.write_timeout;
+        let mut timer: Option<(Instant, BoxFuture<'static, ()>)> = None;
+        // Why the remote transport failed, for the status.
+        let mut io_error = None;
+        loop {
+            let now = self.runtime.now();
+            if let Some(link) = &mut self.remote {
+                link.fill(now);
+            }
+            if let Some(link) = &mut self.local {
+                link.fill(now);
+            }
+            // The next deadline: the cores' timers, and a write that makes no progress.
+            let stuck = self
+                .remote
+                .as_ref()
+                .and_then(|l| l.stuck_since)
+                .zip(write_timeout)
+                .map(|(since, timeout)| since + timeout);
+            let deadline = [
+                self.remote.as_ref().and_then(|l| l.conn.poll_timeout()),
+                self.local.as_ref().and_then(|l| l.conn.poll_timeout()),
+                stuck,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if timer.as_ref().map(|t| t.0) != deadline {
+                timer = deadline.map(|at| (at, self.runtime.sleep_until(at)));
+            }
+            let read_buf = &mut self.read_buf;
+            let remote = &mut self.remote;
+            let local = &mut self.local;
+            let wake = future::poll_fn(|cx| {
+                if Pin::new(&mut *stop).poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Stop);
+                }
+                for (is_remote, link) in [(true, &mut *remote), (false, &mut *local)] {
+                    let Some(link) = link else { continue };
+                    if let Poll::Ready(error) = link.poll_write(cx, now) {
+                        return Poll::Ready(Wake::Failed(is_remote, error));
+                    }
+                    match Pin::new(&mut link.io).poll_read(cx, read_buf) {
+                        Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Read(is_remote, n)),
+                        Poll::Ready(Err(error)) => {
+                            return Poll::Ready(Wake::Failed(is_remote, error));
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if let Some((_, sleep)) = &mut timer
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            let now = self.runtime.now();
+            match wake {
+                Wake::Stop => return ControlFlow::Break(()),
+                Wake::Read(true, 0) => {
+                    if let Some(link) = &mut self.remote {
+                        link.conn.handle_eof(now);
+                    }
+                }
+                Wake::Failed(true, error) => {
+                    io_error = Some(error.to_string());
+                    if let Some(link) = &mut self.remote {
+                        link.conn.handle_eof(now);
+                    }
+                }
+                Wake::Read(false, 0) | Wake::Failed(false, _) => {
+                    if let Some(link) = &mut self.local {
+                        link.conn.handle_eof(now);
+                    }
+                }
+                Wake::Read(true, n) => {
+                    if let Some(link) = &mut self.remote {
+                        link.conn.handle_bytes(now, &self.read_buf[..n]);
+                    }
+                }
+                Wake::Read(false, n) => {
+                    if let Some(link) = &mut self.local {
+                        link.conn.handle_bytes(now, &self.read_buf[..n]);
+                    }
+                }
+                Wake::Timer => {
+                    timer = None;
+                    if let Some(link) = &mut self.remote {
+                        if link
+                            .stuck_since
+                            .zip(write_timeout)
+                            .is_some_and(|(since, timeout)| {
+                                now.saturating_duration_since(since) >= timeout
+                            })
+                        {
+                            link.conn.handle_eof(now);
+                        } else {
+                            link.conn.handle_timeout(now);
+                        }
+                    }
+                    if let Some(link) = &mut self.local {
+                        link.conn.handle_timeout(now);
+                    }
+                }
+            }
+            if let ControlFlow::Break(reason) = self.process(now) {
+                let reason = io_error
+                    .take()
+                    .map_or(reason, |error| format!("connection lost: {error}"));
+                self.remote_ended(reason).await;
+                return ControlFlow::Continue(());
+            }
+            if self.local.is_none() && self.connected {
+                // The remote broker accepted us: this broker's side comes up.
+                if self.open_local().await.is_err() {
+                    // This broker is stopping: the stop comes next.
+                    return ControlFlow::Break(());
                 }
             }
         }
     }
 
-    /// The remote client is connected for the first time: its event stream and in topics.
-    async fn on_remote_up(&mut self) {
-        let Some(remote) = self.remote.clone() else {
+    /// Handles what both cores have to say; `Break` with the reason when the remote connection
+    /// ended.
+    fn process(&mut self, now: Instant) -> ControlFlow<String> {
+        loop {
+            let mut any = false;
+            while let Some(event) = self.remote.as_mut().and_then(|l| l.conn.poll_event()) {
+                any = true;
+                self.on_remote(now, event)?;
+            }
+            while let Some(event) = self.local.as_mut().and_then(|l| l.conn.poll_event()) {
+                any = true;
+                self.on_local(now, event);
+            }
+            if !any {
+                return ControlFlow::Continue(());
+            }
+        }
+    }
+
+    fn on_remote(&mut self, now: Instant, event: ClientEvent) -> ControlFlow<String> {
+        match event {
+            ClientEvent::Connected {
+                session_present, ..
+            } => {
+                self.backoff.connected(now);
+                if !session_present {
+                    self.inward.source_started_anew();
+                }
+                let subscriptions = self.in_subscriptions();
+                if let Some(link) = &mut self.remote
+                    && !subscriptions.is_empty()
+                {
+                    let _ = link
+                        .conn
+                        .subscribe(now, subscriptions, SubscribeProperties::default());
+                }
+                self.came_up();
+            }
+            ClientEvent::Message(message) => self.forward_in(now, message.publish, message.ack),
+            ClientEvent::Published(outcome) => self.out_completed(
+                now,
+                outcome.packet_id.get(),
+                !outcome.reason_code.is_error(),
+            ),
+            ClientEvent::PublishDropped { packet_id, .. } => {
+                self.out_completed(now, packet_id.get(), false)
+            }
+            ClientEvent::Subscribed(suback) => {
+                if let Some(code) = suback.reason_codes.iter().find(|c| c.is_error()) {
+                    self.status().last_error =
+                        Some(format!("the remote broker refused an in topic: {code}"));
+                }
+            }
+            ClientEvent::Disconnected(reason) => {
+                return ControlFlow::Break(format!("disconnected: {reason}"));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_local(&mut self, now: Instant, event: ClientEvent) {
+        match event {
+            ClientEvent::Connected {
+                session_present, ..
+            } => {
+                if !session_present {
+                    // This broker lost the bridge's session: subscribe again.
+                    self.out.source_started_anew();
+                    let subscriptions = self.out_subscriptions();
+                    if let Some(link) = &mut self.local
+                        && !subscriptions.is_empty()
+                    {
+                        let _ =
+                            link.conn
+                                .subscribe(now, subscriptions, SubscribeProperties::default());
+                    }
+                }
+                while let Some((publish, token)) = self.waiting.pop_front() {
+                    self.forward_in_now(now, publish, token);
+                }
+            }
+            ClientEvent::Message(message) => self.forward_out(now, message.publish, message.ack),
+            ClientEvent::Published(outcome) => self.in_completed(now, outcome.packet_id.get()),
+            ClientEvent::PublishDropped { packet_id, .. } => {
+                self.in_completed(now, packet_id.get())
+            }
+            ClientEvent::Disconnected(_) => {
+                // This broker closed the connection: it is stopping.
+                self.local = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// A message from this broker: publish it remotely; it is acknowledged here when the remote
+    /// broker acknowledged it.
+    fn forward_out(&mut self, now: Instant, received: Publish, token: Option<AckToken>) {
+        let rule = self.options.topics.iter().find(|t| {
+            t.direction.out() && mqtt_proto::topic::matches(&t.local_filter(), &received.topic)
+        });
+        let name = rule
+            .and_then(|t| BridgeTopic::remap(&received.topic, &t.local_prefix, &t.remote_prefix));
+        let (Some(name), Some(remote)) = (name, self.remote.as_mut()) else {
+            self.ack_local(now, token);
             return;
         };
-        let events = remote.events();
-        let tx = self.inputs_tx.clone();
-        self.runtime.spawn(Box::pin(async move {
-            while let Ok(event) = events.recv().await {
-                if tx.send(Input::Remote(event)).await.is_err() {
-                    return;
-                }
-            }
-        }));
-        let v5 = self.options.remote.config.version == Version::V5;
-        for (index, topic) in self.options.topics.iter().enumerate() {
-            if !topic.direction.inward() {
-                continue;
-            }
-            let mut subscribe = SubscribeOptions::new(topic.remote_filter())
-                .qos(topic.qos)
-                .manual_ack();
-            if v5 {
-                subscribe = subscribe.no_local().retain_as_published();
-            }
-            match remote.subscribe_with(subscribe).await {
-                Ok(subscription) => {
-                    let tx = self.inputs_tx.clone();
-                    self.runtime.spawn(Box::pin(async move {
-                        let mut subscription = subscription;
-                        while let Some(message) = subscription.next().await {
-                            if tx.send(Input::FromRemote(index, message)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }));
-                }
-                Err(error) => {
-                    let error = format!("subscribing to {:?}: {error}", topic.remote_filter());
-                    self.status().last_error = Some(error);
-                }
-            }
-        }
-        self.came_up().await;
-    }
-
-    async fn came_up(&mut self) {
-        if self.local.is_none() && self.connect_local().await.is_err() {
-            // This broker is stopping: the stop comes next.
+        let source_id = received.packet_id.map(|id| id.get());
+        if let Some(id) = source_id
+            && let Ok(ack) = self.out.arrived(id, token)
+        {
+            self.ack_local(now, ack);
             return;
         }
+        match remote.conn.publish(now, forwarded(&received, name)) {
+            Ok(Some(destination_id)) => {
+                if let Some(id) = source_id {
+                    self.out.sent(id, token, destination_id.get());
+                }
+            }
+            Ok(None) => {
+                self.status().sent += 1;
+                self.ack_local(now, token);
+            }
+            Err(_) => {
+                self.status().refused += 1;
+                self.ack_local(now, token);
+            }
+        }
+    }
+
+    fn out_completed(&mut self, now: Instant, destination_id: u16, accepted: bool) {
+        {
+            let mut status = self.status();
+            if accepted {
+                status.sent += 1;
+            } else {
+                status.refused += 1;
+            }
+        }
+        let token = self.out.completed(destination_id);
+        self.ack_local(now, token);
+    }
+
+    fn ack_local(&mut self, now: Instant, token: Option<AckToken>) {
+        if let (Some(token), Some(local)) = (token, &mut self.local) {
+            let _ = local.conn.ack(now, token);
+        }
+    }
+
+    /// A message from the remote broker: publish it here; it is acknowledged there when this
+    /// broker took it.
+    fn forward_in(&mut self, now: Instant, received: Publish, token: Option<AckToken>) {
+        let local_up = self
+            .local
+            .as_ref()
+            .is_some_and(|l| l.conn.state() == ClientState::Connected);
+        if local_up {
+            self.forward_in_now(now, received, token);
+        } else {
+            self.waiting.push_back((received, token));
+        }
+    }
+
+    fn forward_in_now(&mut self, now: Instant, received: Publish, token: Option<AckToken>) {
+        let rule = self.options.topics.iter().find(|t| {
+            t.direction.inward() && mqtt_proto::topic::matches(&t.remote_filter(), &received.topic)
+        });
+        let name = rule
+            .and_then(|t| BridgeTopic::remap(&received.topic, &t.remote_prefix, &t.local_prefix));
+        let (Some(name), Some(local)) = (name, self.local.as_mut()) else {
+            self.ack_remote(now, token);
+            return;
+        };
+        let source_id = received.packet_id.map(|id| id.get());
+        if let Some(id) = source_id
+            && let Ok(ack) = self.inward.arrived(id, token)
+        {
+            self.ack_remote(now, ack);
+            return;
+        }
+        match local.conn.publish(now, forwarded(&received, name)) {
+            Ok(Some(destination_id)) => {
+                if let Some(id) = source_id {
+                    self.inward.sent(id, token, destination_id.get());
+                }
+            }
+            Ok(None) | Err(_) => {
+                self.status().received += 1;
+                self.ack_remote(now, token);
+            }
+        }
+    }
+
+    fn in_completed(&mut self, now: Instant, destination_id: u16) {
+        self.status().received += 1;
+        let token = self.inward.completed(destination_id);
+        self.ack_remote(now, token);
+    }
+
+    fn ack_remote(&mut self, now: Instant, token: Option<AckToken>) {
+        if let (Some(token), Some(remote)) = (token, &mut self.remote) {
+            let _ = remote.conn.ack(now, token);
+        }
+    }
+
+    /// The local connection, resuming the bridge's session.
+    async fn open_local(&mut self) -> Result<(), ()> {
+        let io = (self.local_connector)().await.map_err(|_| ())?;
+        let now = self.runtime.now();
+        let session = self.local_session.take();
+        self.local = Some(Link::new(
+            ClientConnection::new(self.local_config(), session, now),
+            io,
+        ));
+        Ok(())
+    }
+
+    fn came_up(&mut self) {
+        self.told_down = false;
         if !self.connected {
             self.connected = true;
-            {
-                let mut status = self.status();
-                status.connected = true;
-            }
+            self.status().connected = true;
             (self.report)(Report::Connected(self.options.name.clone()));
         }
     }
@@ -534,205 +1068,47 @@ impl Bridge {
             status.connected = false;
             status.last_error = Some(error.clone());
         }
-        if was || self.epoch <= 1 {
+        if was || !self.told_down {
+            self.told_down = true;
             (self.report)(Report::Disconnected(self.options.name.clone(), error));
         }
-        self.disconnect_local();
     }
 
-    /// Connects the local client (resuming the bridge's session) and subscribes to the out
-    /// topics.
-    async fn connect_local(&mut self) -> Result<(), Error> {
-        let local = Client::connect_with(self.runtime.clone(), self.local_options()).await?;
-        self.epoch += 1;
-        let epoch = self.epoch;
-        if !local_session_present(&local) {
-            // A new session (the broker lost it): nothing will be redelivered, and its packet
-            // identifiers start afresh, so what is remembered by identifier is forgotten.
-            self.pending.clear();
-            self.generation += 1;
+    /// The remote connection ended: its session is kept for the next one, and the local
+    /// connection is closed (its session keeps what the out topics receive meanwhile).
+    async fn remote_ended(&mut self, reason: String) {
+        let now = self.runtime.now();
+        self.backoff.disconnected(now);
+        if let Some(link) = self.remote.take() {
+            self.remote_session = Some(link.conn.into_session());
         }
-        for (index, topic) in self.options.topics.iter().enumerate() {
-            if !topic.direction.out() {
-                continue;
-            }
-            let subscribe = SubscribeOptions::new(topic.local_filter())
-                .qos(topic.qos)
-                .manual_ack()
-                .no_local()
-                .retain_as_published()
-                .retain_handling(RetainHandling::SendAtSubscribeIfNew);
-            let subscription = local.subscribe_with(subscribe).await?;
-            let tx = self.inputs_tx.clone();
-            self.runtime.spawn(Box::pin(async move {
-                let mut subscription = subscription;
-                while let Some(message) = subscription.next().await {
-                    if tx
-                        .send(Input::FromLocal(epoch, index, message))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                let _ = tx.send(Input::LocalEnded(epoch)).await;
-            }));
-        }
-        self.local = Some(local);
-        while let Some((index, message)) = self.waiting.pop_front() {
-            self.forward_in(index, message);
-        }
-        Ok(())
+        self.inward.source_lost();
+        self.went_down(reason);
+        self.close_local().await;
     }
 
-    /// Ends the local connection (its session stays and queues what comes meanwhile).
-    fn disconnect_local(&mut self) {
-        for pending in self.pending.values_mut() {
-            // Their acknowledgement would go nowhere; the redelivery brings them back.
-            pending.message = None;
-        }
-        if let Some(local) = self.local.take() {
-            self.runtime.spawn(Box::pin(async move {
-                let _ = local.disconnect().await;
-            }));
+    async fn close_local(&mut self) {
+        self.out.source_lost();
+        if let Some(mut link) = self.local.take() {
+            let _ = link
+                .conn
+                .disconnect(self.runtime.now(), Disconnect::default());
+            link.drain(&self.runtime, STOP_TIMEOUT).await;
+            let _ = futures_lite::AsyncWriteExt::close(&mut link.io).await;
+            self.local_session = Some(link.conn.into_session());
         }
     }
 
-    async fn handle(&mut self, input: Input) {
-        match input {
-            Input::Remote(ConnectionEvent::Connected { .. }) => self.came_up().await,
-            Input::Remote(ConnectionEvent::Disconnected(reason)) => {
-                self.went_down(format!("disconnected: {reason}"));
-            }
-            Input::Remote(ConnectionEvent::ConnectFailed(error)) => self.went_down(error),
-            Input::Remote(_) => {}
-            Input::FromLocal(epoch, index, message) => {
-                if epoch == self.epoch && self.local.is_some() {
-                    self.forward_out(index, message).await;
-                }
-            }
-            Input::LocalEnded(epoch) => {
-                if epoch == self.epoch && self.local.take().is_some() && self.connected {
-                    // The local connection ended without us: this broker is stopping.
-                    for pending in self.pending.values_mut() {
-                        pending.message = None;
-                    }
-                }
-            }
-            Input::Forwarded(packet_id, accepted) => {
-                {
-                    let mut status = self.status();
-                    if accepted {
-                        status.sent += 1;
-                    } else {
-                        status.refused += 1;
-                    }
-                }
-                let Some(pending) = self.pending.get_mut(&packet_id) else {
-                    return;
-                };
-                match pending.message.take() {
-                    Some(message) => {
-                        self.pending.remove(&packet_id);
-                        let _ = message.ack().await;
-                    }
-                    None => pending.done = true,
-                }
-            }
-            Input::Received(taken) => {
-                if taken {
-                    self.status().received += 1;
-                }
-            }
-            Input::FromRemote(index, message) => self.forward_in(index, message),
+    /// Says goodbye to both brokers.
+    async fn stop(&mut self) {
+        if let Some(mut link) = self.remote.take() {
+            let _ = link
+                .conn
+                .disconnect(self.runtime.now(), Disconnect::default());
+            link.drain(&self.runtime, STOP_TIMEOUT).await;
+            let _ = futures_lite::AsyncWriteExt::close(&mut link.io).await;
         }
-    }
-
-    /// A message from this broker: publish it remotely, then acknowledge it here.
-    async fn forward_out(&mut self, index: usize, message: Message) {
-        let Some(topic) = self.options.topics.get(index) else {
-            return;
-        };
-        let Some(remote) = self.remote.clone() else {
-            return;
-        };
-        let Some(name) =
-            BridgeTopic::remap(message.topic(), &topic.local_prefix, &topic.remote_prefix)
-        else {
-            let _ = message.ack().await;
-            return;
-        };
-        let publish = forwarded(message.publish(), name);
-        let Some(packet_id) = message
-            .publish()
-            .packet_id
-            .map(|id| (self.generation, id.get()))
-        else {
-            // QoS 0: nothing to acknowledge, nothing to remember.
-            let tx = self.inputs_tx.clone();
-            self.runtime.spawn(Box::pin(async move {
-                let _ = remote.publish_with(publish).await;
-                let _ = tx.send(Input::Received(false)).await;
-            }));
-            self.status().sent += 1;
-            return;
-        };
-        if let Some(pending) = self.pending.get_mut(&packet_id) {
-            // A redelivery of a message already on its way: not forwarded again.
-            if pending.done {
-                self.pending.remove(&packet_id);
-                let _ = message.ack().await;
-            } else {
-                pending.message = Some(message);
-            }
-            return;
-        }
-        self.pending.insert(
-            packet_id,
-            Pending {
-                message: Some(message),
-                done: false,
-            },
-        );
-        let tx = self.inputs_tx.clone();
-        self.runtime.spawn(Box::pin(async move {
-            let accepted = match remote.publish_with(publish).await {
-                Ok(_) => true,
-                // Refused (not authorized, quota): acknowledged here all the same, or it would
-                // be retried forever.
-                Err(Error::Rejected { .. }) => false,
-                // The bridge is stopping: the local session keeps the message.
-                Err(_) => return,
-            };
-            let _ = tx.send(Input::Forwarded(packet_id, accepted)).await;
-        }));
-    }
-
-    /// A message from the remote broker: publish it here, then acknowledge it there.
-    fn forward_in(&mut self, index: usize, message: Message) {
-        let Some(local) = self.local.clone() else {
-            self.waiting.push_back((index, message));
-            return;
-        };
-        let Some(topic) = self.options.topics.get(index) else {
-            return;
-        };
-        let name = BridgeTopic::remap(message.topic(), &topic.remote_prefix, &topic.local_prefix);
-        let tx = self.inputs_tx.clone();
-        self.runtime.spawn(Box::pin(async move {
-            let Some(name) = name else {
-                let _ = message.ack().await;
-                return;
-            };
-            let publish = forwarded(message.publish(), name);
-            let taken = match local.publish_with(publish).await {
-                Ok(_) | Err(Error::Rejected { .. }) => true,
-                // Not taken: not acknowledged either, so the remote broker sends it again.
-                Err(_) => return,
-            };
-            let _ = message.ack().await;
-            let _ = tx.send(Input::Received(taken)).await;
-        }));
+        self.close_local().await;
     }
 }
 
@@ -748,18 +1124,6 @@ fn forwarded(received: &Publish, topic: TopicName) -> Publish {
     publish.properties.topic_alias = None;
     publish.properties.subscription_identifiers.clear();
     publish
-}
-
-/// Whether the broker resumed the local client's session: its first event says so (it is sent
-/// before `connect` returns).
-fn local_session_present(local: &BridgeClient) -> bool {
-    let events = local.events();
-    while let Ok(event) = events.try_recv() {
-        if let ConnectionEvent::Connected { session_present } = event {
-            return session_present;
-        }
-    }
-    false
 }
 
 /// This machine's name, for default client identifiers (`HOSTNAME.BRIDGE`, as mosquitto's).

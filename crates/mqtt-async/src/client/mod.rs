@@ -4,7 +4,7 @@
 mod driver;
 mod store;
 mod subscription;
-mod transport;
+pub(crate) mod transport;
 
 use std::marker::PhantomData;
 use std::sync::Arc;

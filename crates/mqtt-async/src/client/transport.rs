@@ -32,7 +32,7 @@ async fn within<T>(
 /// Opens the connection the options describe, all before `deadline`: resolves the host, opens
 /// a TCP connection to one of its addresses (or connects to the Unix socket), runs the TLS
 /// handshake if the options ask for TLS, then the WebSocket upgrade if they ask for WebSocket.
-pub(super) async fn open(
+pub(crate) async fn open(
     runtime: &SharedRuntime,
     options: &ClientOptions,
     deadline: Instant,

@@ -11,6 +11,7 @@
 //! cargo bench -p mqtt-tokio --bench load -- queued --quick     # a tenth of the sessions
 //! cargo bench -p mqtt-tokio --bench load -- persist --runs 3   # ours on disk, mosquitto too
 //! cargo bench -p mqtt-tokio --bench load -- websocket --runs 3 # ours over ws and over TCP
+//! cargo bench -p mqtt-tokio --bench load -- bridge --runs 3    # through a bridge
 //! ```
 //!
 //! # Our broker runs its defaults
@@ -36,7 +37,8 @@
 //!
 //! # Scenarios
 //!
-//! Any of `client`, `broker`, `memory`, `queued`, `persist`, `websocket`; none means all.
+//! Any of `client`, `broker`, `memory`, `queued`, `persist`, `websocket`, `bridge`; none means
+//! all.
 //! - `client`: 100,000 PUBLISHes of 64 B from our tokio `Client` and from rumqttc's
 //!   `AsyncClient` (both 3.1.1, 100 in flight), against mosquitto and our broker. QoS 0 ends
 //!   with a QoS 1 publish whose PUBACK proves the broker read everything before it; QoS 1 ends
@@ -108,6 +110,11 @@
 //!   its 3.1.1 one), once with the load clients over TCP and once over WebSocket (our
 //!   `mqtt_tokio::ws::connect`, the transport our `Client` uses for `ws://` URLs), each on a
 //!   fresh broker process: the rates, ws / TCP per broker, and ours / theirs over ws.
+//! - `bridge`: the relays `1→1 QoS 0` and `1→1 QoS 1` with the publisher on an edge broker
+//!   (ours with its defaults and `BrokerBuilder::bridge`, or mosquitto with a `connection`
+//!   section) that bridges `load/#` out at QoS 2, with a persistent session, to a remote broker
+//!   (ours or mosquitto) where the subscriber is; a probe waits for the bridge before the clock
+//!   starts, and the CPU time is the edge's. Ours / mosquitto's bridge per remote broker.
 
 mod brokers;
 mod client;

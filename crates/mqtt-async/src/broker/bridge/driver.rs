@@ -106,9 +106,9 @@ struct Bridge {
     remote_session: Option<Session>,
     local_session: Option<Session>,
     /// Local → remote.
-    out: Forwarding,
+    out: Forwarding<AckToken>,
     /// Remote → local.
-    inward: Forwarding,
+    inward: Forwarding<AckToken>,
     /// Messages from the remote broker that came before the local connection was up.
     waiting: VecDeque<(Publish, Option<AckToken>)>,
     connected: bool,

@@ -20,6 +20,7 @@ mod guarantees;
 mod mosquitto;
 mod mosquitto_clients;
 mod mtls;
+mod operations;
 mod peer_events;
 mod persistence;
 mod pki;

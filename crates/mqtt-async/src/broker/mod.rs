@@ -37,6 +37,7 @@ mod bridge;
 pub use bridge::{BridgeOptions, BridgeStatus, BridgeTopic, Direction};
 mod connection;
 mod listener;
+mod sys;
 pub use listener::{ListenAddr, ListenerConfig};
 pub mod store;
 pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
@@ -196,8 +197,12 @@ pub struct BrokerBuilder<R> {
     authorizer: Option<Box<dyn Authorizer>>,
     on_event: Option<EventHook>,
     bridges: Vec<BridgeOptions>,
+    sys_interval: std::time::Duration,
     _runtime: PhantomData<fn() -> R>,
 }
+
+/// How often the `$SYS/broker/…` topics are published by default.
+pub const DEFAULT_SYS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<R> std::fmt::Debug for BrokerBuilder<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,6 +291,18 @@ impl<R> BrokerBuilder<R> {
         self
     }
 
+    /// How often the broker publishes its counters under `$SYS/broker/…`, retained (default
+    /// [`DEFAULT_SYS_INTERVAL`], 10 s; zero turns them off): mosquitto's names where the meaning
+    /// is the same (`version`, `uptime`, `clients/connected`, `clients/maximum`,
+    /// `clients/total`, `messages/received`, `messages/sent`, `publish/messages/dropped`,
+    /// `subscriptions/count`, `retained messages/count`, `load/messages/received/1min`, …), and
+    /// ours: drops by cause (`publish/messages/dropped/queue-full`, …), bytes held
+    /// (`store/queued/bytes`), each bridge's `bridges/NAME/state`. Clients cannot publish there.
+    pub fn sys_interval(mut self, interval: std::time::Duration) -> Self {
+        self.sys_interval = interval;
+        self
+    }
+
     /// Connects this broker to another one (see [`BridgeOptions`]): messages on the out topics
     /// are forwarded to it, those on its in topics are brought here. Any number of bridges.
     pub fn bridge(mut self, bridge: BridgeOptions) -> Self {
@@ -350,6 +367,7 @@ impl<R> BrokerBuilder<R> {
             authenticator: self.authenticator,
             on_event: self.on_event,
             bridges: self.bridges,
+            sys_interval: self.sys_interval,
             to_router,
             inbox,
             done_tx,
@@ -372,6 +390,7 @@ pub struct Broker<R> {
     authenticator: Option<Box<dyn Authenticator>>,
     on_event: Option<EventHook>,
     bridges: Vec<BridgeOptions>,
+    sys_interval: std::time::Duration,
     to_router: Sender<ToRouter>,
     inbox: Receiver<ToRouter>,
     /// Dropped when the router ends, which is what handles wait for.
@@ -475,6 +494,7 @@ impl<R: 'static> Broker<R> {
             authorizer: None,
             on_event: None,
             bridges: Vec::new(),
+            sys_interval: DEFAULT_SYS_INTERVAL,
             _runtime: PhantomData,
         }
     }
@@ -522,6 +542,7 @@ impl<R: 'static> Broker<R> {
             authenticator,
             on_event,
             bridges,
+            sys_interval,
             to_router,
             inbox,
             done_tx,
@@ -564,6 +585,7 @@ impl<R: 'static> Broker<R> {
             outputs: HashMap::default(),
             on_event,
             peers: HashMap::default(),
+            sys: sys::SysTopics::new(sys_interval, runtime.now()),
             bridges,
         }
         .run(inbox)
@@ -808,12 +830,35 @@ struct Router {
     /// Each connection's address, kept only when there is a hook to tell.
     peers: HashMap<ConnectionId, PeerAddr, BuildHasherDefault<IdHasher>>,
     bridges: Vec<bridge::Running>,
+    /// The `$SYS` topics, unless turned off.
+    sys: Option<sys::SysTopics>,
 }
 
 impl Router {
+    fn bridge_statuses(&self) -> Vec<BridgeStatus> {
+        self.bridges
+            .iter()
+            .map(|b| {
+                b.status
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone())
+            })
+            .collect()
+    }
+
     async fn run(mut self, inbox: Receiver<ToRouter>) {
         loop {
             let now = self.runtime.now();
+            let sys_due = self.sys.as_ref().map(sys::SysTopics::deadline);
+            if sys_due.is_some_and(|at| at <= now) {
+                let bridges = self.bridge_statuses();
+                if let Some(sys) = &mut self.sys {
+                    sys.publish_due(&mut self.core, now, &bridges);
+                }
+                self.flush(now);
+                continue;
+            }
             let deadline = self.core.poll_timeout();
             if deadline.is_some_and(|at| at <= now) {
                 // Checked before the inbox so that a busy inbox cannot starve keep-alive and
@@ -822,6 +867,7 @@ impl Router {
                 self.flush(now);
                 continue;
             }
+            let deadline = deadline.into_iter().chain(sys_due).min();
             let runtime = self.runtime.clone();
             let message = future::or(async { inbox.recv().await.ok() }, async move {
                 match deadline {
@@ -925,17 +971,7 @@ impl Router {
                 }
             }
             ToRouter::Bridges(reply) => {
-                let statuses = self
-                    .bridges
-                    .iter()
-                    .map(|b| {
-                        b.status
-                            .lock()
-                            .map(|s| s.clone())
-                            .unwrap_or_else(|p| p.into_inner().clone())
-                    })
-                    .collect();
-                let _ = reply.try_send(statuses);
+                let _ = reply.try_send(self.bridge_statuses());
             }
             ToRouter::Stop => {
                 // Bridges disconnect from their remote brokers meanwhile (`serve` waits).
@@ -1034,6 +1070,9 @@ impl Router {
             let mut any = false;
             while let Some(event) = self.core.poll_event() {
                 any = true;
+                if let Some(sys) = &mut self.sys {
+                    sys.note(&event);
+                }
                 self.tell(&event);
                 if let BrokerEvent::PauseReading(id) | BrokerEvent::ResumeReading(id) = event
                     && let Some(output) = self.outputs.get(&id)

@@ -22,6 +22,8 @@ relative paths are relative to the file's directory):
   data_dir = "data"               # keep sessions, subscriptions, queued and retained messages
                                   # here: a restart or a crash (kill -9) loses nothing that was
                                   # acknowledged (default: in memory only; --data-dir)
+  sys_interval = 10               # seconds between $SYS/broker/... updates (default 10; 0: off;
+                                  # --sys-interval)
 
   [persistence]                   # with data_dir
   sync = "always"                 # "always": fsync before acknowledging (default); "periodic":
@@ -117,6 +119,8 @@ pub(crate) struct FileConfig {
     pub(crate) acl_file: Option<PathBuf>,
     /// Where the broker keeps its state.
     pub(crate) data_dir: Option<PathBuf>,
+    /// Seconds between `$SYS` updates (0: none).
+    pub(crate) sys_interval: Option<u64>,
     /// How it syncs it.
     #[serde(default)]
     pub(crate) persistence: Persistence,

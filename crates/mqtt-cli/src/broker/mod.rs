@@ -46,6 +46,10 @@ pub(crate) struct Args {
     /// that did not stop cleanly left there; removed when the broker stops).
     #[arg(long = "unix", value_name = "PATH")]
     unix: Option<PathBuf>,
+    /// Publish the broker's counters under $SYS/broker/... (retained) every this many seconds
+    /// (default 10; 0 turns them off). Overrides the config file's `sys_interval`.
+    #[arg(long = "sys-interval", value_name = "SECONDS")]
+    sys_interval: Option<u64>,
 }
 
 /// A `--bind` value: an address with or without a port.
@@ -158,6 +162,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &file.acl_file {
         builder = builder.authorizer(AclFile::load(path)?);
         info!("ACL file {}", path.display());
+    }
+    if let Some(seconds) = args.sys_interval.or(file.sys_interval) {
+        builder = builder.sys_interval(std::time::Duration::from_secs(seconds));
     }
     if let Some(dir) = args.data_dir.as_ref().or(file.data_dir.as_ref()) {
         let policy = file.persistence.policy()?;

@@ -54,6 +54,7 @@ use bytestring::ByteString;
 
 pub use auth::{AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, ClientInfo};
 pub use persist::{RestoreError, RestoreReport, STORE_FORMAT, StoreBatch, StoreOp};
+pub use route::SYS_PREFIX;
 pub use stats::{DropReason, Dropped, Stats};
 
 use crate::ReasonCode;
@@ -545,13 +546,20 @@ impl Broker {
 
     // ---- commands ----
 
-    /// Publishes a message from the broker itself (for example under `$SYS/`), routed like a
-    /// client's. Returns how many sessions it reached.
-    pub fn publish(&mut self, now: Instant, publish: Publish) -> Result<usize, UsageError> {
+    /// Publishes a message from the broker itself (its `$SYS/…` statistics, say), routed like
+    /// a client's: kept as the topic's retained message if `retain` is set, delivered to every
+    /// matching subscription. Returns how many sessions it reached. Clients cannot publish to
+    /// `$SYS/…` ([`SYS_PREFIX`]): the broker refuses it as not authorized.
+    pub fn publish(&mut self, now: Instant, mut publish: Publish) -> Result<usize, UsageError> {
         if publish.topic.is_empty() {
             return Err(UsageError::InvalidTopic(topic::TopicError::Empty));
         }
-        Ok(self.route(now, None, publish))
+        detach::detach_publish(&mut publish);
+        publish.dup = false;
+        publish.packet_id = None;
+        let reached = self.route(now, None, publish);
+        self.settle(now);
+        Ok(reached)
     }
 
     /// Disconnects a client (5.0 clients get a DISCONNECT with `reason_code` first).

@@ -16,6 +16,9 @@ use crate::packet::{
 };
 use crate::topic::TopicName;
 
+/// The broker's own topics: only [`Broker::publish`] publishes there.
+pub const SYS_PREFIX: &str = "$SYS/";
+
 impl Broker {
     pub(super) fn on_message(&mut self, id: u64, now: Instant, message: Message) {
         let Message { publish, ack } = message;
@@ -44,7 +47,10 @@ impl Broker {
             client_id: &client_id,
             username: username.as_deref(),
         };
-        if !conn.trusted && !self.authorizer.publish(info, &publish.topic) {
+        // `$SYS/…` is the broker's own (MQTT-4.7.2-1: topics starting with `$` are not for
+        // clients to exchange messages on): refused like a topic the client may not publish to.
+        let sys = publish.topic.starts_with(SYS_PREFIX);
+        if sys || (!conn.trusted && !self.authorizer.publish(info, &publish.topic)) {
             self.stats.dropped.not_authorized += 1;
             if let Some(token) = ack {
                 let _ = conn.server.ack(now, token, ReasonCode::NotAuthorized);

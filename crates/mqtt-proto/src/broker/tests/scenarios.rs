@@ -88,6 +88,35 @@ fn v5_properties_reach_v5_subscribers_and_are_dropped_for_v311() {
 }
 
 #[test]
+fn mqtt_4_7_2_1_clients_cannot_publish_to_sys_topics_and_the_broker_retains_its_own() {
+    let mut net = Net::new();
+    let watcher = net.join(Version::V5, "watcher");
+    net.subscribe(watcher, "$SYS/#", QoS::AtLeastOnce);
+    for version in [Version::V5, Version::V3_1_1] {
+        let intruder = net.join(version, &format!("intruder-{version:?}"));
+        net.publish(intruder, "$SYS/broker/version", "forged", QoS::AtLeastOnce);
+        let refused = net.take(intruder).into_iter().any(|e| {
+            matches!(e, ClientEvent::Published(o) if o.reason_code == ReasonCode::NotAuthorized)
+        });
+        // 3.1.1 has no way to say so: the PUBACK is a success and the message goes nowhere.
+        assert_eq!(refused, version == Version::V5);
+    }
+    assert!(
+        net.messages(watcher).is_empty(),
+        "a client published to $SYS"
+    );
+    assert_eq!(net.broker.stats().dropped.not_authorized, 2);
+    let mut version = Publish::new(valid_name("$SYS/broker/version"), "mqtt-rs");
+    version.retain = true;
+    assert_eq!(net.broker.publish(net.now, version), Ok(1));
+    let late = net.join(Version::V3_1_1, "late");
+    net.subscribe(late, "$SYS/broker/+", QoS::AtMostOnce);
+    let got = net.messages(late);
+    assert_eq!(payloads(&got), ["mqtt-rs"]);
+    assert!(got[0].retain);
+}
+
+#[test]
 fn the_broker_publishes_its_own_messages_but_not_to_the_empty_topic() {
     let mut net = Net::new();
     let watcher = net.join(Version::V5, "watcher");
@@ -117,10 +146,11 @@ fn wildcards_match_and_mqtt_4_7_2_1_dollar_topics_escape_leading_wildcards() {
     let publisher = net.join(Version::V5, "pub");
     net.subscribe(all, "#", QoS::AtMostOnce);
     net.subscribe(plus, "sensors/+/temp", QoS::AtMostOnce);
-    net.subscribe(sys, "$SYS/#", QoS::AtMostOnce);
+    // A `$` topic that is not the broker's own `$SYS`, which clients may not publish to.
+    net.subscribe(sys, "$app/#", QoS::AtMostOnce);
     net.publish(publisher, "sensors/kitchen/temp", "1", QoS::AtMostOnce);
     net.publish(publisher, "sensors/kitchen/humidity", "2", QoS::AtMostOnce);
-    net.publish(publisher, "$SYS/uptime", "3", QoS::AtMostOnce);
+    net.publish(publisher, "$app/uptime", "3", QoS::AtMostOnce);
     assert_eq!(payloads(&net.messages(all)), ["1", "2"]);
     assert_eq!(payloads(&net.messages(plus)), ["1"]);
     assert_eq!(payloads(&net.messages(sys)), ["3"]);

@@ -1,0 +1,103 @@
+//! Operating the broker: its `$SYS/broker/…` topics.
+
+use std::time::Duration;
+
+use mqtt_tokio::{Broker, Client, ClientOptions, Error, QoS, ReasonCode, Subscription, Version};
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn client(port: u16, id: &str) -> Client {
+    let options = ClientOptions::new("127.0.0.1", port)
+        .version(Version::V5)
+        .client_id(id)
+        .reconnect(None);
+    tokio::time::timeout(STEP, Client::connect(options))
+        .await
+        .expect("in time")
+        .expect("connect")
+}
+
+/// Reads `$SYS` values until one equals `want`.
+async fn until(subscription: &mut Subscription, want: &str) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut seen = Vec::new();
+    loop {
+        let message = tokio::time::timeout_at(deadline, subscription.recv())
+            .await
+            .unwrap_or_else(|_| panic!("never {want:?}; saw {seen:?}"))
+            .expect("subscribed");
+        let value = String::from_utf8_lossy(message.payload()).to_string();
+        if value == want {
+            return;
+        }
+        seen.push(value);
+    }
+}
+
+#[tokio::test]
+async fn sys_topics_follow_the_clients_and_clients_cannot_publish_there() {
+    let broker = Broker::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .sys_interval(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let port = broker.local_addrs()[0].port();
+    let handle = broker.spawn();
+
+    let watcher = client(port, "watcher").await;
+    let mut connected = watcher
+        .subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    until(&mut connected, "1").await;
+    let other = client(port, "other").await;
+    until(&mut connected, "2").await;
+    other.disconnect().await.unwrap();
+    until(&mut connected, "1").await;
+
+    // Retained: a client subscribing later gets the current values at once.
+    let mut version = watcher
+        .subscribe("$SYS/broker/version", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(STEP, version.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(message.retain());
+    assert!(
+        std::str::from_utf8(message.payload())
+            .unwrap()
+            .starts_with("mqtt-rs ")
+    );
+
+    // MQTT-4.7.2-1: `$` topics are not for clients to exchange messages on.
+    let forged = watcher
+        .publish("$SYS/broker/clients/connected", "999", QoS::AtLeastOnce)
+        .await;
+    assert!(
+        matches!(
+            forged,
+            Err(Error::Rejected {
+                reason_code: ReasonCode::NotAuthorized,
+                ..
+            })
+        ),
+        "{forged:?}"
+    );
+    for _ in 0..3 {
+        let message = tokio::time::timeout(STEP, connected.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            &message.payload()[..],
+            b"1",
+            "the broker's value, not the client's"
+        );
+    }
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(stats.dropped.not_authorized, 1);
+    tokio::time::timeout(STEP, handle.stop()).await.unwrap();
+}

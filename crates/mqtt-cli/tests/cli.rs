@@ -11,6 +11,9 @@ mod flood;
 #[path = "cli/bridge.rs"]
 mod bridge;
 
+#[path = "cli/operations.rs"]
+mod operations;
+
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};

@@ -24,6 +24,8 @@ relative paths are relative to the file's directory):
                                   # acknowledged (default: in memory only; --data-dir)
   sys_interval = 10               # seconds between $SYS/broker/... updates (default 10; 0: off;
                                   # --sys-interval)
+  metrics = "127.0.0.1:9100"      # Prometheus metrics at http://ADDR/metrics (default: none;
+                                  # --metrics)
 
   [persistence]                   # with data_dir
   sync = "always"                 # "always": fsync before acknowledging (default); "periodic":
@@ -121,6 +123,8 @@ pub(crate) struct FileConfig {
     pub(crate) data_dir: Option<PathBuf>,
     /// Seconds between `$SYS` updates (0: none).
     pub(crate) sys_interval: Option<u64>,
+    /// Where to serve Prometheus metrics.
+    pub(crate) metrics: Option<SocketAddr>,
     /// How it syncs it.
     #[serde(default)]
     pub(crate) persistence: Persistence,

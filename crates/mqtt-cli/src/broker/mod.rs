@@ -2,6 +2,7 @@
 //! with structured logs of connections and refusals.
 
 mod config;
+mod metrics;
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -50,6 +51,10 @@ pub(crate) struct Args {
     /// (default 10; 0 turns them off). Overrides the config file's `sys_interval`.
     #[arg(long = "sys-interval", value_name = "SECONDS")]
     sys_interval: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9100; port 0:
+    /// the kernel picks one, and the log says which). Overrides the config file's `metrics`.
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 /// A `--bind` value: an address with or without a port.
@@ -177,7 +182,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         })?;
         builder = builder.bridge(bridge.options()?);
     }
-    builder = builder.on_event(log_event);
+    let counts = std::sync::Arc::new(metrics::EventCounts::default());
+    let counted = counts.clone();
+    builder = builder.on_event(move |event| {
+        counted.note(event);
+        log_event(event);
+    });
 
     let stop = crate::common::shutdown_signal()?;
     let broker = builder
@@ -217,6 +227,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         info!("bridge {} to {}", bridge.name, bridge.describe());
     }
     let handle = broker.spawn();
+    if let Some(addr) = args.metrics.or(file.metrics) {
+        metrics::serve(addr, handle.clone(), counts)?;
+    }
     stop.await;
     info!("shutting down");
     handle.stop().await;

@@ -101,3 +101,61 @@ async fn sys_topics_follow_the_clients_and_clients_cannot_publish_there() {
     assert_eq!(stats.dropped.not_authorized, 1);
     tokio::time::timeout(STEP, handle.stop()).await.unwrap();
 }
+
+/// Renewed certificates: `reload_tls` makes new connections use the files as they are now, and
+/// files that do not load leave the configuration in use.
+#[tokio::test]
+async fn reload_tls_takes_renewed_certificates_and_keeps_the_old_ones_when_the_new_fail() {
+    use mqtt_tokio::{ServerTls, TlsOptions};
+
+    use crate::pki::Pki;
+
+    let old = Pki::new();
+    let new = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::copy(&old.cert, &cert).unwrap();
+    std::fs::copy(&old.key, &key).unwrap();
+    let broker = Broker::builder()
+        .bind_tls("127.0.0.1:0".parse().unwrap(), ServerTls::new(&cert, &key))
+        .build()
+        .await
+        .unwrap();
+    let port = broker.local_addrs()[0].port();
+    let handle = broker.spawn();
+    let trusting = |pki: &Pki| {
+        let options = ClientOptions::new("127.0.0.1", port)
+            .tls(TlsOptions::ca_file(&pki.ca).server_name("localhost"))
+            .reconnect(None);
+        async move {
+            tokio::time::timeout(STEP, Client::connect(options))
+                .await
+                .expect("in time")
+        }
+    };
+    assert!(trusting(&old).await.is_ok());
+    assert!(
+        trusting(&new).await.is_err(),
+        "a certificate from the new CA already"
+    );
+
+    std::fs::copy(&new.cert, &cert).unwrap();
+    std::fs::copy(&new.key, &key).unwrap();
+    assert_eq!(handle.reload_tls().await.unwrap(), 1);
+    assert!(
+        trusting(&new).await.is_ok(),
+        "the renewed certificate is not used"
+    );
+    assert!(
+        trusting(&old).await.is_err(),
+        "the old certificate is still used"
+    );
+
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(handle.reload_tls().await.is_err(), "a broken key was taken");
+    assert!(
+        trusting(&new).await.is_ok(),
+        "the configuration in use was lost"
+    );
+    tokio::time::timeout(STEP, handle.stop()).await.unwrap();
+}

@@ -107,9 +107,44 @@ impl ListenerConfig {
     }
 }
 
+/// A listener's TLS configuration, which [`BrokerHandle::reload_tls`](super::BrokerHandle::reload_tls)
+/// reads again from its files.
+pub(super) struct ReloadableTls {
+    config: ServerTls,
+    acceptor: std::sync::Mutex<TlsAcceptor>,
+}
+
+impl ReloadableTls {
+    fn new(config: ServerTls) -> Result<Self, Error> {
+        let acceptor = config.acceptor()?;
+        Ok(Self {
+            config,
+            acceptor: std::sync::Mutex::new(acceptor),
+        })
+    }
+
+    /// What new connections use.
+    fn current(&self) -> TlsAcceptor {
+        self.acceptor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; on an error the configuration in use stays.
+    pub(super) fn reload(&self) -> Result<(), Error> {
+        let acceptor = self.config.acceptor()?;
+        *self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = acceptor;
+        Ok(())
+    }
+}
+
 /// What runs over a listener's connections before MQTT.
 struct Layers {
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadableTls>>,
     /// The certificate's name is the client's user name.
     identity: bool,
     websocket: Option<String>,
@@ -124,13 +159,25 @@ pub(super) struct Bound {
     unix_path: Option<PathBuf>,
 }
 
+impl Bound {
+    /// Its TLS configuration, if it has one.
+    pub(super) fn tls(&self) -> Option<Arc<ReloadableTls>> {
+        self.layers.tls.clone()
+    }
+}
+
 /// Binds a listener (and loads its TLS configuration).
 pub(super) async fn bind(
     runtime: &SharedRuntime,
     config: ListenerConfig,
     max_packet_size: u32,
 ) -> Result<Bound, Error> {
-    let tls = config.tls.as_ref().map(ServerTls::acceptor).transpose()?;
+    let tls = config
+        .tls
+        .clone()
+        .map(ReloadableTls::new)
+        .transpose()?
+        .map(Arc::new);
     let layers = Arc::new(Layers {
         tls,
         identity: config
@@ -307,8 +354,9 @@ async fn open(
     mut transport: BoxTransport,
 ) -> Result<(BoxTransport, Option<ByteString>), Failed> {
     let mut identity = None;
-    if let Some(acceptor) = &layers.tls {
-        let stream = acceptor
+    if let Some(tls) = &layers.tls {
+        let stream = tls
+            .current()
             .accept(transport)
             .await
             .map_err(|e| Failed::Tls(e.to_string()))?;

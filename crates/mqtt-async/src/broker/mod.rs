@@ -169,6 +169,11 @@ enum ToRouter {
     ),
     /// For the event hook.
     Bridge(PeerEvent),
+    /// Replace the authenticator (answers whether there is one to replace).
+    SetAuthenticator(Box<dyn Authenticator>, Sender<bool>),
+    SetAuthorizer(Box<dyn Authorizer>),
+    /// Reload every TLS listener's files: how many, or the first error.
+    ReloadTls(Sender<Result<usize, Error>>),
     Bridges(Sender<Vec<BridgeStatus>>),
     TlsFailed(PeerAddr, String),
     WebSocketFailed(PeerAddr, String),
@@ -428,6 +433,38 @@ impl BrokerHandle {
         let _ = self.done.recv().await;
     }
 
+    /// Replaces the authenticator (a reloaded password file): clients that connect from now on
+    /// are checked by it; connected ones stay. Returns `false`, and changes nothing, when the
+    /// broker was built without one (it then authenticates nobody, and cannot start to).
+    pub async fn set_authenticator(&self, authenticator: impl Authenticator + 'static) -> bool {
+        let (reply, replaced) = async_channel::bounded(1);
+        let message = ToRouter::SetAuthenticator(Box::new(authenticator), reply);
+        if self.to_router.send(message).await.is_err() {
+            return false;
+        }
+        replaced.recv().await.unwrap_or(false)
+    }
+
+    /// Replaces the authorizer (a reloaded ACL file): every PUBLISH and SUBSCRIBE from now on,
+    /// connected clients' too, is judged by it.
+    pub async fn set_authorizer(&self, authorizer: impl Authorizer + 'static) {
+        let message = ToRouter::SetAuthorizer(Box::new(authorizer));
+        let _ = self.to_router.send(message).await;
+    }
+
+    /// Reads every TLS listener's certificate, key and client CA files again (renewed
+    /// certificates): new connections use them, established ones keep theirs. A listener
+    /// whose files do not load keeps its configuration, and the first such error is returned.
+    /// Returns how many listeners reloaded.
+    pub async fn reload_tls(&self) -> Result<usize, Error> {
+        let (reply, reloaded) = async_channel::bounded(1);
+        self.to_router
+            .send(ToRouter::ReloadTls(reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        reloaded.recv().await.map_err(|_| Error::Closed)?
+    }
+
     /// Each bridge's state: connected or not, the last error, messages forwarded.
     pub async fn bridges(&self) -> Vec<BridgeStatus> {
         let (reply, statuses) = async_channel::bounded(1);
@@ -548,6 +585,7 @@ impl<R: 'static> Broker<R> {
             done_tx,
             ..
         } = self;
+        let tls: Vec<_> = listeners.iter().filter_map(listener::Bound::tls).collect();
         let mut stop_listeners = Vec::new();
         // Each accept loop holds a sender, dropped once its listener is closed.
         let (listening, all_closed) = async_channel::bounded::<()>(1);
@@ -586,6 +624,7 @@ impl<R: 'static> Broker<R> {
             on_event,
             peers: HashMap::default(),
             sys: sys::SysTopics::new(sys_interval, runtime.now()),
+            tls,
             bridges,
         }
         .run(inbox)
@@ -656,12 +695,19 @@ impl Hasher for IdHasher {
 fn spawn_authenticator(
     mut authenticator: Box<dyn Authenticator>,
     to_router: Sender<ToRouter>,
-) -> Option<Sender<(ConnectionId, AuthRequest)>> {
-    let (requests, incoming) = async_channel::unbounded::<(ConnectionId, AuthRequest)>();
+) -> Option<Sender<AuthWork>> {
+    let (requests, incoming) = async_channel::unbounded::<AuthWork>();
     std::thread::Builder::new()
         .name("mqtt-auth".into())
         .spawn(move || {
-            while let Ok((connection, request)) = incoming.recv_blocking() {
+            while let Ok(work) = incoming.recv_blocking() {
+                let (connection, request) = match work {
+                    AuthWork::Request(connection, request) => (connection, request),
+                    AuthWork::Replace(new) => {
+                        authenticator = new;
+                        continue;
+                    }
+                };
                 // An authenticator that panics refuses that client; the others are still asked.
                 let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     request.decide(authenticator.as_mut())
@@ -708,6 +754,13 @@ fn start_bridge(
         };
         let _ = report_router.try_send(ToRouter::Bridge(event));
     })
+}
+
+/// What the authentication thread is given: a request to decide, or a new authenticator (a
+/// reloaded password file) for the requests after it.
+enum AuthWork {
+    Request(ConnectionId, AuthRequest),
+    Replace(Box<dyn Authenticator>),
 }
 
 /// Where a broker keeps its state.
@@ -824,7 +877,7 @@ struct Router {
     /// The store's thread, when there is a store.
     store: Option<StoreThread>,
     /// Where authentication requests go, when there is an authenticator.
-    auth: Option<Sender<(ConnectionId, AuthRequest)>>,
+    auth: Option<Sender<AuthWork>>,
     outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
@@ -832,6 +885,8 @@ struct Router {
     bridges: Vec<bridge::Running>,
     /// The `$SYS` topics, unless turned off.
     sys: Option<sys::SysTopics>,
+    /// Each TLS listener's configuration, for reloads.
+    tls: Vec<Arc<listener::ReloadableTls>>,
 }
 
 impl Router {
@@ -970,6 +1025,25 @@ impl Router {
                     hook(&event);
                 }
             }
+            ToRouter::SetAuthenticator(authenticator, reply) => {
+                let replaced = self
+                    .auth
+                    .as_ref()
+                    .is_some_and(|auth| auth.try_send(AuthWork::Replace(authenticator)).is_ok());
+                let _ = reply.try_send(replaced);
+            }
+            ToRouter::SetAuthorizer(authorizer) => self.core.set_authorizer(authorizer),
+            ToRouter::ReloadTls(reply) => {
+                let mut reloaded = Ok(0);
+                for tls in &self.tls {
+                    match (tls.reload(), &mut reloaded) {
+                        (Ok(()), Ok(n)) => *n += 1,
+                        (Err(error), Ok(_)) => reloaded = Err(error),
+                        (_, Err(_)) => {}
+                    }
+                }
+                let _ = reply.try_send(reloaded);
+            }
             ToRouter::Bridges(reply) => {
                 let _ = reply.try_send(self.bridge_statuses());
             }
@@ -1084,10 +1158,10 @@ impl Router {
                     request,
                 } = event
                 {
-                    let asked = self
-                        .auth
-                        .as_ref()
-                        .is_some_and(|auth| auth.try_send((connection, request)).is_ok());
+                    let asked = self.auth.as_ref().is_some_and(|auth| {
+                        auth.try_send(AuthWork::Request(connection, request))
+                            .is_ok()
+                    });
                     if !asked {
                         let refuse = AuthDecision::Refuse(ReasonCode::ServerUnavailable);
                         let _ = self.core.authenticated(connection, now, refuse);

@@ -230,11 +230,82 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics.or(file.metrics) {
         metrics::serve(addr, handle.clone(), counts)?;
     }
+    let reloads = reload_on_hangup(handle.clone(), file, allow_anonymous)?;
     stop.await;
+    reloads.abort();
     info!("shutting down");
     handle.stop().await;
     info!("stopped");
     Ok(())
+}
+
+/// On SIGHUP, reads the password file, the ACL file and the TLS files again (those the broker
+/// started with), and logs what changed; a file that does not load leaves what is in use, with
+/// an error in the log. Connected clients are judged by a new ACL from their next PUBLISH or
+/// SUBSCRIBE on; a new password file applies to clients that connect next.
+fn reload_on_hangup(
+    handle: mqtt_tokio::BrokerHandle,
+    file: config::FileConfig,
+    allow_anonymous: bool,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                info!("SIGHUP: reloading");
+                reload(&handle, &file, allow_anonymous).await;
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (handle, file, allow_anonymous);
+        Ok(tokio::spawn(async {}))
+    }
+}
+
+async fn reload(
+    handle: &mqtt_tokio::BrokerHandle,
+    file: &config::FileConfig,
+    allow_anonymous: bool,
+) {
+    if let Some(path) = &file.password_file {
+        match PasswordFile::load(path) {
+            Ok(passwords) => {
+                let users = passwords.len();
+                if handle
+                    .set_authenticator(passwords.allow_anonymous(allow_anonymous))
+                    .await
+                {
+                    info!("password file {} reloaded: {users} user(s)", path.display());
+                }
+            }
+            Err(error) => warn!(
+                "password file {} not reloaded, the one in use stays: {error}",
+                path.display()
+            ),
+        }
+    }
+    if let Some(path) = &file.acl_file {
+        match AclFile::load(path) {
+            Ok(acl) => {
+                handle.set_authorizer(acl).await;
+                info!("ACL file {} reloaded", path.display());
+            }
+            Err(error) => warn!(
+                "ACL file {} not reloaded, the rules in use stay: {error}",
+                path.display()
+            ),
+        }
+    }
+    if file.listeners.iter().any(|l| l.tls.is_some()) {
+        match handle.reload_tls().await {
+            Ok(n) => info!("TLS certificates reloaded for {n} listener(s)"),
+            Err(error) => warn!("TLS not reloaded, the certificates in use stay: {error}"),
+        }
+    }
 }
 
 /// One log line per connect, disconnect and refusal, and per bridge connection and outage.

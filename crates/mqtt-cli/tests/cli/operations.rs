@@ -83,3 +83,86 @@ fn metrics_count_a_known_load() {
         "{body}"
     );
 }
+
+/// SIGHUP: a user added to the password file gets in without a restart; a broken ACL file is
+/// refused with a log line and the rules in use stay.
+#[test]
+#[cfg(unix)]
+fn sighup_reloads_the_password_file_and_keeps_the_old_acl_when_the_new_one_is_broken() {
+    use std::fs;
+
+    use super::support::{find_program, mqtt, run};
+
+    let Some(passwd) = find_program("mosquitto_passwd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let add = |create: bool, user: &str, password: &str| {
+        let mut command = std::process::Command::new(&passwd);
+        command.arg("-b");
+        if create {
+            command.arg("-c");
+        }
+        let status = command
+            .arg(path("passwd"))
+            .args([user, password])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_passwd failed");
+    };
+    add(true, "alice", "wonderland");
+    fs::write(path("acl"), "pattern readwrite %u/#\n").unwrap();
+    fs::write(
+        path("broker.toml"),
+        "password_file = \"passwd\"\nacl_file = \"acl\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let broker =
+        OurBroker::start_args(&["broker", "--config", path("broker.toml").to_str().unwrap()]);
+    let pid = broker.process.id();
+    let server = Server::Ours(broker);
+    let Server::Ours(broker) = &server else {
+        unreachable!()
+    };
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let bob = [
+        "-u", "bob", "-P", "builder", "-q", "1", "-t", "bob/x", "-m", "hi",
+    ];
+    let error = publish(&server, &bob, b"").one_line_failure();
+    assert!(error.contains("Bad User Name or Password"), "{error}");
+
+    add(false, "bob", "builder");
+    hangup();
+    broker
+        .process
+        .wait_stderr("the password file reloaded", |line| {
+            line.contains("password file") && line.contains("reloaded: 2 user(s)")
+        });
+    publish(&server, &bob, b"").success();
+
+    // A broken ACL file that would also let anyone write alice/...: refused whole, the old
+    // rules stay (bob may still write bob/..., not alice/...).
+    fs::write(
+        path("acl"),
+        "pattern readwrite %u/#\ntopic readwrite alice/#\nfrobnicate x\n",
+    )
+    .unwrap();
+    hangup();
+    broker.process.wait_stderr("the refused ACL file", |line| {
+        line.contains("ACL file") && line.contains("not reloaded, the rules in use stay")
+    });
+    publish(&server, &bob, b"").success();
+    let mut command = mqtt(["publish", "-u", "bob", "-P", "builder", "-q", "1"]);
+    command
+        .args(server.address_args())
+        .args(["-t", "alice/x", "-m", "no"]);
+    let error = run(command, b"").one_line_failure();
+    assert!(error.contains("Not authorized (0x87)"), "{error}");
+}

@@ -385,6 +385,13 @@ impl Broker {
         self
     }
 
+    /// Replaces the authorizer while the broker runs (a reloaded ACL file): from the next
+    /// PUBLISH, SUBSCRIBE or will on, connected clients too are judged by it. Subscriptions
+    /// made before stay.
+    pub fn set_authorizer(&mut self, authorizer: Box<dyn Authorizer>) {
+        self.authorizer = authorizer;
+    }
+
     /// Like [`Broker::with_authorizer`], for an authorizer chosen at run time.
     pub fn with_boxed_authorizer(mut self, authorizer: Box<dyn Authorizer>) -> Self {
         self.authorizer = authorizer;

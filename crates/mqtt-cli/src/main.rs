@@ -6,6 +6,7 @@ mod broker;
 mod common;
 mod format;
 mod monitor;
+mod passwd;
 mod publish;
 mod subscribe;
 
@@ -31,6 +32,8 @@ enum Command {
     Subscribe(subscribe::Args),
     /// Watch messages live in a terminal UI.
     Monitor(monitor::Args),
+    /// Create and edit password files, as mosquitto_passwd does.
+    Passwd(passwd::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
             Command::Monitor(args) => monitor::run(args).await,
+            Command::Passwd(args) => passwd::run(args),
         }
     });
     match result {

@@ -11,6 +11,9 @@ mod flood;
 #[path = "cli/bridge.rs"]
 mod bridge;
 
+#[path = "cli/passwd.rs"]
+mod passwd;
+
 #[path = "cli/operations.rs"]
 mod operations;
 

@@ -344,27 +344,55 @@ impl PasswordFile {
         self
     }
 
-    /// Adds a user, or replaces its hash. A user name must be non-empty, and hold neither `:`
-    /// nor a line break nor surrounding blanks (it could not be read back).
+    /// Adds a user, or replaces its hash. The user name must pass
+    /// [`check_username`](Self::check_username).
     pub fn insert(
         &mut self,
         username: impl Into<String>,
         hash: PasswordHash,
     ) -> Result<(), AuthFileError> {
         let username = username.into();
-        if username.is_empty()
-            || username.contains([':', '\n', '\r'])
-            || username.trim() != username
-            || username.starts_with('#')
-        {
-            return Err(AuthFileError::Invalid(format!(
-                "user name {username:?} cannot be stored in a password file (empty, or holds \
-                 `:`, a line break, surrounding blanks or a leading `#`)"
-            )));
-        }
+        Self::check_username(&username)?;
         self.users.insert(username, hash);
         Ok(())
     }
+
+    /// Whether `username` can be stored in a password file and read back as it is, by this
+    /// broker and by mosquitto: not empty, at most [`MAX_USERNAME_LEN`](Self::MAX_USERNAME_LEN)
+    /// bytes, without `:` or control characters (as `mosquitto_passwd` requires), without
+    /// blanks around it (both brokers trim them) and not starting with `#` (both read the line
+    /// as a comment).
+    pub fn check_username(username: &str) -> Result<(), AuthFileError> {
+        let reason = if username.is_empty() {
+            "is empty"
+        } else if username.len() > Self::MAX_USERNAME_LEN {
+            "is longer than 65535 bytes, the most MQTT can carry"
+        } else if username.contains(':') {
+            "holds `:`, which ends the user name in a password file"
+        } else if username.contains(char::is_control) {
+            "holds a control character"
+        } else if username.trim() != username {
+            "has blanks around it, which a broker trims when reading the file"
+        } else if username.starts_with('#') {
+            "starts with `#`, which makes its line a comment"
+        } else {
+            return Ok(());
+        };
+        // The name in full would make an over-long error; its start is enough to find it.
+        let shown: String = username.chars().take(40).collect();
+        let more = if shown.len() < username.len() {
+            "…"
+        } else {
+            ""
+        };
+        Err(AuthFileError::Invalid(format!(
+            "user name {shown:?}{more} {reason}"
+        )))
+    }
+
+    /// The longest user name in bytes: MQTT's limit for a string (two length bytes), and
+    /// `mosquitto_passwd`'s.
+    pub const MAX_USERNAME_LEN: usize = 65_535;
 
     /// Hashes `password` ([`PasswordHash::new`]) and stores it for `username`.
     pub fn set_password(
@@ -838,6 +866,33 @@ erin:$6$GBuzFGjpm2xG6i4b$qaI54Tp6SULhhkN4l/t0F+oWnSsL+dXLE371wKosz1EL2iGACruusrX
         assert!(file.remove("amy") && !file.remove("amy"));
         for bad in ["", "a:b", "a\nb", " a", "#a"] {
             assert!(file.set_password(bad, b"x").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn user_names_that_could_not_be_read_back_are_refused() {
+        let long = "u".repeat(PasswordFile::MAX_USERNAME_LEN + 1);
+        let cases = [
+            ("", "is empty"),
+            ("a:b", "holds `:`"),
+            ("a\nb", "control character"),
+            ("a\tb", "control character"),
+            ("a\u{7f}", "control character"),
+            ("a\u{85}", "control character"),
+            (" a", "blanks around it"),
+            ("a\u{a0}", "blanks around it"),
+            ("#a", "starts with `#`"),
+            (long.as_str(), "longer than 65535 bytes"),
+        ];
+        for (username, needle) in cases {
+            let error = PasswordFile::check_username(username).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains(needle), "{username:?}: {text}");
+            assert!(text.len() < 150, "{text}");
+        }
+        let longest = "u".repeat(PasswordFile::MAX_USERNAME_LEN);
+        for good in ["alice", "a b", "a#", "ünïcode", "$SYS", longest.as_str()] {
+            assert!(PasswordFile::check_username(good).is_ok(), "{good:?}");
         }
     }
 

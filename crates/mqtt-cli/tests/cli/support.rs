@@ -375,11 +375,17 @@ log_type all
 impl Mosquitto {
     /// Starts mosquitto; `None` when it is not installed (outside CI).
     pub(crate) fn start() -> Option<Mosquitto> {
+        Self::start_with(MOSQUITTO_CONFIG)
+    }
+
+    /// Starts mosquitto with this configuration after its `listener` line; `None` when it is
+    /// not installed (outside CI).
+    pub(crate) fn start_with(config: &str) -> Option<Mosquitto> {
         let program = find_program("mosquitto")?;
         // Another process may take the port between our choosing and mosquitto binding it.
         let mut failures = Vec::new();
         for _ in 0..3 {
-            match Self::try_start(&program) {
+            match Self::try_start(&program, config) {
                 Ok(broker) => return Some(broker),
                 Err(failure) => failures.push(failure),
             }
@@ -387,18 +393,15 @@ impl Mosquitto {
         panic!("mosquitto did not start: {failures:#?}");
     }
 
-    fn try_start(program: &Path) -> Result<Mosquitto, String> {
+    fn try_start(program: &Path, body: &str) -> Result<Mosquitto, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
         let config = dir.path().join("mosquitto.conf");
-        fs::write(
-            &config,
-            format!("listener {port} 127.0.0.1\n{MOSQUITTO_CONFIG}"),
-        )
-        .map_err(|e| e.to_string())?;
+        fs::write(&config, format!("listener {port} 127.0.0.1\n{body}"))
+            .map_err(|e| e.to_string())?;
         let log = fs::File::create(dir.path().join("mosquitto.log")).map_err(|e| e.to_string())?;
         let child = Command::new(program)
             .arg("-c")

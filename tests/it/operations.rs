@@ -159,3 +159,69 @@ async fn reload_tls_takes_renewed_certificates_and_keeps_the_old_ones_when_the_n
     );
     tokio::time::timeout(STEP, handle.stop()).await.unwrap();
 }
+
+/// paho's interoperability case for subscription failure: an ACL that allows `#` and denies
+/// `test/nosubscribe`. The SUBSCRIBE is refused (5.0: 0x87, 3.1.1: 0x80), and a message on the
+/// denied topic (published by a user allowed to) does not reach the client through `#`.
+#[tokio::test]
+async fn a_deny_rule_refuses_the_subscription_and_the_delivery_through_a_wider_one() {
+    use mqtt_tokio::broker::AclFile;
+
+    let acl = AclFile::parse(
+        "topic readwrite #\ntopic deny test/nosubscribe\n\nuser admin\ntopic readwrite #\n",
+    )
+    .unwrap();
+    let broker = Broker::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .authorizer(acl)
+        .build()
+        .await
+        .unwrap();
+    let port = broker.local_addrs()[0].port();
+    let handle = broker.spawn();
+    for version in [Version::V5, Version::V3_1_1] {
+        let options = ClientOptions::new("127.0.0.1", port)
+            .version(version)
+            .client_id(format!("anon-{version:?}"))
+            .reconnect(None);
+        let anonymous = Client::connect(options).await.unwrap();
+        let refused = anonymous
+            .subscribe("test/nosubscribe", QoS::AtLeastOnce)
+            .await;
+        let expected = match version {
+            Version::V5 => ReasonCode::NotAuthorized,
+            _ => ReasonCode::UnspecifiedError,
+        };
+        assert!(
+            matches!(&refused, Err(Error::Rejected { reason_code, .. }) if *reason_code == expected),
+            "{version:?}: {refused:?}"
+        );
+        let mut everything = anonymous.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+        let admin = ClientOptions::new("127.0.0.1", port)
+            .credentials("admin", "any")
+            .client_id(format!("admin-{version:?}"))
+            .reconnect(None);
+        let admin = Client::connect(admin).await.unwrap();
+        admin
+            .publish("test/nosubscribe", "hidden", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        admin
+            .publish("test/ok", "shown", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let message = tokio::time::timeout(STEP, everything.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(message.topic(), "test/ok", "{version:?}");
+        admin.disconnect().await.unwrap();
+        anonymous.disconnect().await.unwrap();
+    }
+    let stats = handle.stats().await.unwrap();
+    assert_eq!(
+        stats.dropped.not_authorized, 2,
+        "one refused delivery per version"
+    );
+    tokio::time::timeout(STEP, handle.stop()).await.unwrap();
+}

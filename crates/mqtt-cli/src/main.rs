@@ -8,6 +8,7 @@ mod format;
 mod monitor;
 mod passwd;
 mod publish;
+mod rr;
 mod subscribe;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Publish(publish::Args),
     /// Subscribe and print messages.
     Subscribe(subscribe::Args),
+    /// Send a request and print its response (MQTT 5.0), as mosquitto_rr.
+    Rr(rr::Args),
     /// Watch messages live in a terminal UI.
     Monitor(monitor::Args),
     /// Create and edit password files, as mosquitto_passwd does.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             Command::Broker(args) => broker::run(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Subscribe(args) => subscribe::run(args).await,
+            Command::Rr(args) => rr::run(args).await,
             Command::Monitor(args) => monitor::run(args).await,
             Command::Passwd(args) => passwd::run(args),
         }

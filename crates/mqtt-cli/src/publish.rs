@@ -14,15 +14,18 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mqtt_tokio::{Client, Publish, QoS, UserProperty, Version};
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::common::{ConnectArgs, parse_qos};
+use crate::common::{ClientArgs, ClientSetup, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos};
 
 /// Options of `mqtt publish`.
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true, disable_version_flag = true)]
 #[command(group = clap::ArgGroup::new("source").args(["message", "file", "stdin_line", "stdin_file", "null_message"]))]
+#[command(after_long_help = PROPERTIES_HELP)]
 pub(crate) struct Args {
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    client: ClientArgs,
     /// The topic to publish to.
     #[arg(short = 't', long = "topic")]
     topic: String,
@@ -47,7 +50,7 @@ pub(crate) struct Args {
     /// Retain the message.
     #[arg(short = 'r', long = "retain")]
     retain: bool,
-    /// A user property NAME=VALUE (5.0); repeatable, order kept.
+    /// A user property NAME=VALUE (5.0); repeatable, order kept (before those of -D).
     #[arg(long = "user-property", value_name = "NAME=VALUE", value_parser = parse_user_property)]
     user_properties: Vec<(String, String)>,
     /// Message expiry interval in seconds (5.0).
@@ -88,9 +91,9 @@ fn parse_user_property(s: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
-    /// The PUBLISH every message is a copy of (with an empty payload). Its topic is checked
-    /// here, before connecting.
-    fn template(&self) -> anyhow::Result<Publish> {
+    /// The PUBLISH every message is a copy of (with an empty payload), with the properties of
+    /// the flags and then of `-D PUBLISH`. Its topic is checked here, before connecting.
+    fn template(&self, setup: &ClientSetup) -> anyhow::Result<Publish> {
         let topic = crate::common::topic_name(&self.topic)?;
         let mut publish = Publish::new(topic, Bytes::new());
         publish.qos = self.qos;
@@ -117,6 +120,7 @@ impl Args {
                 anyhow::bail!("{flag} needs MQTT 5 (-V 5), not 3.1.1");
             }
         }
+        setup.apply_publish(p)?;
         Ok(publish)
     }
 
@@ -143,12 +147,22 @@ impl Args {
 
 /// Runs `mqtt publish`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let template = args.template()?;
+    let setup = args.client.setup(
+        &args.connect,
+        "mqtt publish",
+        &[
+            Packet::Connect,
+            Packet::Publish,
+            Packet::Disconnect,
+            Packet::Will,
+        ],
+    )?;
+    let template = args.template(&setup)?;
     let message = args.message()?;
     if message.is_none() && !args.stdin_line && args.count.is_none() {
         anyhow::bail!("no message: give one of -m, -f, -l, -s or -n (or --count for a benchmark)");
     }
-    let client = args.connect.connect().await?;
+    let client = setup.connect(&args.connect).await?;
     let result = match args.count {
         Some(count) => {
             let payload = message.unwrap_or_else(|| Bytes::from(vec![b'x'; args.size]));
@@ -158,7 +172,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         None => publish_one(&client, template, message.unwrap_or_default()).await,
     };
     // Every publish has completed (QoS 0: written), so nothing is lost by disconnecting now.
-    let _ = client.disconnect().await;
+    setup.disconnect(&client).await;
     result
 }
 

@@ -3,19 +3,21 @@
 use std::io::{ErrorKind, Write as _};
 
 use anyhow::Context as _;
-use mqtt_tokio::{ConnectionEvent, Message, QoS, SubscribeOptions};
+use mqtt_tokio::{ConnectionEvent, Message, QoS, RetainHandling, SubscribeOptions, Version};
 use tokio::sync::mpsc;
 
-use crate::common::{ConnectArgs, parse_qos};
+use crate::common::{ClientArgs, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos};
 use crate::format::{Format, message_json_line, render};
 
 /// Options of `mqtt subscribe`.
 #[derive(Debug, clap::Args)]
 #[command(disable_help_flag = true, disable_version_flag = true)]
-#[command(after_long_help = OUTPUT_HELP)]
+#[command(after_long_help = format!("{OUTPUT_HELP}\n\n{PROPERTIES_HELP}"))]
 pub(crate) struct Args {
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    client: ClientArgs,
     /// Topic filters to subscribe to (wildcards `+` and `#` allowed).
     #[arg(value_name = "FILTER")]
     filters: Vec<String>,
@@ -25,27 +27,80 @@ pub(crate) struct Args {
     /// Maximum QoS to receive at: 0, 1 or 2.
     #[arg(short = 'q', long = "qos", default_value = "0", value_parser = parse_qos)]
     qos: QoS,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Exit after this many messages.
+    #[arg(short = 'C', long = "count", value_name = "N")]
+    count: Option<u64>,
+    /// Do not print retained messages: they are stale, published at some unknown time before
+    /// (5.0: the broker is asked not to send them at all).
+    #[arg(short = 'R', long = "no-retained")]
+    no_retained: bool,
+    /// Exit as soon as every subscription is granted, printing nothing: to make a session with
+    /// its subscriptions (with -c) for later.
+    #[arg(short = 'E', long = "exit-after-subscribe")]
+    exit_after_subscribe: bool,
+    /// Acknowledge each QoS 1/2 message only once it is printed (and flushed).
+    #[arg(long = "manual-ack")]
+    manual_ack: bool,
+    /// Say on stderr when connected and when each subscription is granted.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+}
+
+/// How received messages are printed: the options `subscribe` and `rr` share.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct OutputArgs {
     /// Print the topic before each payload.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
     /// How to print payloads.
     #[arg(short = 'F', long = "format", value_enum, default_value_t = Format::Auto)]
     format: Format,
-    /// Exit after this many messages.
-    #[arg(short = 'C', long = "count", value_name = "N")]
-    count: Option<u64>,
-    /// Acknowledge each QoS 1/2 message only once it is printed (and flushed).
-    #[arg(long = "manual-ack")]
-    manual_ack: bool,
     /// Do not add a line break after each payload.
     #[arg(short = 'N', long = "no-newline")]
     no_newline: bool,
-    /// Say on stderr when connected and when each subscription is granted.
-    #[arg(short = 'd', long = "debug")]
-    debug: bool,
 }
 
-const OUTPUT_HELP: &str = "\
+impl OutputArgs {
+    /// Prints one message and flushes, so that a reader sees it at once.
+    pub(crate) fn print(&self, message: &Message) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        let end = if self.no_newline { "" } else { "\n" };
+        if self.format == Format::Json {
+            write!(out, "{}{end}", message_json_line(message.publish()))?;
+        } else {
+            let payload = render(message.payload(), self.format);
+            if self.verbose {
+                let dump = self.format == Format::Binary
+                    || (self.format == Format::Auto
+                        && std::str::from_utf8(message.payload()).is_err());
+                // A hex dump starts on a line of its own, so that its columns line up.
+                let separator = if dump { "\n" } else { " " };
+                write!(out, "{}{separator}", message.topic())?;
+            }
+            write!(out, "{payload}{end}")?;
+        }
+        out.flush()
+    }
+}
+
+/// Subscription options for `filter` at `qos`; with `no_retained`, in 5.0, without the
+/// retained messages (mosquitto's -R does the same).
+pub(crate) fn subscribe_options(
+    filter: &str,
+    qos: QoS,
+    no_retained: bool,
+    version: Version,
+) -> SubscribeOptions {
+    let mut options = SubscribeOptions::new(filter.to_owned()).qos(qos);
+    if no_retained && version == Version::V5 {
+        options = options.retain_handling(RetainHandling::DoNotSend);
+    }
+    options
+}
+
+pub(crate) const OUTPUT_HELP: &str = "\
 OUTPUT (--format):
   auto    the payload as text when it is valid UTF-8, else a hex dump
   text    the payload as text (invalid UTF-8 shown as U+FFFD)
@@ -63,23 +118,41 @@ subscription (mosquitto does in 5.0).
 Output is flushed after each message; a closed pipe (`| head -1`) ends the program quietly.";
 
 /// Runs `mqtt subscribe`.
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    let filters: Vec<String> = args.filters.iter().chain(&args.topics).cloned().collect();
+pub(crate) async fn run(mut args: Args) -> anyhow::Result<()> {
+    let stray = args.client.take_stray_values();
+    let filters: Vec<String> = args
+        .filters
+        .iter()
+        .chain(&stray)
+        .chain(&args.topics)
+        .cloned()
+        .collect();
     if filters.is_empty() {
         anyhow::bail!("no topic filter: give one or more FILTER arguments or -t FILTER");
     }
     for filter in &filters {
         crate::common::check_filter(filter)?;
     }
+    let setup = args.client.setup(
+        &args.connect,
+        "mqtt subscribe",
+        &[
+            Packet::Connect,
+            Packet::Subscribe,
+            Packet::Disconnect,
+            Packet::Will,
+        ],
+    )?;
     let stop = crate::common::shutdown_signal()?;
-    let client = args.connect.connect().await?;
+    let client = setup.connect(&args.connect).await?;
     if args.debug {
         eprintln!("connected as {}", client.client_id());
     }
     let events = client.events();
     let (tx, mut rx) = mpsc::channel::<(usize, Message)>(64);
     for (index, filter) in filters.iter().enumerate() {
-        let mut options = SubscribeOptions::new(filter.clone()).qos(args.qos);
+        let mut options =
+            subscribe_options(filter, args.qos, args.no_retained, args.connect.version);
         if args.manual_ack {
             options = options.manual_ack();
         }
@@ -101,6 +174,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     drop(tx);
+    if args.exit_after_subscribe {
+        setup.disconnect(&client).await;
+        return Ok(());
+    }
 
     let mut received = 0u64;
     tokio::pin!(stop);
@@ -126,13 +203,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         // The client hands each incoming message to every subscription it matches: print it
         // once, from the first of them. (What the broker itself sends twice is shown twice.)
         let earlier = filters.get(..index).unwrap_or_default();
-        if earlier.iter().any(|f| filter_matches(f, message.topic())) {
+        let skip = earlier.iter().any(|f| filter_matches(f, message.topic()))
+            || (args.no_retained && message.retain());
+        if skip {
             if message.needs_ack() {
                 message.ack().await.context("cannot acknowledge")?;
             }
             continue;
         }
-        match print(&args, &message) {
+        match args.output.print(&message) {
             Ok(()) => {}
             // A reader that went away (`| head -1`) is a normal end.
             Err(error) if error.kind() == ErrorKind::BrokenPipe => break Ok(()),
@@ -143,28 +222,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             message.ack().await.context("cannot acknowledge")?;
         }
     };
-    let _ = client.disconnect().await;
+    setup.disconnect(&client).await;
     outcome
-}
-
-/// Prints one message and flushes, so that a reader sees it at once.
-fn print(args: &Args, message: &Message) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let end = if args.no_newline { "" } else { "\n" };
-    if args.format == Format::Json {
-        write!(out, "{}{end}", message_json_line(message.publish()))?;
-    } else {
-        let payload = render(message.payload(), args.format);
-        if args.verbose {
-            let dump = args.format == Format::Binary
-                || (args.format == Format::Auto && std::str::from_utf8(message.payload()).is_err());
-            // A hex dump starts on a line of its own, so that its columns line up.
-            let separator = if dump { "\n" } else { " " };
-            write!(out, "{}{separator}", message.topic())?;
-        }
-        write!(out, "{payload}{end}")?;
-    }
-    out.flush()
 }
 
 /// Whether `filter` (possibly `$share/GROUP/filter`) matches `topic`: `+` is one level, `#` the

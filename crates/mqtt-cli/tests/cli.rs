@@ -11,6 +11,9 @@ mod flood;
 #[path = "cli/bridge.rs"]
 mod bridge;
 
+#[path = "cli/client_options.rs"]
+mod client_options;
+
 #[path = "cli/passwd.rs"]
 mod passwd;
 

@@ -479,6 +479,10 @@ pub enum Access {
     Write,
     /// Both.
     ReadWrite,
+    /// Neither, whatever other rules grant: publishing to a topic it matches is refused, a
+    /// subscription it matches literally is refused, and messages on topics it matches are not
+    /// delivered through a wider subscription (mosquitto's `deny`).
+    Deny,
 }
 
 impl Access {
@@ -513,6 +517,11 @@ struct Rule {
 /// pattern read users/%u/#
 /// ```
 ///
+/// A `deny` rule (`topic deny secret/#`, `pattern deny %u/private`) wins over every grant, as in
+/// mosquitto: publishing to a topic it matches is refused; a subscription whose filter it
+/// matches (taken literally, so `secret/+` under `deny secret/#`) is refused; and a message on
+/// a topic it matches is not delivered to the client through a wider subscription (`#`).
+///
 /// Publishing needs `write` access to a rule whose filter matches the topic. Subscribing needs
 /// `read` access to a rule whose filter covers the subscription's: `home/+` is allowed by
 /// `home/#`, but `home/#` is not allowed by `home/+`. A shared subscription `$share/g/f` is
@@ -536,6 +545,8 @@ pub struct AclFile {
     anonymous: Vec<Rule>,
     users: HashMap<String, Vec<Rule>>,
     patterns: Vec<Rule>,
+    /// Some rule is a `deny`: deliveries are checked.
+    deny: bool,
 }
 
 impl AclFile {
@@ -545,8 +556,7 @@ impl AclFile {
     }
 
     /// Reads the text of an ACL file. Blank lines and lines starting with `#` are skipped; an
-    /// unknown keyword, a missing or invalid filter, or a `deny` rule (not supported: it would
-    /// have to be checked at delivery) is an error naming the line.
+    /// unknown keyword or a missing or invalid filter is an error naming the line.
     pub fn parse(text: &str) -> Result<Self, AuthFileError> {
         let mut acl = Self::new();
         let mut user: Option<String> = None;
@@ -598,6 +608,7 @@ impl AclFile {
         filter: &str,
     ) -> Result<(), AuthFileError> {
         check_rule_filter(filter)?;
+        self.deny |= access == Access::Deny;
         let rule = Rule {
             access,
             filter: filter.to_owned(),
@@ -618,6 +629,7 @@ impl AclFile {
     pub fn add_pattern(&mut self, access: Access, filter: &str) -> Result<(), AuthFileError> {
         // Checked with a stand-in for each substitution: a valid value keeps it valid.
         check_rule_filter(&filter.replace("%c", "c").replace("%u", "u"))?;
+        self.deny |= access == Access::Deny;
         self.patterns.push(Rule {
             access,
             filter: filter.to_owned(),
@@ -625,11 +637,21 @@ impl AclFile {
         Ok(())
     }
 
-    /// Whether `client` may publish to `topic`: some rule with write access matches it.
+    /// Whether `client` may publish to `topic`: no `deny` rule matches it, and some rule with
+    /// write access does.
     pub fn may_publish(&self, client: ClientInfo<'_>, topic: &str) -> bool {
-        self.allows(client, Access::allows_write, |filter| {
-            topic::matches(filter, topic)
-        })
+        let matches = |filter: &str| topic::matches(filter, topic);
+        !self.denies(client, matches) && self.allows(client, Access::allows_write, matches)
+    }
+
+    /// Whether `client` may receive a message on `topic` through a subscription it was allowed:
+    /// no `deny` rule matches the topic.
+    pub fn may_receive(&self, client: ClientInfo<'_>, topic: &str) -> bool {
+        !self.denies(client, |filter| topic::matches(filter, topic))
+    }
+
+    fn has_deny_rules(&self) -> bool {
+        self.deny
     }
 
     /// Whether `client` may subscribe to `filter`: some rule with read access covers it (every
@@ -644,9 +666,16 @@ impl AclFile {
         } else {
             filter
         };
-        self.allows(client, Access::allows_read, |allowed| {
-            filter_covers(allowed, filter)
-        })
+        // mosquitto matches `deny` rules against the filter as if it were a topic name.
+        !self.denies(client, |denied| topic::matches(denied, filter))
+            && self.allows(client, Access::allows_read, |allowed| {
+                filter_covers(allowed, filter)
+            })
+    }
+
+    /// Whether a `deny` rule for `client` matches.
+    fn denies(&self, client: ClientInfo<'_>, matches: impl Fn(&str) -> bool) -> bool {
+        self.allows(client, |access| access == Access::Deny, matches)
     }
 
     fn allows(
@@ -687,6 +716,14 @@ impl Authorizer for AclFile {
     fn subscribe(&self, client: ClientInfo<'_>, filter: &str) -> bool {
         self.may_subscribe(client, filter)
     }
+
+    fn deliver(&self, client: ClientInfo<'_>, topic: &str) -> bool {
+        self.may_receive(client, topic)
+    }
+
+    fn checks_delivery(&self) -> bool {
+        self.has_deny_rules()
+    }
 }
 
 /// `[read|write|readwrite] FILTER`; without an access word, readwrite.
@@ -699,9 +736,7 @@ fn parse_rule(rest: &str) -> Result<(Access, &str), String> {
         "read" => Access::Read,
         "write" => Access::Write,
         "readwrite" => Access::ReadWrite,
-        "deny" => {
-            return Err("`deny` rules are not supported: grant only what is allowed".into());
-        }
+        "deny" => Access::Deny,
         _ if rest.is_empty() => return Err("missing topic filter".into()),
         _ => return Ok((Access::ReadWrite, rest)),
     };
@@ -1184,6 +1219,49 @@ pattern read users/%u/#
         }
     }
 
+    /// The case of paho's interoperability tests (allow everything, deny one topic), and the
+    /// examples of mosquitto's `aclfile.example` with a deny rule added.
+    #[test]
+    fn deny_rules_win_over_grants_as_in_mosquitto() {
+        let acl = AclFile::parse("topic readwrite #\ntopic deny test/nosubscribe\n").unwrap();
+        let anonymous = client("c", None);
+        assert!(acl.may_subscribe(anonymous, "#"));
+        assert!(
+            acl.may_subscribe(anonymous, "test/+"),
+            "mosquitto matches the filter literally"
+        );
+        assert!(!acl.may_subscribe(anonymous, "test/nosubscribe"));
+        assert!(!acl.may_publish(anonymous, "test/nosubscribe"));
+        assert!(acl.may_publish(anonymous, "test/other"));
+        assert!(
+            !acl.may_receive(anonymous, "test/nosubscribe"),
+            "through `#`"
+        );
+        assert!(acl.may_receive(anonymous, "test/other"));
+        assert!(Authorizer::checks_delivery(&acl));
+
+        let acl = AclFile::parse(
+            "topic read $SYS/#\n\nuser roger\ntopic foo/bar\ntopic deny foo/secret\n\n\
+             pattern write $SYS/broker/connection/%c/state\npattern deny %u/private/#\n",
+        )
+        .unwrap();
+        let roger = client("r1", Some("roger"));
+        assert!(acl.may_publish(roger, "foo/bar"));
+        assert!(!acl.may_publish(roger, "foo/secret"));
+        assert!(acl.may_publish(roger, "$SYS/broker/connection/r1/state"));
+        assert!(!acl.may_subscribe(roger, "roger/private/#"));
+        assert!(!acl.may_receive(roger, "roger/private/x"));
+        // Rules of other users, and patterns of other names, do not apply.
+        let anonymous = client("c", None);
+        assert!(acl.may_subscribe(anonymous, "$SYS/#"));
+        assert!(acl.may_receive(anonymous, "foo/secret"));
+        let plain = AclFile::parse("topic readwrite #\n").unwrap();
+        assert!(
+            !Authorizer::checks_delivery(&plain),
+            "no deny rule: no cost per delivery"
+        );
+    }
+
     #[test]
     fn acl_errors_name_the_line() {
         let cases = [
@@ -1194,7 +1272,7 @@ pattern read users/%u/#
             ),
             ("topic\n", 1, "missing topic filter"),
             ("user\n", 1, "without a user name"),
-            ("\n\ntopic deny a\n", 3, "not supported"),
+            ("\n\ntopic deny\n", 3, "missing topic filter after `deny`"),
             ("topic read a/#/b\n", 1, "wildcard"),
             ("pattern write a+/%c\n", 1, "wildcard"),
             ("topics a\n", 1, "unknown keyword `topics`"),

@@ -90,6 +90,20 @@ pub trait Authorizer: Send {
     fn publish(&self, client: ClientInfo<'_>, topic: &str) -> bool;
     /// May `client` subscribe to `filter`? A refused filter gets SUBACK 0x87 (3.1.1: 0x80).
     fn subscribe(&self, client: ClientInfo<'_>, filter: &str) -> bool;
+    /// May `client` receive a message on `topic` through a subscription it was allowed (a
+    /// `deny` rule inside a granted filter, as mosquitto's ACL files have them)? Asked for each
+    /// delivery, retained messages included, only when [`Authorizer::checks_delivery`] says so;
+    /// a refused delivery is dropped and counted in `Dropped::not_authorized`. Default: yes.
+    /// A disconnected session's user name is the one it last connected with (none after a
+    /// restart of the broker, until it connects again).
+    fn deliver(&self, client: ClientInfo<'_>, topic: &str) -> bool {
+        let _ = (client, topic);
+        true
+    }
+    /// Whether [`Authorizer::deliver`] must be asked (default `false`: no cost per delivery).
+    fn checks_delivery(&self) -> bool {
+        false
+    }
 }
 
 /// Lets every client in (anonymous access): the default.

@@ -200,10 +200,12 @@ impl Broker {
             Version::V3_1_1 => max_expiry,
         };
         let mut properties = ConnAckProperties::default();
+        let username = self.conns.get(&id).and_then(|c| c.username.clone());
         let Some(session) = self.session_mut(key) else {
             return;
         };
         session.version = version;
+        session.username = username;
         session.connection = Some(id);
         session.expires_at = None;
         // A reconnect within the will delay cancels the will (section 3.1.3.2.2).

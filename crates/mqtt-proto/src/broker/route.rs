@@ -125,6 +125,7 @@ impl Broker {
         let mut owned = None;
         let mut reached = 0;
         let mut index = 0;
+        let check_delivery = self.authorizer.checks_delivery();
         while let Some(&(key, _)) = targets.get(index) {
             let mut qos = QoS::AtMostOnce;
             let mut retain_as_published = false;
@@ -153,6 +154,10 @@ impl Broker {
             out.retain = publish.retain && retain_as_published;
             if !identifiers.is_empty() || out.properties.get().is_some() {
                 out.properties.subscription_identifiers = identifiers;
+            }
+            if check_delivery && !self.may_deliver(key, &out.topic) {
+                self.stats.dropped.not_authorized += 1;
+                continue;
             }
             self.deliver(now, key, out, &mut owned);
             reached += 1;
@@ -375,6 +380,18 @@ impl Broker {
         }
     }
 
+    /// Whether the authorizer lets session `key` receive a message on `topic`.
+    fn may_deliver(&self, key: u32, topic: &str) -> bool {
+        let Some(session) = self.sessions.get(key as usize).and_then(Option::as_ref) else {
+            return false;
+        };
+        let info = ClientInfo {
+            client_id: &session.client_id,
+            username: session.username.as_deref(),
+        };
+        self.authorizer.deliver(info, topic)
+    }
+
     /// Sends the retained messages matching `filter`, RETAIN set (MQTT-3.3.1-9).
     pub(super) fn send_retained(&mut self, now: Instant, key: u32, filter: &str, value: SubValue) {
         self.retained.purge_expired(now);
@@ -395,6 +412,9 @@ impl Broker {
             }
             matching.push(publish);
         });
+        if self.authorizer.checks_delivery() {
+            matching.retain(|publish| self.may_deliver(key, &publish.topic));
+        }
         for publish in matching {
             // Retained messages own their bytes already: a session that keeps one shares them.
             let mut owned = Some((publish.topic.clone(), publish.payload.clone()));

@@ -20,6 +20,8 @@ pub(crate) struct SubValue {
 #[derive(Debug)]
 pub(crate) struct BrokerSession {
     pub(crate) client_id: ByteString,
+    /// The user name it last connected with, for delivery checks.
+    pub(crate) username: Option<ByteString>,
     pub(crate) version: Version,
     /// The connection serving it, if connected.
     pub(crate) connection: Option<u64>,
@@ -42,6 +44,7 @@ impl BrokerSession {
     pub(crate) fn new(client_id: ByteString, version: Version) -> Self {
         Self {
             client_id,
+            username: None,
             version,
             connection: None,
             delivery: None,

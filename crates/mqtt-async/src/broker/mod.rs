@@ -172,6 +172,8 @@ enum ToRouter {
     /// Replace the authenticator (answers whether there is one to replace).
     SetAuthenticator(Box<dyn Authenticator>, Sender<bool>),
     SetAuthorizer(Box<dyn Authorizer>),
+    /// Take the limits that can change; answers what changed and what cannot.
+    SetLimits(Box<BrokerConfig>, Sender<(Vec<String>, Vec<&'static str>)>),
     /// Reload every TLS listener's files: how many, or the first error.
     ReloadTls(Sender<Result<usize, Error>>),
     Bridges(Sender<Vec<BridgeStatus>>),
@@ -450,6 +452,20 @@ impl BrokerHandle {
     pub async fn set_authorizer(&self, authorizer: impl Authorizer + 'static) {
         let message = ToRouter::SetAuthorizer(Box::new(authorizer));
         let _ = self.to_router.send(message).await;
+    }
+
+    /// Takes the limits of `config` that can change while the broker runs (connections,
+    /// sessions, queues, retained messages, congestion timeout, session expiry, per-connection
+    /// windows for new connections: see [`mqtt_proto::broker::Broker::set_limits`]). Returns
+    /// what changed (`"max_connections: 10000 -> 200"`) and the settings that differ but need a
+    /// restart.
+    pub async fn set_limits(&self, config: BrokerConfig) -> (Vec<String>, Vec<&'static str>) {
+        let (reply, answer) = async_channel::bounded(1);
+        let message = ToRouter::SetLimits(Box::new(config), reply);
+        if self.to_router.send(message).await.is_err() {
+            return (Vec::new(), Vec::new());
+        }
+        answer.recv().await.unwrap_or_default()
     }
 
     /// Reads every TLS listener's certificate, key and client CA files again (renewed
@@ -1033,6 +1049,9 @@ impl Router {
                 let _ = reply.try_send(replaced);
             }
             ToRouter::SetAuthorizer(authorizer) => self.core.set_authorizer(authorizer),
+            ToRouter::SetLimits(config, reply) => {
+                let _ = reply.try_send(self.core.set_limits(&config));
+            }
             ToRouter::ReloadTls(reply) => {
                 let mut reloaded = Ok(0);
                 for tls in &self.tls {

@@ -132,6 +132,10 @@ impl SysTopics {
             ("publish/bytes/sent", stats.bytes_out.to_string()),
             ("publish/messages/dropped", dropped_total.to_string()),
             ("subscriptions/count", stats.subscriptions.to_string()),
+            (
+                "messages/stored",
+                (stats.queued_messages + stats.retained).to_string(),
+            ),
             ("retained messages/count", stats.retained.to_string()),
             (
                 "store/messages/bytes",

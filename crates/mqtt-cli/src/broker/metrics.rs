@@ -171,6 +171,12 @@ impl Collector for Snapshot {
         )?;
         one(
             e,
+            "mqtt_queued_messages",
+            "Messages kept for sessions, in flight and waiting",
+            gauge(s.queued_messages),
+        )?;
+        one(
+            e,
             "mqtt_retained_messages",
             "Retained messages",
             gauge(s.retained),
@@ -241,6 +247,30 @@ impl Collector for Snapshot {
             "Clients refused for their credentials or rights",
             ConstCounter::new(self.auth_failures),
         )?;
+        for (name, help, counts) in [
+            (
+                "mqtt_messages_received_by_qos",
+                "PUBLISH packets received from clients, by QoS",
+                s.messages_in_by_qos,
+            ),
+            (
+                "mqtt_messages_sent_by_qos",
+                "PUBLISH packets sent or queued to clients, by the QoS delivered at",
+                s.messages_out_by_qos,
+            ),
+        ] {
+            family(
+                e,
+                name,
+                help,
+                "qos",
+                counts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(qos, n)| (qos.to_string(), ConstCounter::new(n))),
+                MetricType::Counter,
+            )?;
+        }
         let d = &s.dropped;
         family(
             e,

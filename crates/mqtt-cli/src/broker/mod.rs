@@ -230,7 +230,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics.or(file.metrics) {
         metrics::serve(addr, handle.clone(), counts)?;
     }
-    let reloads = reload_on_hangup(handle.clone(), file, allow_anonymous)?;
+    let reloads = reload_on_hangup(handle.clone(), file, args.config.clone(), allow_anonymous)?;
     stop.await;
     reloads.abort();
     info!("shutting down");
@@ -246,6 +246,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 fn reload_on_hangup(
     handle: mqtt_tokio::BrokerHandle,
     file: config::FileConfig,
+    config_path: Option<PathBuf>,
     allow_anonymous: bool,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
@@ -256,12 +257,15 @@ fn reload_on_hangup(
             while hangups.recv().await.is_some() {
                 info!("SIGHUP: reloading");
                 reload(&handle, &file, allow_anonymous).await;
+                if let Some(path) = &config_path {
+                    reload_limits(&handle, path).await;
+                }
             }
         }))
     }
     #[cfg(not(unix))]
     {
-        let _ = (handle, file, allow_anonymous);
+        let _ = (handle, file, config_path, allow_anonymous);
         Ok(tokio::spawn(async {}))
     }
 }
@@ -305,6 +309,24 @@ async fn reload(
             Ok(n) => info!("TLS certificates reloaded for {n} listener(s)"),
             Err(error) => warn!("TLS not reloaded, the certificates in use stay: {error}"),
         }
+    }
+}
+
+/// Reads the config file's `[limits]` again and applies those that can change while the
+/// broker runs; the others are logged as needing a restart.
+async fn reload_limits(handle: &mqtt_tokio::BrokerHandle, path: &Path) {
+    let config = config::FileConfig::load(path).and_then(|file| file.limits.broker_config());
+    match config {
+        Ok(config) => {
+            let (changed, fixed) = handle.set_limits(config).await;
+            for change in changed {
+                info!("limit changed: {change}");
+            }
+            for name in fixed {
+                warn!("limit {name} changed in the config file: it takes a restart to apply");
+            }
+        }
+        Err(error) => warn!("config file not reloaded, the limits in use stay: {error:#}"),
     }
 }
 

@@ -72,6 +72,10 @@ fn metrics_count_a_known_load() {
         "{body}"
     );
     assert_eq!(sample(&body, "mqtt_messages_sent_total"), Some(5), "{body}");
+    assert!(
+        body.contains("mqtt_messages_received_by_qos_total{qos=\"1\"} 5"),
+        "{body}"
+    );
     assert_eq!(
         sample(&body, "mqtt_publish_bytes_received_total"),
         Some(50),
@@ -165,4 +169,16 @@ fn sighup_reloads_the_password_file_and_keeps_the_old_acl_when_the_new_one_is_br
         .args(["-t", "alice/x", "-m", "no"]);
     let error = run(command, b"").one_line_failure();
     assert!(error.contains("Not authorized (0x87)"), "{error}");
+
+    // Limits that can change do; one that cannot is named.
+    fs::write(
+        path("broker.toml"),
+        "password_file = \"passwd\"\nacl_file = \"acl\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n\n\
+         [limits]\nmax_connections = 7\n",
+    )
+    .unwrap();
+    hangup();
+    broker.process.wait_stderr("the changed limit", |line| {
+        line.contains("limit changed: max_connections: 10000 -> 7")
+    });
 }

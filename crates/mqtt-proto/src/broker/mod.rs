@@ -385,6 +385,71 @@ impl Broker {
         self
     }
 
+    /// Takes the limits of `new` that can change while the broker runs, and says what changed
+    /// (`"max_connections: 10000 -> 200"`) and what needs a restart to change. They apply from
+    /// now on: to connections opened from now on (`connection.receive_maximum`, `max_queued`,
+    /// `max_queued_bytes`, `max_inflight_v311`, `max_keep_alive`, `connect_timeout`,
+    /// `topic_alias_maximum`), to connections and sessions counted from now on
+    /// (`max_connections`, `max_sessions`), and to messages queued or retained from now on
+    /// (`max_session_queue`, `max_session_queue_bytes`, `max_total_queued_bytes`,
+    /// `max_retained`, `max_retained_bytes`, `congestion_timeout`, `max_session_expiry`).
+    /// What sessions were granted and announced stays (`max_qos`, `retain_available`,
+    /// `shared_subscriptions`), and so does what sizes the incoming budget
+    /// (`max_incoming_bytes`, `connection.max_packet_size`): those are reported in the second
+    /// list and not changed.
+    pub fn set_limits(&mut self, new: &BrokerConfig) -> (Vec<String>, Vec<&'static str>) {
+        let mut changed = Vec::new();
+        let mut fixed = Vec::new();
+        macro_rules! take {
+            ($($field:ident).+) => {
+                if self.config.$($field).+ != new.$($field).+ {
+                    changed.push(format!(
+                        "{}: {:?} -> {:?}",
+                        stringify!($($field).+).replace(' ', ""),
+                        self.config.$($field).+,
+                        new.$($field).+
+                    ));
+                    self.config.$($field).+ = new.$($field).+.clone();
+                }
+            };
+        }
+        macro_rules! keep {
+            ($($field:ident).+) => {
+                if self.config.$($field).+ != new.$($field).+ {
+                    fixed.push(stringify!($($field).+));
+                }
+            };
+        }
+        take!(max_connections);
+        take!(max_sessions);
+        take!(max_session_queue);
+        take!(max_session_queue_bytes);
+        take!(max_total_queued_bytes);
+        take!(max_retained);
+        take!(max_retained_bytes);
+        take!(congestion_timeout);
+        take!(max_session_expiry);
+        take!(connection.receive_maximum);
+        take!(connection.max_queued);
+        take!(connection.max_queued_bytes);
+        take!(connection.max_inflight_v311);
+        take!(connection.max_keep_alive);
+        take!(connection.connect_timeout);
+        take!(connection.topic_alias_maximum);
+        keep!(max_qos);
+        keep!(retain_available);
+        keep!(shared_subscriptions);
+        keep!(max_incoming_bytes);
+        let packet_size = new
+            .connection
+            .max_packet_size
+            .min(u32::try_from(self.config.max_incoming_bytes).unwrap_or(u32::MAX));
+        if packet_size.max(2) != self.config.connection.max_packet_size {
+            fixed.push("connection.max_packet_size");
+        }
+        (changed, fixed)
+    }
+
     /// Replaces the authorizer while the broker runs (a reloaded ACL file): from the next
     /// PUBLISH, SUBSCRIBE or will on, connected clients too are judged by it. Subscriptions
     /// made before stay.
@@ -411,8 +476,26 @@ impl Broker {
             queued_bytes: self.flow.queued_bytes,
             incoming_bytes: self.flow.incoming,
             held_acks: self.flow.held_count(),
+            queued_messages: self.queued_messages(),
             ..self.stats
         }
+    }
+
+    /// Messages kept for sessions, connected or not: in flight and waiting. One pass over the
+    /// sessions.
+    fn queued_messages(&self) -> usize {
+        self.sessions
+            .iter()
+            .flatten()
+            .map(|session| {
+                let connected = session
+                    .connection
+                    .and_then(|id| self.conns.get(&id))
+                    .map(|conn| conn.server.inflight() + conn.server.queued());
+                let offline = session.delivery.as_ref().map(|d| d.inflight() + d.queued());
+                connected.unwrap_or(0) + offline.unwrap_or(0)
+            })
+            .sum()
     }
 
     /// The configuration.

@@ -29,6 +29,7 @@ impl Broker {
             return;
         };
         self.stats.messages_in += 1;
+        self.stats.messages_in_by_qos[publish.qos as usize] += 1;
         self.stats.bytes_in += publish.payload.len() as u64;
         let version = conn.server.version();
         // Limits announced in CONNACK that the client broke.
@@ -222,6 +223,7 @@ impl Broker {
         owned: &mut Option<(TopicName, Bytes)>,
     ) {
         let payload = publish.payload.len() as u64;
+        let qos = publish.qos as usize;
         let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -243,6 +245,7 @@ impl Broker {
             match conn.server.publish_stamped(now, publish, stamp) {
                 Ok(packet_id) => {
                     self.stats.messages_out += 1;
+                    self.stats.messages_out_by_qos[qos] += 1;
                     self.stats.bytes_out += payload;
                     if let Some(mut copy) = copy {
                         // Recorded before the PUBLISH may go out (see `persist`).
@@ -289,6 +292,7 @@ impl Broker {
         match result {
             Ok(enqueued) => {
                 self.stats.messages_out += 1;
+                self.stats.messages_out_by_qos[qos] += 1;
                 self.stats.bytes_out += payload;
                 if let Some(mut copy) = copy {
                     copy.packet_id = enqueued.packet_id;

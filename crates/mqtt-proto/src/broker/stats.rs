@@ -12,6 +12,9 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Retained messages.
     pub retained: usize,
+    /// Messages kept for sessions, connected or not (in flight and waiting); counting them
+    /// takes a pass over the sessions.
+    pub queued_messages: usize,
     /// What the retained messages weigh, in bytes (counted against
     /// `BrokerConfig::max_retained_bytes`).
     pub retained_bytes: usize,
@@ -28,6 +31,10 @@ pub struct Stats {
     pub messages_in: u64,
     /// PUBLISH packets sent (or queued) to clients.
     pub messages_out: u64,
+    /// `messages_in` by the QoS they were published at (index 0, 1, 2).
+    pub messages_in_by_qos: [u64; 3],
+    /// `messages_out` by the QoS they were delivered at (index 0, 1, 2).
+    pub messages_out_by_qos: [u64; 3],
     /// Payload bytes received.
     pub bytes_in: u64,
     /// Payload bytes sent (or queued).

@@ -834,6 +834,15 @@ fn queued_messages_expire() {
     lasting.qos = QoS::AtLeastOnce;
     lasting.properties.message_expiry_interval = Some(50);
     net.publish_packet(publisher, lasting);
+    let stats = net.broker.stats();
+    assert_eq!(
+        stats.queued_messages, 2,
+        "both wait for the offline session"
+    );
+    assert_eq!(
+        (stats.messages_in_by_qos, stats.messages_out_by_qos),
+        ([0, 2, 0], [0, 2, 0])
+    );
     net.advance(secs(10));
     let sub = net.reconnect(sub);
     let got = net.messages(sub);
@@ -1144,4 +1153,31 @@ fn mqtt_3_1_2_25_messages_larger_than_the_client_accepts_are_dropped_and_counted
     assert_eq!(got[0].payload.len(), 20);
     assert_eq!(net.broker.stats().dropped.too_large, 1);
     assert_eq!(net.clients[small].core.state(), ClientState::Connected);
+}
+
+#[test]
+fn limits_change_while_the_broker_runs_and_what_cannot_is_reported() {
+    let mut net = Net::new();
+    let first = net.join(Version::V5, "first");
+    let mut config = net.broker.config().clone();
+    config.max_connections = 1;
+    config.max_qos = QoS::AtMostOnce;
+    let (changed, fixed) = net.broker.set_limits(&config);
+    assert_eq!(changed, ["max_connections: 10000 -> 1"]);
+    assert_eq!(fixed, ["max_qos"]);
+    assert_eq!(
+        net.broker.config().max_qos,
+        QoS::ExactlyOnce,
+        "granted QoS stays"
+    );
+    assert!(
+        net.broker.open(net.now).is_none(),
+        "the new limit refuses a second"
+    );
+    assert_eq!(net.clients[first].core.state(), ClientState::Connected);
+    config.max_connections = 10;
+    config.max_qos = QoS::ExactlyOnce;
+    let (changed, fixed) = net.broker.set_limits(&config);
+    assert_eq!((changed.len(), fixed.len()), (1, 0));
+    assert!(net.broker.open(net.now).is_some());
 }

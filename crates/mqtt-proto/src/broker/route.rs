@@ -16,6 +16,13 @@ use crate::packet::{
 };
 use crate::topic::TopicName;
 
+/// Counts one more at `index` (a QoS, always in range).
+fn bump(counts: &mut [u64; 3], index: usize) {
+    if let Some(count) = counts.get_mut(index) {
+        *count += 1;
+    }
+}
+
 /// The broker's own topics: only [`Broker::publish`] publishes there.
 pub const SYS_PREFIX: &str = "$SYS/";
 
@@ -29,7 +36,7 @@ impl Broker {
             return;
         };
         self.stats.messages_in += 1;
-        self.stats.messages_in_by_qos[publish.qos as usize] += 1;
+        bump(&mut self.stats.messages_in_by_qos, publish.qos as usize);
         self.stats.bytes_in += publish.payload.len() as u64;
         let version = conn.server.version();
         // Limits announced in CONNACK that the client broke.
@@ -245,7 +252,7 @@ impl Broker {
             match conn.server.publish_stamped(now, publish, stamp) {
                 Ok(packet_id) => {
                     self.stats.messages_out += 1;
-                    self.stats.messages_out_by_qos[qos] += 1;
+                    bump(&mut self.stats.messages_out_by_qos, qos);
                     self.stats.bytes_out += payload;
                     if let Some(mut copy) = copy {
                         // Recorded before the PUBLISH may go out (see `persist`).
@@ -292,7 +299,7 @@ impl Broker {
         match result {
             Ok(enqueued) => {
                 self.stats.messages_out += 1;
-                self.stats.messages_out_by_qos[qos] += 1;
+                bump(&mut self.stats.messages_out_by_qos, qos);
                 self.stats.bytes_out += payload;
                 if let Some(mut copy) = copy {
                     copy.packet_id = enqueued.packet_id;

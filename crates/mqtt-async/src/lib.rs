@@ -27,8 +27,8 @@ pub use mqtt_proto::ReasonCode;
 pub use mqtt_proto::backoff::BackoffConfig;
 pub use mqtt_proto::connection::{DisconnectReason, Session, UsageError};
 pub use mqtt_proto::packet::{
-    PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, TopicFilter, TopicName,
-    UserProperty, Version, Will,
+    PayloadFormat, Publish, PublishProperties, QoS, RetainHandling, SubscribeProperties,
+    SubscriptionId, TopicFilter, TopicName, UserProperty, Version, Will,
 };
 /// Topic names and filters: validation and matching.
 pub use mqtt_proto::topic;

@@ -267,12 +267,6 @@ impl ClientArgs {
             if !v5 {
                 anyhow::bail!("{} needs MQTT 5 (-V 5), not 3.1.1", property.given);
             }
-            if property.packet == Packet::Subscribe && sends.contains(&Packet::Subscribe) {
-                anyhow::bail!(
-                    "{}: not supported yet: the client library sends SUBSCRIBE without properties",
-                    property.given
-                );
-            }
             if !sends.contains(&property.packet) {
                 anyhow::bail!("{}: {command} sends no {}", property.given, property.packet);
             }
@@ -376,6 +370,11 @@ impl ClientSetup {
     /// Connects as `connect` says, with the will, session expiry and CONNECT properties.
     pub(crate) async fn connect(&self, connect: &ConnectArgs) -> anyhow::Result<Client> {
         connect.connect_with(self.options.clone()).await
+    }
+
+    /// The `-D SUBSCRIBE` properties.
+    pub(crate) fn subscribe_properties(&self) -> mqtt_tokio::SubscribeProperties {
+        self.properties.subscribe()
     }
 
     /// Adds the `-D PUBLISH` properties to `properties`; one it already has (from a flag such

@@ -142,7 +142,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let wait = args.timeout.map(Duration::from_secs);
     let exchange = async {
         match wait {
-            Some(wait) => tokio::time::timeout(wait, exchange(&args, &client, request))
+            Some(wait) => tokio::time::timeout(wait, exchange(&args, &setup, &client, request))
                 .await
                 .unwrap_or_else(|_| {
                     Err(anyhow::anyhow!(
@@ -151,7 +151,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                         wait.as_secs()
                     ))
                 }),
-            None => exchange(&args, &client, request).await,
+            None => exchange(&args, &setup, &client, request).await,
         }
     };
     let outcome = tokio::select! {
@@ -163,13 +163,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Subscribes, sends the request, and prints the response.
-async fn exchange(args: &Args, client: &Client, request: Publish) -> anyhow::Result<()> {
+async fn exchange(
+    args: &Args,
+    setup: &ClientSetup,
+    client: &Client,
+    request: Publish,
+) -> anyhow::Result<()> {
     let options = subscribe_options(
         &args.response_topic,
         args.qos,
         args.no_retained,
         args.connect.version,
-    );
+    )
+    .properties(setup.subscribe_properties());
     let mut responses = client
         .subscribe_with(options)
         .await

@@ -152,7 +152,8 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<(usize, Message)>(64);
     for (index, filter) in filters.iter().enumerate() {
         let mut options =
-            subscribe_options(filter, args.qos, args.no_retained, args.connect.version);
+            subscribe_options(filter, args.qos, args.no_retained, args.connect.version)
+                .properties(setup.subscribe_properties());
         if args.manual_ack {
             options = options.manual_ack();
         }

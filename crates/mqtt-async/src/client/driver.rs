@@ -18,9 +18,7 @@ use mqtt_proto::connection::{
     AckToken, ClientConnection, ClientEvent, ClientState, DisconnectReason, PublishOutcome,
     Session, UsageError,
 };
-use mqtt_proto::packet::{
-    ByteString, Disconnect, Publish, QoS, SubscribeProperties, UnsubscribeProperties, Version,
-};
+use mqtt_proto::packet::{ByteString, Disconnect, Publish, QoS, UnsubscribeProperties, Version};
 use mqtt_proto::topic::{TopicFilter, TopicName};
 
 use super::ConnectionEvent;
@@ -845,7 +843,7 @@ impl Driver {
         match conn.subscribe(
             self.runtime.now(),
             vec![options.subscription],
-            SubscribeProperties::default(),
+            options.properties,
         ) {
             Ok(packet_id) => {
                 self.retired.retain(|f| *f != filter);

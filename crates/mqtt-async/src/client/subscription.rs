@@ -8,8 +8,8 @@ use futures_lite::Stream;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::AckToken;
 use mqtt_proto::packet::{
-    ByteString, Bytes, Publish, PublishProperties, QoS, RetainHandling, Subscription as Filter,
-    SubscriptionOptions,
+    ByteString, Bytes, Publish, PublishProperties, QoS, RetainHandling, SubscribeProperties,
+    Subscription as Filter, SubscriptionOptions,
 };
 use mqtt_proto::topic::{TopicError, TopicFilter, TopicName};
 
@@ -32,6 +32,7 @@ pub struct SubscribeOptions {
     options: SubscriptionOptions,
     manual_ack: bool,
     capacity: Option<usize>,
+    properties: SubscribeProperties,
 }
 
 /// [`SubscribeOptions`] whose filter is valid.
@@ -40,6 +41,7 @@ pub(crate) struct CheckedSubscribe {
     pub(crate) subscription: Filter,
     pub(crate) manual_ack: bool,
     pub(crate) capacity: Option<usize>,
+    pub(crate) properties: SubscribeProperties,
 }
 
 impl SubscribeOptions {
@@ -51,7 +53,16 @@ impl SubscribeOptions {
             options: SubscriptionOptions::new(QoS::AtMostOnce),
             manual_ack: false,
             capacity: None,
+            properties: SubscribeProperties::default(),
         }
+    }
+
+    /// 5.0 properties of the SUBSCRIBE (user properties, a Subscription Identifier; ignored
+    /// under 3.1.1). A re-subscription after a reconnect that did not resume the session
+    /// carries the Subscription Identifier again, not the user properties.
+    pub fn properties(mut self, properties: SubscribeProperties) -> Self {
+        self.properties = properties;
+        self
     }
 
     /// Checks the filter.
@@ -63,6 +74,7 @@ impl SubscribeOptions {
             },
             manual_ack: self.manual_ack,
             capacity: self.capacity,
+            properties: self.properties,
         })
     }
 

@@ -11,7 +11,10 @@ use std::fmt;
 use std::num::{NonZeroU16, NonZeroU32};
 
 use bytes::Bytes;
-use mqtt_tokio::{ClientOptions, PayloadFormat, PublishProperties, UserProperty, Will};
+use mqtt_tokio::{
+    ClientOptions, PayloadFormat, PublishProperties, SubscribeProperties, SubscriptionId,
+    UserProperty, Will,
+};
 
 /// A packet that `-D` puts properties in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,6 +370,24 @@ impl Properties {
         Ok(())
     }
 
+    /// The SUBSCRIBE properties.
+    pub(crate) fn subscribe(&self) -> SubscribeProperties {
+        let mut properties = SubscribeProperties::default();
+        for property in self.of(Subscribe) {
+            match &property.value {
+                Value::SubscriptionIdentifier(id) => {
+                    properties.subscription_identifier = SubscriptionId::new(*id);
+                }
+                Value::UserProperty(name, value) => properties
+                    .user_properties
+                    .push(UserProperty::new(name.clone(), value.clone())),
+                // `Property::parse` lets no other property into SUBSCRIBE.
+                _ => {}
+            }
+        }
+        properties
+    }
+
     /// Puts the WILL properties into `will`.
     pub(crate) fn apply_will(&self, will: &mut Will) {
         let w = &mut will.properties;
@@ -410,8 +431,7 @@ PROPERTIES (-D COMMAND IDENTIFIER VALUE, MQTT 5.0; names as in mosquitto, any ca
   WILL         the PUBLISH ones, and will-delay-interval SECS (needs --will-topic)
   DISCONNECT   session-expiry-interval SECS (not above 0 if it was 0 at CONNECT),
                reason-string TEXT, server-reference TEXT, user-property NAME VALUE
-  SUBSCRIBE    subscription-identifier, user-property: not supported yet (the client library
-               sends SUBSCRIBE without properties)
+  SUBSCRIBE    subscription-identifier 1-268435455, user-property NAME VALUE
 Each command takes those of the packets it sends. A property given twice (user-property
 apart), on the wrong packet, or with -V 311 is an error.";
 

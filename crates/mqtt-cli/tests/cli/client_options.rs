@@ -195,6 +195,34 @@ fn publish_properties_by_name_reach_a_subscriber() {
     }
 }
 
+/// `-D SUBSCRIBE subscription-identifier` goes out with the SUBSCRIBE: the broker tags the
+/// messages of that subscription with it (MQTT-3.3.4-3).
+#[test]
+fn subscribe_properties_by_name_reach_the_broker() {
+    for target in TARGETS {
+        let Some(server) = Server::start(target) else {
+            continue;
+        };
+        #[rustfmt::skip]
+        let args = [
+            "-F", "json", "-q", "1", "-C", "1",
+            "-D", "SUBSCRIBE", "subscription-identifier", "42",
+            "-D", "SUBSCRIBE", "user-property", "origin", "cli",
+            "tagged/#",
+        ];
+        let sub = subscribed(&server, &args, 1);
+        publish(&server, &["-t", "tagged/x", "-m", "hi", "-q", "1"], b"").success();
+        let line = sub.line();
+        let message = json_line(&line);
+        assert_eq!(
+            message["properties"]["subscription_identifiers"],
+            json!([42]),
+            "{target:?}: {line}"
+        );
+        sub.finish().success();
+    }
+}
+
 /// `-D DISCONNECT reason-string` reaches the broker: its log line of the disconnect shows it.
 #[test]
 fn disconnect_properties_reach_the_broker() {
@@ -341,8 +369,8 @@ fn option_errors_are_one_line() {
         ),
         (
             "subscribe",
-            &["-D", "SUBSCRIBE", "subscription-identifier", "1", "-t", "t"],
-            "not supported yet",
+            &["-D", "SUBSCRIBE", "subscription-identifier", "0", "t"],
+            "from 1 to 268435455",
         ),
         (
             "publish",

@@ -225,3 +225,42 @@ async fn a_deny_rule_refuses_the_subscription_and_the_delivery_through_a_wider_o
     );
     tokio::time::timeout(STEP, handle.stop()).await.unwrap();
 }
+
+/// The driver's counters: router batches always, store commits and their time with a data
+/// directory.
+#[tokio::test]
+async fn driver_stats_count_router_turns_and_store_commits() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = Broker::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .data_dir(data.path())
+        .build()
+        .await
+        .unwrap();
+    let port = broker.local_addrs()[0].port();
+    let handle = broker.spawn();
+    let options = ClientOptions::new("127.0.0.1", port)
+        .client_id("durable")
+        .clean_start(false)
+        .session_expiry(Duration::from_secs(600))
+        .reconnect(None);
+    let client = Client::connect(options).await.unwrap();
+    let _subscription = client.subscribe("kept/#", QoS::AtLeastOnce).await.unwrap();
+    for n in 0..10 {
+        client
+            .publish(format!("kept/{n}"), "x", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let driver = handle.driver_stats().await.unwrap();
+    assert!(driver.router_turns > 0 && driver.router_messages >= driver.router_turns);
+    assert!(driver.store_commits > 0, "{driver:?}");
+    assert!(driver.store_ops >= driver.store_commits, "{driver:?}");
+    assert!(!driver.store_commit_time.is_zero(), "{driver:?}");
+    assert!(
+        driver.store_commit_max <= driver.store_commit_time,
+        "{driver:?}"
+    );
+    client.disconnect().await.unwrap();
+    tokio::time::timeout(STEP, handle.stop()).await.unwrap();
+}

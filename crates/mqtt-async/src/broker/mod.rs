@@ -182,7 +182,7 @@ enum ToRouter {
     AcceptFailed(Option<SocketAddr>, String),
     Authenticated(ConnectionId, AuthDecision),
     /// The store made the batches up to this one durable.
-    Stored(u64),
+    Stored(u64, StoreTiming),
     /// The store could not commit the batch with this id (and later ones were dropped).
     StoreFailed(u64, String),
     /// The store is ready to try again after a failure: send it what waits.
@@ -190,6 +190,7 @@ enum ToRouter {
     Bytes(ConnectionId, Bytes),
     Eof(ConnectionId),
     Stats(Sender<Stats>),
+    DriverStats(Sender<DriverStats>),
     Stop,
 }
 
@@ -490,6 +491,16 @@ impl BrokerHandle {
         statuses.recv().await.unwrap_or_default()
     }
 
+    /// The driver's counters: router batches, store commits and their latency.
+    pub async fn driver_stats(&self) -> Option<DriverStats> {
+        let (reply, stats) = async_channel::bounded(1);
+        self.to_router
+            .send(ToRouter::DriverStats(reply))
+            .await
+            .ok()?;
+        stats.recv().await.ok()
+    }
+
     /// The broker's counters.
     pub async fn stats(&self) -> Option<Stats> {
         let (reply, stats) = async_channel::bounded(1);
@@ -641,6 +652,7 @@ impl<R: 'static> Broker<R> {
             peers: HashMap::default(),
             sys: sys::SysTopics::new(sys_interval, runtime.now()),
             tls,
+            driver: DriverStats::default(),
             bridges,
         }
         .run(inbox)
@@ -859,9 +871,18 @@ fn spawn_store(
                     last_id = batch.id;
                     ops.extend(batch.ops);
                 }
-                match store.commit(&ops, policy.syncs_each_commit()) {
+                let started = std::time::Instant::now();
+                let result = store.commit(&ops, policy.syncs_each_commit());
+                let timing = StoreTiming {
+                    ops: ops.len() as u64,
+                    time: started.elapsed(),
+                };
+                match result {
                     Ok(()) => {
-                        if to_router.send_blocking(ToRouter::Stored(last_id)).is_err() {
+                        if to_router
+                            .send_blocking(ToRouter::Stored(last_id, timing))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -903,6 +924,35 @@ struct Router {
     sys: Option<sys::SysTopics>,
     /// Each TLS listener's configuration, for reloads.
     tls: Vec<Arc<listener::ReloadableTls>>,
+    driver: DriverStats,
+}
+
+/// One commit of the store's thread.
+#[derive(Debug, Clone, Copy)]
+struct StoreTiming {
+    ops: u64,
+    time: std::time::Duration,
+}
+
+/// Counters of the broker's driver, beside the core's [`Stats`]: how the router batches its
+/// work and how long the store takes (see [`BrokerHandle::driver_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// Turns of the router: each handles a batch of messages from connections (up to 64),
+    /// then hands out what they produced.
+    pub router_turns: u64,
+    /// Messages the router handled (bytes read, connections opened and closed, store
+    /// confirmations, …); divided by `router_turns`, the mean batch size.
+    pub router_messages: u64,
+    /// Commits of the store (with a data directory): each covers every change waiting.
+    pub store_commits: u64,
+    /// Changes written by those commits.
+    pub store_ops: u64,
+    /// Time spent in commits (sync included); divided by `store_commits`, the mean latency.
+    pub store_commit_time: std::time::Duration,
+    /// The longest commit.
+    pub store_commit_max: std::time::Duration,
 }
 
 impl Router {
@@ -959,12 +1009,15 @@ impl Router {
             if self.handle(message, now, &inbox).is_break() {
                 return;
             }
+            self.driver.router_turns += 1;
+            self.driver.router_messages += 1;
             // Whatever else is already waiting is handled before the output goes out: under
             // load, one flush (and one wake-up of each connection's task) covers many packets.
             for _ in 1..BATCH {
                 let Ok(message) = inbox.try_recv() else {
                     break;
                 };
+                self.driver.router_messages += 1;
                 if self.handle(message, now, &inbox).is_break() {
                     return;
                 }
@@ -1009,7 +1062,13 @@ impl Router {
                     hook(&PeerEvent::WebSocketFailed { peer, error });
                 }
             }
-            ToRouter::Stored(batch) => self.core.handle_stored(batch, now),
+            ToRouter::Stored(batch, timing) => {
+                self.driver.store_commits += 1;
+                self.driver.store_ops += timing.ops;
+                self.driver.store_commit_time += timing.time;
+                self.driver.store_commit_max = self.driver.store_commit_max.max(timing.time);
+                self.core.handle_stored(batch, now);
+            }
             // The flush that follows every message sends the store what waits.
             ToRouter::StoreRetry => {}
             ToRouter::StoreFailed(batch, error) => {
@@ -1035,6 +1094,9 @@ impl Router {
             }
             ToRouter::Stats(reply) => {
                 let _ = reply.try_send(self.core.stats());
+            }
+            ToRouter::DriverStats(reply) => {
+                let _ = reply.try_send(self.driver);
             }
             ToRouter::Bridge(event) => {
                 if let Some(hook) = &mut self.on_event {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use mqtt_tokio::broker::{BridgeStatus, Stats};
+use mqtt_tokio::broker::{BridgeStatus, DriverStats, Stats};
 use mqtt_tokio::{BrokerHandle, DisconnectReason, PeerEvent, ReasonCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -68,6 +68,7 @@ pub(crate) fn serve(
                     let snapshot = runtime.block_on(async {
                         Snapshot {
                             stats: handle.stats().await.unwrap_or_default(),
+                            driver: handle.driver_stats().await.unwrap_or_default(),
                             bridges: handle.bridges().await,
                             auth_failures: events.auth_failures.load(Ordering::Relaxed),
                             uptime: started.elapsed().as_secs(),
@@ -106,6 +107,7 @@ pub(crate) fn serve(
 #[derive(Debug)]
 struct Snapshot {
     stats: Stats,
+    driver: DriverStats,
     bridges: Vec<BridgeStatus>,
     auth_failures: u64,
     uptime: u64,
@@ -271,6 +273,43 @@ impl Collector for Snapshot {
                 MetricType::Counter,
             )?;
         }
+        let r = &self.driver;
+        one(
+            e,
+            "mqtt_router_turns",
+            "Turns of the router (each a batch of up to 64 messages from connections)",
+            ConstCounter::new(r.router_turns),
+        )?;
+        one(
+            e,
+            "mqtt_router_messages",
+            "Messages the router handled; over mqtt_router_turns, the mean batch size",
+            ConstCounter::new(r.router_messages),
+        )?;
+        one(
+            e,
+            "mqtt_store_commits",
+            "Commits of the store (with a data directory)",
+            ConstCounter::new(r.store_commits),
+        )?;
+        one(
+            e,
+            "mqtt_store_ops",
+            "Changes the store's commits wrote",
+            ConstCounter::new(r.store_ops),
+        )?;
+        one(
+            e,
+            "mqtt_store_commit_seconds",
+            "Time in store commits, sync included; over mqtt_store_commits, the mean latency",
+            ConstCounter::new(r.store_commit_time.as_secs_f64()),
+        )?;
+        one(
+            e,
+            "mqtt_store_commit_max_seconds",
+            "The longest store commit",
+            ConstGauge::new(r.store_commit_max.as_secs_f64()),
+        )?;
         let d = &s.dropped;
         family(
             e,

@@ -83,6 +83,15 @@ fn metrics_count_a_known_load() {
     );
     assert_eq!(sample(&body, "mqtt_subscriptions"), Some(0), "{body}");
     assert!(
+        sample(&body, "mqtt_router_turns_total").is_some_and(|turns| turns > 0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "mqtt_store_commits_total"),
+        Some(0),
+        "no data dir: {body}"
+    );
+    assert!(
         body.contains("mqtt_messages_dropped_total{reason=\"queue_full\"} 0"),
         "{body}"
     );

@@ -83,7 +83,9 @@ fn retained_messages_reach_later_subscribers() {
             )
             .run()
             .assert_success("mosquitto_pub -r");
-        broker.wait_for("the retained message", |stats| stats.retained == own + n + 1);
+        broker.wait_for("the retained message", |stats| {
+            stats.retained == own + n + 1
+        });
         let out = tools
             .sub(&broker, version, &["-q", "1", "-C", "1", "-t", &topic])
             .finish();

@@ -284,6 +284,11 @@ async fn reload(
                     .await
                 {
                     info!("password file {} reloaded: {users} user(s)", path.display());
+                } else {
+                    warn!(
+                        "password file {} not reloaded: the broker is stopping",
+                        path.display()
+                    );
                 }
             }
             Err(error) => warn!(

@@ -211,7 +211,13 @@ impl BrokerProcess {
         our_inflight_v311: Option<u16>,
         persistence: Persistence,
     ) -> anyhow::Result<Option<Self>> {
-        Self::start_full(kind, our_inflight_v311, persistence, None).await
+        Self::start_full(kind, our_inflight_v311, persistence, None, None).await
+    }
+
+    /// Starts a broker in memory confined to CPU `cpu` (`taskset -c`), for the `client-pinned`
+    /// scenario.
+    pub(crate) async fn start_pinned(kind: BrokerKind, cpu: u16) -> anyhow::Result<Option<Self>> {
+        Self::start_full(kind, None, Persistence::Memory, None, Some(cpu)).await
     }
 
     /// Starts a broker in memory that bridges `load/#` out, at QoS 2 (messages keep their
@@ -223,7 +229,14 @@ impl BrokerProcess {
         remote: SocketAddr,
         version: Version,
     ) -> anyhow::Result<Option<Self>> {
-        Self::start_full(kind, None, Persistence::Memory, Some((remote, version))).await
+        Self::start_full(
+            kind,
+            None,
+            Persistence::Memory,
+            Some((remote, version)),
+            None,
+        )
+        .await
     }
 
     async fn start_full(
@@ -231,7 +244,17 @@ impl BrokerProcess {
         our_inflight_v311: Option<u16>,
         persistence: Persistence,
         bridge_to: Option<(SocketAddr, Version)>,
+        pin: Option<u16>,
     ) -> anyhow::Result<Option<Self>> {
+        // `taskset -c CPU PROGRAM …` execs the program: the child's pid is the broker's.
+        let new_command = |program: &std::ffi::OsStr| match pin {
+            Some(cpu) => {
+                let mut command = tokio::process::Command::new("taskset");
+                command.arg("-c").arg(cpu.to_string()).arg(program);
+                command
+            }
+            None => tokio::process::Command::new(program),
+        };
         if bridge_to.is_some() && kind == BrokerKind::Rumqttd {
             bail!("rumqttd is not run as a bridge here");
         }
@@ -250,7 +273,7 @@ impl BrokerProcess {
         let ws_port = free_port()?;
         let mut command = match kind {
             BrokerKind::Ours => {
-                let mut command = tokio::process::Command::new(std::env::current_exe()?);
+                let mut command = new_command(std::env::current_exe()?.as_os_str());
                 command.env(BROKER_ENV, port.to_string());
                 command.env(WS_PORT_ENV, ws_port.to_string());
                 for name in [
@@ -290,7 +313,7 @@ impl BrokerProcess {
                     text.push_str(&mosquitto_bridge_conf(remote, version));
                 }
                 std::fs::write(&conf, text)?;
-                let mut command = tokio::process::Command::new(exe);
+                let mut command = new_command(exe.as_os_str());
                 command.arg("-c").arg(conf);
                 command
             }
@@ -306,7 +329,7 @@ impl BrokerProcess {
                 port_v5 = free_port()?;
                 let conf = dir.path().join("rumqttd.toml");
                 std::fs::write(&conf, rumqttd_conf(port, port_v5, ws_port))?;
-                let mut command = tokio::process::Command::new(exe);
+                let mut command = new_command(exe.as_os_str());
                 command.arg("-q").arg("-c").arg(conf);
                 command
             }

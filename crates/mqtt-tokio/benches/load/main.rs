@@ -43,6 +43,11 @@
 //!   `AsyncClient` (both 3.1.1, 100 in flight), against mosquitto and our broker. QoS 0 ends
 //!   with a QoS 1 publish whose PUBACK proves the broker read everything before it; QoS 1 ends
 //!   with the last PUBACK.
+//! - `client-pinned`: issue 23's setup. The broker (mosquitto, rumqttd, ours) confined to CPU 0
+//!   with `taskset -c 0`, the client to CPU 1 in a child process of its own; 100,000 PUBLISHes
+//!   of 64 B, 3.1.1, 20 in flight for QoS 1; ours driven by 256 tasks each awaiting `publish`
+//!   (QoS 0) or 20 (QoS 1), rumqttc's `AsyncClient` with its event loop in one task. The rate,
+//!   the client process's CPU time per message (schedstat), and ours / rumqttc.
 //! - `broker`: relays of 64 B messages, each on a fresh broker process:
 //!
 //!   | relay | version | publishers → subscribers | QoS | messages per publisher |
@@ -160,6 +165,9 @@ fn main() -> anyhow::Result<()> {
     if let Ok(port) = std::env::var(BROKER_ENV) {
         return run_our_broker(port.parse()?);
     }
+    if let Ok(spec) = std::env::var(throughput::CLIENT_RUN_ENV) {
+        return throughput::run_child(&spec);
+    }
     let args = Args::parse()?;
     if args.memory && raise_nofile_and_reexec(args.connections)? {
         return Ok(());
@@ -180,6 +188,7 @@ struct Args {
     persist: bool,
     websocket: bool,
     bridge: bool,
+    client_pinned: bool,
     messages: u64,
     connections: usize,
     /// Persistent sessions of the `queued` scenario.
@@ -203,6 +212,7 @@ impl Args {
             persist: false,
             websocket: false,
             bridge: false,
+            client_pinned: false,
             messages: FULL_MESSAGES,
             connections: 10_000,
             sessions: 10_000,
@@ -222,6 +232,7 @@ impl Args {
                 "persist" => args.persist = true,
                 "websocket" | "ws" => args.websocket = true,
                 "bridge" => args.bridge = true,
+                "client-pinned" => args.client_pinned = true,
                 "--quick" => quick = true,
                 "--messages" => args.messages = number(iter.next())?,
                 "--connections" => args.connections = number(iter.next())?,
@@ -233,7 +244,7 @@ impl Args {
                 // What cargo passes to every bench binary.
                 "--bench" => {}
                 other => bail!(
-                    "unknown argument {other:?}; use client, broker, memory, queued, persist, websocket, bridge, \
+                    "unknown argument {other:?}; use client, client-pinned, broker, memory, queued, persist, websocket, bridge, \
                      --quick, \
                      --messages N, --connections N, --sessions N, --runs N, --relay NAME, \
                      --brokers ours,mosquitto,rumqttd, --our-inflight-v311 N"
@@ -246,11 +257,13 @@ impl Args {
             || args.queued
             || args.persist
             || args.websocket
-            || args.bridge)
+            || args.bridge
+            || args.client_pinned)
         {
             (args.client, args.broker, args.memory) = (true, true, true);
             (args.queued, args.persist, args.websocket) = (true, true, true);
             args.bridge = true;
+            args.client_pinned = true;
         }
         if quick {
             args.messages /= 10;
@@ -365,6 +378,38 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
                         ClientKind::Rumqttc => "rumqttc msg/s",
                     };
                     put(&scenario, column, rate);
+                }
+            }
+        }
+    }
+    if args.client_pinned {
+        for kind in [BrokerKind::Mosquitto, BrokerKind::Rumqttd, BrokerKind::Ours] {
+            if !args.wants(kind) {
+                continue;
+            }
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                let scenario = format!("pinned QoS {} → {}", qos as u8, kind.name());
+                let mut rates = Vec::new();
+                for client in [ClientKind::Ours, ClientKind::Rumqttc] {
+                    let Some(broker) = BrokerProcess::start_pinned(kind, 0).await? else {
+                        continue;
+                    };
+                    let (rate, cpu) =
+                        throughput::client_pinned(client, broker.addr(), qos, args.messages)
+                            .await
+                            .with_context(|| {
+                                format!("pinned {client:?} {qos:?} on {}", kind.name())
+                            })?;
+                    let name = match client {
+                        ClientKind::Ours => "ours",
+                        ClientKind::Rumqttc => "rumqttc",
+                    };
+                    put(&scenario, &format!("{name} msg/s"), rate);
+                    put(&scenario, &format!("{name} client ns/msg"), cpu);
+                    rates.push(rate);
+                }
+                if let [ours, theirs] = rates[..] {
+                    put(&scenario, "ours / rumqttc", ours / theirs);
                 }
             }
         }

@@ -19,18 +19,30 @@ pub(crate) enum ClientKind {
 pub(crate) const OUR_PUBLISHERS: usize = 256;
 
 pub(crate) async fn client_ours(addr: SocketAddr, qos: QoS, count: u64) -> anyhow::Result<f64> {
+    client_ours_with(addr, qos, count, INFLIGHT, OUR_PUBLISHERS).await
+}
+
+/// Our client with `window` QoS 1 publishes in flight, driven by `tasks` tasks that each await
+/// their `publish`.
+pub(crate) async fn client_ours_with(
+    addr: SocketAddr,
+    qos: QoS,
+    count: u64,
+    window: u16,
+    tasks_n: usize,
+) -> anyhow::Result<f64> {
     let mut options =
         mqtt_tokio::ClientOptions::new(addr.ip().to_string(), addr.port()).version(Version::V3_1_1);
     options = options
         .client_id("load-ours")
         .keep_alive(Duration::from_secs(600));
-    options.config_mut().max_inflight = INFLIGHT;
+    options.config_mut().max_inflight = window;
     options.config_mut().max_queued = 1_000_000;
     let client = mqtt_tokio::Client::connect(options).await?;
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
-    for worker in 0..OUR_PUBLISHERS as u64 {
+    for worker in 0..tasks_n as u64 {
         let client = client.clone();
         let payload = payload.clone();
         tasks.spawn(async move {
@@ -39,7 +51,7 @@ pub(crate) async fn client_ours(addr: SocketAddr, qos: QoS, count: u64) -> anyho
                 client
                     .publish(ByteString::from_static("load/client"), payload.clone(), qos)
                     .await?;
-                n += OUR_PUBLISHERS as u64;
+                n += tasks_n as u64;
             }
             Ok::<_, mqtt_tokio::Error>(())
         });
@@ -58,9 +70,20 @@ pub(crate) async fn client_ours(addr: SocketAddr, qos: QoS, count: u64) -> anyho
 }
 
 pub(crate) async fn client_rumqttc(addr: SocketAddr, qos: QoS, count: u64) -> anyhow::Result<f64> {
+    client_rumqttc_with(addr, qos, count, INFLIGHT).await
+}
+
+/// rumqttc's `AsyncClient` with `window` QoS 1 publishes in flight, its event loop polled in
+/// one task.
+pub(crate) async fn client_rumqttc_with(
+    addr: SocketAddr,
+    qos: QoS,
+    count: u64,
+    window: u16,
+) -> anyhow::Result<f64> {
     let mut options = rumqttc::MqttOptions::new("load-rumqttc", addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(600));
-    options.set_inflight(INFLIGHT);
+    options.set_inflight(window);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10_000);
     loop {
         if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = eventloop.poll().await? {
@@ -107,4 +130,81 @@ pub(crate) async fn client_rumqttc(addr: SocketAddr, qos: QoS, count: u64) -> an
     })
     .await;
     Ok(count as f64 / elapsed)
+}
+
+/// Set in the child that runs one client of the `client-pinned` scenario:
+/// `ours|rumqttc QOS ADDR COUNT`.
+pub(crate) const CLIENT_RUN_ENV: &str = "MQTT_LOAD_CLIENT_RUN";
+
+/// The setup: 20 QoS 1 publishes in flight; our client driven by 256 tasks for QoS 0
+/// and 20 for QoS 1.
+const PINNED_WINDOW: u16 = 20;
+
+/// The child of the `client-pinned` scenario: runs the client the spec names, then prints its
+/// rate and its process's CPU time per message (every thread's run time, from schedstat).
+pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = spec.split_whitespace().collect();
+    let [client, qos, addr, count] = parts[..] else {
+        anyhow::bail!("{CLIENT_RUN_ENV}={spec:?}");
+    };
+    let qos = match qos {
+        "0" => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    };
+    let addr: SocketAddr = addr.parse()?;
+    let count: u64 = count.parse()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cpu_before = crate::brokers::schedstat_ns(std::process::id()).unwrap_or(0);
+    let rate = runtime.block_on(async {
+        match client {
+            "ours" => {
+                let tasks = if qos == QoS::AtMostOnce { 256 } else { 20 };
+                client_ours_with(addr, qos, count, PINNED_WINDOW, tasks).await
+            }
+            _ => client_rumqttc_with(addr, qos, count, PINNED_WINDOW).await,
+        }
+    })?;
+    let cpu = crate::brokers::schedstat_ns(std::process::id()).unwrap_or(0) - cpu_before;
+    println!("{rate} {}", cpu as f64 / count as f64);
+    Ok(())
+}
+
+/// Runs one client of the `client-pinned` scenario in a child process confined to CPU 1
+/// (`taskset -c 1`): its rate and CPU nanoseconds per message.
+pub(crate) async fn client_pinned(
+    client: ClientKind,
+    addr: SocketAddr,
+    qos: QoS,
+    count: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let name = match client {
+        ClientKind::Ours => "ours",
+        ClientKind::Rumqttc => "rumqttc",
+    };
+    let output = tokio::process::Command::new("taskset")
+        .arg("-c")
+        .arg("1")
+        .arg(std::env::current_exe()?)
+        .env(
+            CLIENT_RUN_ENV,
+            format!("{name} {} {addr} {count}", qos as u8),
+        )
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(300), output).await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        anyhow::bail!(
+            "{name}: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut fields = stdout.split_whitespace();
+    let rate = fields.next().unwrap_or_default().parse()?;
+    let cpu = fields.next().unwrap_or_default().parse()?;
+    Ok((rate, cpu))
 }

@@ -112,3 +112,61 @@ async fn a_resumed_backlog_from_our_broker_arrives_whole() {
     }
     broker.stop().await;
 }
+
+/// `start_publish` as a pipeline: one task starts 2,000 QoS 1 and 2 publishes, keeping at most
+/// 500 unresolved, far beyond the in-flight window (10); every handle resolves with its packet
+/// identifier, and the subscriber gets every message, in order.
+#[tokio::test]
+async fn start_publish_pipelines_beyond_the_window_and_keeps_the_order() {
+    use std::collections::VecDeque;
+
+    use mqtt_tokio::{Publish, TopicName};
+
+    let broker =
+        Hooked::start(Broker::builder().bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))).await;
+    let port = broker.addr.port();
+    for version in BOTH {
+        let subscriber = Client::connect(options(port, version, "pipe-sub"))
+            .await
+            .unwrap();
+        let mut messages = subscriber
+            .subscribe("pipe/#", QoS::ExactlyOnce)
+            .await
+            .unwrap();
+        let publisher = Client::connect(options(port, version, "pipe-pub"))
+            .await
+            .unwrap();
+        const COUNT: usize = 2_000;
+        let mut handles = VecDeque::new();
+        let mut resolved = 0;
+        for n in 0..COUNT {
+            let mut publish = Publish::new(TopicName::new("pipe/x").unwrap(), n.to_string());
+            publish.qos = if n % 2 == 0 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
+            handles.push_back(publisher.start_publish(publish).await.unwrap());
+            if handles.len() >= 500 {
+                let done = handles.pop_front().unwrap().wait().await.unwrap();
+                assert!(done.packet_id.is_some());
+                resolved += 1;
+            }
+        }
+        for handle in handles {
+            assert!(handle.wait().await.unwrap().packet_id.is_some());
+            resolved += 1;
+        }
+        assert_eq!(resolved, COUNT);
+        for n in 0..COUNT {
+            let message = tokio::time::timeout(TIMEOUT, messages.recv())
+                .await
+                .expect("in time")
+                .expect("a message");
+            assert_eq!(message.payload(), n.to_string().as_bytes(), "{version:?}");
+        }
+        publisher.disconnect().await.unwrap();
+        subscriber.disconnect().await.unwrap();
+    }
+    broker.stop().await;
+}

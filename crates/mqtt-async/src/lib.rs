@@ -19,8 +19,8 @@ pub mod ws;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, PeerEvent};
 pub use client::{
-    Client, ConnectionEvent, Message, Published, SessionStore, SessionStoreError, SubscribeOptions,
-    Subscription,
+    Client, ConnectionEvent, Message, PublishHandle, Published, SessionStore, SessionStoreError,
+    SubscribeOptions, Subscription,
 };
 pub use error::{Error, TimedOut};
 pub use mqtt_proto::ReasonCode;

@@ -66,6 +66,21 @@ pub enum ConnectionEvent {
     },
 }
 
+/// A publish started with [`Client::start_publish`]: [`PublishHandle::wait`] for its outcome.
+#[derive(Debug)]
+pub struct PublishHandle<R> {
+    client: Client<R>,
+    result: Receiver<Result<Option<PublishOutcome>, Error>>,
+}
+
+impl<R> PublishHandle<R> {
+    /// Waits until the broker acknowledged the message (QoS 1 and 2) or it was written (QoS 0),
+    /// as [`Client::publish`] does.
+    pub async fn wait(self) -> Result<Published, Error> {
+        self.client.published(self.result).await
+    }
+}
+
 /// The result of a completed publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -204,8 +219,48 @@ impl<R> Client<R> {
 
     /// Publishes a PUBLISH with every option (retain, 5.0 properties).
     pub async fn publish_with(&self, publish: Publish) -> Result<Published, Error> {
+        self.start_publish(publish).await?.wait().await
+    }
+
+    /// Hands a PUBLISH to the client and returns as soon as it is queued, with a handle that
+    /// resolves when the broker acknowledged it (QoS 1: PUBACK, QoS 2: PUBCOMP) or, for QoS 0,
+    /// when it was written. One task can so keep the in-flight window full, as a pipeline:
+    /// start many publishes, then wait for their handles (in any order). Messages go out in
+    /// the order they were started. A handle dropped without waiting does not take its message
+    /// back.
+    ///
+    /// ```no_run
+    /// # async fn run(client: mqtt_tokio::Client) -> Result<(), mqtt_tokio::Error> {
+    /// use mqtt_tokio::{Publish, QoS, TopicName};
+    /// let mut handles = std::collections::VecDeque::new();
+    /// for n in 0..10_000 {
+    ///     let mut publish = Publish::new(TopicName::new("readings")?, format!("{n}"));
+    ///     publish.qos = QoS::AtLeastOnce;
+    ///     handles.push_back(client.start_publish(publish).await?);
+    ///     if handles.len() >= 1_000 {
+    ///         // Bounded: wait for the oldest before starting more.
+    ///         handles.pop_front().unwrap().wait().await?;
+    ///     }
+    /// }
+    /// for handle in handles {
+    ///     handle.wait().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_publish(&self, publish: Publish) -> Result<PublishHandle<R>, Error> {
         let (done, result) = async_channel::bounded(1);
         self.send(Command::Publish { publish, done }).await?;
+        Ok(PublishHandle {
+            client: self.clone(),
+            result,
+        })
+    }
+
+    /// What a [`PublishHandle`] waits for.
+    async fn published(
+        &self,
+        result: Receiver<Result<Option<PublishOutcome>, Error>>,
+    ) -> Result<Published, Error> {
         let outcome: Result<Option<PublishOutcome>, Error> = self.reply(result).await?;
         match outcome? {
             None => Ok(Published {

@@ -164,6 +164,7 @@ pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
                 let tasks = if qos == QoS::AtMostOnce { 256 } else { 20 };
                 client_ours_with(addr, qos, count, PINNED_WINDOW, tasks).await
             }
+            "ours-pipelined" => client_ours_pipelined(addr, qos, count, PINNED_WINDOW).await,
             _ => client_rumqttc_with(addr, qos, count, PINNED_WINDOW).await,
         }
     })?;
@@ -172,18 +173,58 @@ pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one client of the `client-pinned` scenario in a child process confined to CPU 1
-/// (`taskset -c 1`): its rate and CPU nanoseconds per message.
+/// Our client driven by one task with `Client::start_publish`: at most `PIPELINE` publishes
+/// started and not yet resolved, the client's window (`window`) full meanwhile.
+async fn client_ours_pipelined(
+    addr: SocketAddr,
+    qos: QoS,
+    count: u64,
+    window: u16,
+) -> anyhow::Result<f64> {
+    const PIPELINE: usize = 1_000;
+    let mut options =
+        mqtt_tokio::ClientOptions::new(addr.ip().to_string(), addr.port()).version(Version::V3_1_1);
+    options = options
+        .client_id("load-ours")
+        .keep_alive(Duration::from_secs(600));
+    options.config_mut().max_inflight = window;
+    options.config_mut().max_queued = 1_000_000;
+    let client = mqtt_tokio::Client::connect(options).await?;
+    let start = Instant::now();
+    let payload = Bytes::from(vec![7u8; PAYLOAD]);
+    let topic = mqtt_tokio::TopicName::new("load/client")?;
+    let mut handles = std::collections::VecDeque::with_capacity(PIPELINE);
+    for _ in 0..count {
+        let mut publish = mqtt_tokio::Publish::new(topic.clone(), payload.clone());
+        publish.qos = qos;
+        handles.push_back(client.start_publish(publish).await?);
+        if handles.len() >= PIPELINE
+            && let Some(oldest) = handles.pop_front()
+        {
+            oldest.wait().await?;
+        }
+    }
+    for handle in handles {
+        handle.wait().await?;
+    }
+    if qos == QoS::AtMostOnce {
+        client
+            .publish("load/client", payload, QoS::AtLeastOnce)
+            .await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    client.disconnect().await?;
+    Ok(count as f64 / elapsed)
+}
+
+/// Runs one client of the `client-pinned` scenario (`ours`, `ours-pipelined`, `rumqttc`) in a
+/// child process confined to CPU 1 (`taskset -c 1`): its rate and CPU nanoseconds per message.
 pub(crate) async fn client_pinned(
-    client: ClientKind,
+    name: &str,
     addr: SocketAddr,
     qos: QoS,
     count: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    let name = match client {
-        ClientKind::Ours => "ours",
-        ClientKind::Rumqttc => "rumqttc",
-    };
     let output = tokio::process::Command::new("taskset")
         .arg("-c")
         .arg("1")

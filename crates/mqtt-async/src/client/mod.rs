@@ -230,8 +230,8 @@ impl<R> Client<R> {
     /// back.
     ///
     /// ```no_run
-    /// # async fn run(client: mqtt_tokio::Client) -> Result<(), mqtt_tokio::Error> {
-    /// use mqtt_tokio::{Publish, QoS, TopicName};
+    /// # async fn run<R>(client: mqtt_async::Client<R>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use mqtt_async::{Publish, QoS, TopicName};
     /// let mut handles = std::collections::VecDeque::new();
     /// for n in 0..10_000 {
     ///     let mut publish = Publish::new(TopicName::new("readings")?, format!("{n}"));

@@ -195,3 +195,93 @@ impl SysTopics {
         values
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mqtt_proto::broker::BrokerConfig;
+    use mqtt_proto::packet::ByteString;
+
+    use super::*;
+
+    fn value<'a>(values: &'a [(String, String)], topic: &str) -> Option<&'a str> {
+        values
+            .iter()
+            .find(|(t, _)| t == topic)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn counts_clients_from_events_and_names_bridges_and_loads() {
+        let start = Instant::now();
+        let mut sys = SysTopics::new(Duration::from_secs(10), start).unwrap();
+        assert!(
+            SysTopics::new(Duration::ZERO, start).is_none(),
+            "0 turns them off"
+        );
+        let mut core = Core::new(BrokerConfig::default());
+        let Some(connection) = core.open(start) else {
+            panic!("a connection");
+        };
+        let connected = |n: &str| BrokerEvent::ClientConnected {
+            connection,
+            client_id: ByteString::from(n.to_string()),
+            username: None,
+            session_present: false,
+        };
+        sys.note(&connected("a"));
+        sys.note(&connected("b"));
+        sys.note(&BrokerEvent::ClientDisconnected {
+            connection,
+            client_id: Some("b".into()),
+            username: None,
+            reason: mqtt_proto::connection::DisconnectReason::ConnectionLost,
+        });
+        let mut stats = core.stats();
+        sys.update_load(start, &stats);
+        stats.messages_in = 600;
+        let later = start + Duration::from_secs(60);
+        sys.update_load(later, &stats);
+        let bridge = BridgeStatus {
+            name: "cloud".into(),
+            connected: true,
+            last_error: None,
+            sent: 7,
+            received: 3,
+            refused: 0,
+        };
+        let values = sys.values(later, &stats, &[bridge]);
+        assert_eq!(value(&values, "$SYS/broker/clients/connected"), Some("1"));
+        assert_eq!(value(&values, "$SYS/broker/clients/maximum"), Some("2"));
+        assert_eq!(value(&values, "$SYS/broker/uptime"), Some("60 seconds"));
+        assert_eq!(
+            value(&values, "$SYS/broker/bridges/cloud/state"),
+            Some("connected")
+        );
+        assert_eq!(
+            value(&values, "$SYS/broker/bridges/cloud/messages/sent"),
+            Some("7")
+        );
+        // 600 messages in a minute: the 1-minute average moves most, the 15-minute least.
+        let load = |window: &str| {
+            value(
+                &values,
+                &format!("$SYS/broker/load/messages/received/{window}"),
+            )
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap()
+        };
+        assert!(load("1min") > load("5min") && load("5min") > load("15min") && load("15min") > 0.0);
+        assert!(load("1min") < 600.0);
+        // Published at the start, then every interval.
+        sys.publish_due(&mut core, start, &[]);
+        assert_eq!(sys.deadline(), start + Duration::from_secs(10));
+        let retained = core.stats().retained;
+        assert!(retained > 20, "{retained}");
+        sys.publish_due(&mut core, start + Duration::from_secs(5), &[]);
+        assert_eq!(
+            sys.deadline(),
+            start + Duration::from_secs(10),
+            "not due yet"
+        );
+    }
+}

@@ -22,6 +22,18 @@ pub(crate) async fn client_ours(addr: SocketAddr, qos: QoS, count: u64) -> anyho
     client_ours_with(addr, qos, count, INFLIGHT, OUR_PUBLISHERS).await
 }
 
+/// Our client, 3.1.1, with `window` QoS 1 publishes in flight and its other defaults (its queue
+/// of 10,000 publishes waiting for the window holds every publish the drivers below keep
+/// outstanding).
+async fn connect_ours(addr: SocketAddr, window: u16) -> anyhow::Result<mqtt_tokio::Client> {
+    let mut options = mqtt_tokio::ClientOptions::new(addr.ip().to_string(), addr.port())
+        .version(Version::V3_1_1)
+        .client_id("load-ours")
+        .keep_alive(Duration::from_secs(600));
+    options.config_mut().max_inflight = window;
+    Ok(mqtt_tokio::Client::connect(options).await?)
+}
+
 /// Our client with `window` QoS 1 publishes in flight, driven by `tasks` tasks that each await
 /// their `publish`.
 pub(crate) async fn client_ours_with(
@@ -31,14 +43,7 @@ pub(crate) async fn client_ours_with(
     window: u16,
     tasks_n: usize,
 ) -> anyhow::Result<f64> {
-    let mut options =
-        mqtt_tokio::ClientOptions::new(addr.ip().to_string(), addr.port()).version(Version::V3_1_1);
-    options = options
-        .client_id("load-ours")
-        .keep_alive(Duration::from_secs(600));
-    options.config_mut().max_inflight = window;
-    options.config_mut().max_queued = 1_000_000;
-    let client = mqtt_tokio::Client::connect(options).await?;
+    let client = connect_ours(addr, window).await?;
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
@@ -182,14 +187,7 @@ async fn client_ours_pipelined(
     window: u16,
 ) -> anyhow::Result<f64> {
     const PIPELINE: usize = 1_000;
-    let mut options =
-        mqtt_tokio::ClientOptions::new(addr.ip().to_string(), addr.port()).version(Version::V3_1_1);
-    options = options
-        .client_id("load-ours")
-        .keep_alive(Duration::from_secs(600));
-    options.config_mut().max_inflight = window;
-    options.config_mut().max_queued = 1_000_000;
-    let client = mqtt_tokio::Client::connect(options).await?;
+    let client = connect_ours(addr, window).await?;
     let start = Instant::now();
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let topic = mqtt_tokio::TopicName::new("load/client")?;

@@ -20,7 +20,7 @@ use mqtt_proto::topic::TopicFilter;
 
 use super::forwarding::Forwarding;
 use super::link::{Link, READ_CHUNK};
-use super::{BridgeOptions, BridgeStatus, LocalConnector, Report, hostname};
+use super::{BridgeOptions, BridgeStatus, BridgeTopic, LocalConnector, Report, hostname};
 use crate::Error;
 use crate::runtime::{BoxFuture, SharedRuntime};
 
@@ -61,6 +61,7 @@ pub(crate) fn spawn(
     let backoff = Backoff::new(options.remote.reconnect.unwrap_or_default(), seed);
     let bridge = Bridge {
         runtime: runtime.clone(),
+        filters: RuleFilters::of(&options.topics),
         options,
         local_connector: local,
         status: status.clone(),
@@ -84,6 +85,49 @@ pub(crate) fn spawn(
     Running { status, stop, done }
 }
 
+/// One rule's filters, computed once: they are matched against every message.
+pub(super) struct RuleFilters {
+    pub(super) rule: BridgeTopic,
+    pub(super) local: TopicFilter,
+    pub(super) remote: TopicFilter,
+}
+
+impl RuleFilters {
+    /// The rules' filters (checked when the broker was built, so none is invalid).
+    fn of(rules: &[BridgeTopic]) -> Vec<Self> {
+        rules
+            .iter()
+            .filter_map(|rule| {
+                Some(Self {
+                    rule: rule.clone(),
+                    local: TopicFilter::new(rule.local_filter()).ok()?,
+                    remote: TopicFilter::new(rule.remote_filter()).ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One SUBSCRIBE's subscriptions for `rules`, with the bridge's loop protection (No Local,
+/// Retain As Published, retained messages only for a new subscription) when `protect`.
+fn subscriptions<'a>(
+    rules: impl Iterator<Item = &'a RuleFilters>,
+    filter: impl Fn(&RuleFilters) -> &TopicFilter,
+    protect: bool,
+) -> Vec<Subscription> {
+    rules
+        .map(|rule| {
+            let mut subscription = Subscription::new(filter(rule).clone(), rule.rule.qos);
+            if protect {
+                subscription.options.no_local = true;
+                subscription.options.retain_as_published = true;
+                subscription.options.retain_handling = RetainHandling::SendAtSubscribeIfNew;
+            }
+            subscription
+        })
+        .collect()
+}
+
 /// What woke the bridge.
 enum Wake {
     Stop,
@@ -95,6 +139,8 @@ enum Wake {
 }
 
 struct Bridge {
+    /// The rules, with their filters parsed once.
+    filters: Vec<RuleFilters>,
     runtime: SharedRuntime,
     options: BridgeOptions,
     local_connector: LocalConnector,
@@ -165,39 +211,15 @@ impl Bridge {
 
     /// The out topics, as one SUBSCRIBE for this broker.
     fn out_subscriptions(&self) -> Vec<Subscription> {
-        self.options
-            .topics
-            .iter()
-            .filter(|t| t.direction.out())
-            .filter_map(|t| {
-                let mut subscription =
-                    Subscription::new(TopicFilter::new(t.local_filter()).ok()?, t.qos);
-                subscription.options.no_local = true;
-                subscription.options.retain_as_published = true;
-                subscription.options.retain_handling = RetainHandling::SendAtSubscribeIfNew;
-                Some(subscription)
-            })
-            .collect()
+        let out = self.filters.iter().filter(|f| f.rule.direction.out());
+        subscriptions(out, |f| &f.local, true)
     }
 
-    /// The in topics, as one SUBSCRIBE for the remote broker.
+    /// The in topics, as one SUBSCRIBE for the remote broker (5.0 options only with 5.0).
     fn in_subscriptions(&self) -> Vec<Subscription> {
         let v5 = self.options.remote.config.version == Version::V5;
-        self.options
-            .topics
-            .iter()
-            .filter(|t| t.direction.inward())
-            .filter_map(|t| {
-                let mut subscription =
-                    Subscription::new(TopicFilter::new(t.remote_filter()).ok()?, t.qos);
-                if v5 {
-                    subscription.options.no_local = true;
-                    subscription.options.retain_as_published = true;
-                    subscription.options.retain_handling = RetainHandling::SendAtSubscribeIfNew;
-                }
-                Some(subscription)
-            })
-            .collect()
+        let inward = self.filters.iter().filter(|f| f.rule.direction.inward());
+        subscriptions(inward, |f| &f.remote, v5)
     }
 
     /// Runs the bridge; `ready` is dropped once the local session and its subscriptions exist,

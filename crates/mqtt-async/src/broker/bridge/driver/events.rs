@@ -109,11 +109,13 @@ impl Bridge {
     /// A message from this broker: publish it remotely; it is acknowledged here when the remote
     /// broker acknowledged it.
     fn forward_out(&mut self, now: Instant, received: Publish, token: Option<AckToken>) {
-        let rule = self.options.topics.iter().find(|t| {
-            t.direction.out() && mqtt_proto::topic::matches(&t.local_filter(), &received.topic)
-        });
-        let name = rule
-            .and_then(|t| BridgeTopic::remap(&received.topic, &t.local_prefix, &t.remote_prefix));
+        let name = self
+            .filters
+            .iter()
+            .find(|f| f.rule.direction.out() && f.local.matches(&received.topic))
+            .and_then(|f| {
+                BridgeTopic::remap(&received.topic, &f.rule.local_prefix, &f.rule.remote_prefix)
+            });
         let (Some(name), Some(remote)) = (name, self.remote.as_mut()) else {
             self.ack_local(now, token);
             return;
@@ -176,11 +178,13 @@ impl Bridge {
     }
 
     fn forward_in_now(&mut self, now: Instant, received: Publish, token: Option<AckToken>) {
-        let rule = self.options.topics.iter().find(|t| {
-            t.direction.inward() && mqtt_proto::topic::matches(&t.remote_filter(), &received.topic)
-        });
-        let name = rule
-            .and_then(|t| BridgeTopic::remap(&received.topic, &t.remote_prefix, &t.local_prefix));
+        let name = self
+            .filters
+            .iter()
+            .find(|f| f.rule.direction.inward() && f.remote.matches(&received.topic))
+            .and_then(|f| {
+                BridgeTopic::remap(&received.topic, &f.rule.remote_prefix, &f.rule.local_prefix)
+            });
         let (Some(name), Some(local)) = (name, self.local.as_mut()) else {
             self.ack_remote(now, token);
             return;

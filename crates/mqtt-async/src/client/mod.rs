@@ -15,7 +15,7 @@ use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures_lite::future;
 use mqtt_proto::ReasonCode;
-use mqtt_proto::connection::{DisconnectReason, PublishOutcome, UsageError};
+use mqtt_proto::connection::{DisconnectReason, UsageError};
 use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, TopicName, Version};
 
 pub use store::{SessionStore, SessionStoreError};
@@ -23,7 +23,7 @@ pub use subscription::{Message, SubscribeOptions, Subscription};
 
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::{ClientOptions, Error, TimedOut};
-use driver::{Command, Control, Driver};
+use driver::{Command, Control, Driver, PublishResult};
 use store::StoreThread;
 
 /// What happened to the client's connection.
@@ -69,15 +69,31 @@ pub enum ConnectionEvent {
 /// A publish started with [`Client::start_publish`]: [`PublishHandle::wait`] for its outcome.
 #[derive(Debug)]
 pub struct PublishHandle<R> {
-    client: Client<R>,
-    result: Receiver<Result<Option<PublishOutcome>, Error>>,
+    result: futures_channel::oneshot::Receiver<PublishResult>,
+    runtime: PhantomData<fn() -> R>,
 }
 
 impl<R> PublishHandle<R> {
     /// Waits until the broker acknowledged the message (QoS 1 and 2) or it was written (QoS 0),
     /// as [`Client::publish`] does.
     pub async fn wait(self) -> Result<Published, Error> {
-        self.client.published(self.result).await
+        // The client's task answers every publish it took, or drops the answer's sender when
+        // it ends (with its runtime, say): then the client is closed.
+        let outcome = self.result.await.map_err(|_| Error::Closed)?;
+        match outcome? {
+            None => Ok(Published {
+                packet_id: None,
+                reason_code: ReasonCode::Success,
+            }),
+            Some(outcome) if outcome.reason_code.is_error() => Err(Error::Rejected {
+                reason_code: outcome.reason_code,
+                reason_string: outcome.properties.reason_string.map(|s| s.to_string()),
+            }),
+            Some(outcome) => Ok(Published {
+                packet_id: Some(outcome.packet_id),
+                reason_code: outcome.reason_code,
+            }),
+        }
     }
 }
 
@@ -248,34 +264,12 @@ impl<R> Client<R> {
     /// # Ok(()) }
     /// ```
     pub async fn start_publish(&self, publish: Publish) -> Result<PublishHandle<R>, Error> {
-        let (done, result) = async_channel::bounded(1);
+        let (done, result) = futures_channel::oneshot::channel();
         self.send(Command::Publish { publish, done }).await?;
         Ok(PublishHandle {
-            client: self.clone(),
             result,
+            runtime: PhantomData,
         })
-    }
-
-    /// What a [`PublishHandle`] waits for.
-    async fn published(
-        &self,
-        result: Receiver<Result<Option<PublishOutcome>, Error>>,
-    ) -> Result<Published, Error> {
-        let outcome: Result<Option<PublishOutcome>, Error> = self.reply(result).await?;
-        match outcome? {
-            None => Ok(Published {
-                packet_id: None,
-                reason_code: ReasonCode::Success,
-            }),
-            Some(outcome) if outcome.reason_code.is_error() => Err(Error::Rejected {
-                reason_code: outcome.reason_code,
-                reason_string: outcome.properties.reason_string.map(|s| s.to_string()),
-            }),
-            Some(outcome) => Ok(Published {
-                packet_id: Some(outcome.packet_id),
-                reason_code: outcome.reason_code,
-            }),
-        }
     }
 
     /// Subscribes to `filter` at `qos`; messages arrive on the returned stream.

@@ -396,12 +396,22 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
                     let Some(broker) = BrokerProcess::start_pinned(kind, 0).await? else {
                         continue;
                     };
+                    let broker_cpu = broker.cpu()?;
                     let (rate, cpu) =
                         throughput::client_pinned(name, broker.addr(), qos, args.messages)
                             .await
                             .with_context(|| format!("pinned {name} {qos:?} on {}", kind.name()))?;
+                    // How busy the broker's core was while the client published: near 100 %,
+                    // the broker, not the client, sets the rate.
+                    let broker_busy =
+                        (broker.cpu()? - broker_cpu).as_secs_f64() / (args.messages as f64 / rate);
                     put(&scenario, &format!("{name} msg/s"), rate);
                     put(&scenario, &format!("{name} client ns/msg"), cpu);
+                    put(
+                        &scenario,
+                        &format!("{name} broker busy %"),
+                        broker_busy * 100.0,
+                    );
                     rates.push(rate);
                 }
                 if let [ours, pipelined, theirs] = rates[..] {

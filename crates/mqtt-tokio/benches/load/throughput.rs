@@ -158,10 +158,20 @@ pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
     };
     let addr: SocketAddr = addr.parse()?;
     let count: u64 = count.parse()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let threads: usize = std::env::var("MQTT_LOAD_CLIENT_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(2);
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     let cpu_before = crate::brokers::schedstat_ns(std::process::id()).unwrap_or(0);
     let rate = runtime.block_on(async {
         match client {
@@ -169,7 +179,10 @@ pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
                 let tasks = if qos == QoS::AtMostOnce { 256 } else { 20 };
                 client_ours_with(addr, qos, count, PINNED_WINDOW, tasks).await
             }
-            "ours-pipelined" => client_ours_pipelined(addr, qos, count, PINNED_WINDOW).await,
+            // In a task, as application code runs (`block_on`'s thread is not a worker).
+            "ours-pipelined" => {
+                tokio::spawn(client_ours_pipelined(addr, qos, count, PINNED_WINDOW)).await?
+            }
             _ => client_rumqttc_with(addr, qos, count, PINNED_WINDOW).await,
         }
     })?;

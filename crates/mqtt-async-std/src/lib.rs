@@ -16,6 +16,17 @@
 //! # Ok(()) }
 //! # async_std::task::block_on(async { let _ = run().await; });
 //! ```
+//!
+//! # Features
+//!
+//! The features of [`mqtt_async`], passed through, all on by default: `tls`, `ws`, `broker` and
+//! `auth-file` (see [its table](mqtt_async#features)). For a client only,
+//! `default-features = false`, adding `tls` and `ws` as needed:
+//!
+//! ```toml
+//! mqtt-async-std = { version = "0.1", default-features = false, features = ["tls"] }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,6 +50,8 @@ pub struct AsyncStdRuntime;
 
 /// A client on async-std.
 pub type Client = mqtt_async::Client<AsyncStdRuntime>;
+#[cfg(feature = "broker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "broker")))]
 /// A broker on async-std.
 pub type Broker = mqtt_async::Broker<AsyncStdRuntime>;
 

@@ -15,12 +15,14 @@ pub enum Error {
     /// reconnect on, the client retries by itself.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    /// TLS could not be set up (bad certificate file, invalid server name) or the handshake
-    /// failed (the server's certificate is not trusted or not valid for its name).
+    /// TLS could not be set up (bad certificate file, invalid server name, a `mqtts://` URL
+    /// without the `tls` feature) or the handshake failed (the server's certificate is not
+    /// trusted or not valid for its name).
     #[error("TLS error: {0}")]
     Tls(String),
     /// The WebSocket upgrade failed: the server answered with an HTTP error (wrong path, no
-    /// WebSocket there) or did not select the `mqtt` subprotocol.
+    /// WebSocket there) or did not select the `mqtt` subprotocol; or a `ws://` URL without the
+    /// `ws` feature.
     #[error("WebSocket: {0}")]
     WebSocket(String),
     /// The server refused the connection (CONNACK reason code).
@@ -64,9 +66,13 @@ pub enum Error {
     /// The broker's store could not be opened or read (see the error for the file and what is
     /// wrong).
     #[error("store: {0}")]
+    #[cfg(feature = "broker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "broker")))]
     Store(#[from] crate::broker::StoreError),
     /// The broker's store holds records in a format this broker does not read.
     #[error("cannot restore the stored state: {0}")]
+    #[cfg(feature = "broker")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "broker")))]
     Restore(#[from] mqtt_proto::broker::RestoreError),
     /// The session store ([`ClientOptions::session_store`](crate::ClientOptions::session_store))
     /// could not be read, or no longer be written: the client does not connect, or stops, since

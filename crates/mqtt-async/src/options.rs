@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(feature = "tls")]
 use futures_rustls::TlsConnector;
 use mqtt_proto::backoff::BackoffConfig;
 use mqtt_proto::connection::ClientConfig;
 use mqtt_proto::packet::{ByteString, Version, Will};
 
 use crate::runtime::{BoxFuture, BoxTransport};
+#[cfg(feature = "tls")]
 use crate::tls::{ClientTlsConfig, TlsOptions};
 use crate::{Error, SessionStore};
 
@@ -22,21 +24,26 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// ```
 /// use mqtt_async::{ClientOptions, Version};
 /// let options = ClientOptions::new("127.0.0.1", 1883).version(Version::V5).client_id("sensor-1");
-/// let from_url = ClientOptions::from_url("mqtts://broker.example:8883").unwrap();
-/// assert_eq!(from_url.port(), 8883);
+/// let from_url = ClientOptions::from_url("mqtt://broker.example:1884").unwrap();
+/// assert_eq!(from_url.port(), 1884);
+/// # #[cfg(all(feature = "tls", feature = "ws"))] {
 /// let websocket = ClientOptions::from_url("wss://user:secret@broker.example/mqtt").unwrap();
 /// assert_eq!((websocket.port(), websocket.websocket_path()), (443, Some("/mqtt")));
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub(crate) host: String,
     pub(crate) port: u16,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsOptions>,
     /// MQTT over WebSocket, with this path.
+    #[cfg(feature = "ws")]
     pub(crate) websocket: Option<String>,
     /// A Unix domain socket instead of `host:port`.
     pub(crate) unix: Option<PathBuf>,
     /// `tls` built, once, and shared with clones of these options.
+    #[cfg(feature = "tls")]
     pub(crate) tls_config: ClientTlsConfig,
     pub(crate) config: ClientConfig,
     pub(crate) write_timeout: Option<Duration>,
@@ -71,9 +78,12 @@ impl ClientOptions {
         Self {
             host: host.into(),
             port,
+            #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "ws")]
             websocket: None,
             unix: None,
+            #[cfg(feature = "tls")]
             tls_config: ClientTlsConfig::default(),
             config: ClientConfig::new(Version::V5, ""),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
@@ -91,10 +101,12 @@ impl ClientOptions {
     /// | scheme | transport | default port |
     /// |---|---|---|
     /// | `mqtt` (or `tcp`) | TCP | 1883 |
-    /// | `mqtts` (or `ssl`) | TLS with the system's roots | 8883 |
-    /// | `ws` | WebSocket; the path is the WebSocket path (default `/mqtt`) | 80 |
-    /// | `wss` | WebSocket over TLS, likewise | 443 |
+    /// | `mqtts` (or `ssl`) | TLS with the system's roots (feature `tls`) | 8883 |
+    /// | `ws` | WebSocket; the path is the WebSocket path (default `/mqtt`; feature `ws`) | 80 |
+    /// | `wss` | WebSocket over TLS, likewise (features `tls` and `ws`) | 443 |
     /// | `unix` | a Unix domain socket at the URL's path | |
+    ///
+    /// A scheme whose feature is left out is [`Error::Tls`] or [`Error::WebSocket`].
     ///
     /// A user name and password in the URL become the [credentials](Self::credentials)
     /// (percent-encoded characters decoded). IPv6 addresses go in brackets: `mqtt://[::1]:1883`.
@@ -147,15 +159,32 @@ impl ClientOptions {
         }
         let mut options = Self::new(host, port);
         if tls {
-            options.tls = Some(TlsOptions::default());
+            #[cfg(feature = "tls")]
+            {
+                options.tls = Some(TlsOptions::default());
+            }
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::Tls(format!(
+                "{url}: built without TLS (the `tls` feature)"
+            )));
         }
         if websocket {
-            let path = if path.is_empty() {
-                crate::ws::DEFAULT_PATH
-            } else {
-                path
-            };
-            options.websocket = Some(path.to_owned());
+            #[cfg(feature = "ws")]
+            {
+                let path = if path.is_empty() {
+                    crate::ws::DEFAULT_PATH
+                } else {
+                    path
+                };
+                options.websocket = Some(path.to_owned());
+            }
+            #[cfg(not(feature = "ws"))]
+            {
+                let _ = path;
+                return Err(Error::WebSocket(format!(
+                    "{url}: built without WebSocket (the `ws` feature)"
+                )));
+            }
         }
         if let Some(userinfo) = userinfo {
             let decode = |s: &str| {
@@ -186,6 +215,8 @@ impl ClientOptions {
 
     /// Speak MQTT over WebSocket, asking the server for `path` (`/mqtt` is what most brokers
     /// serve), over TCP or, with [`tls`](Self::tls), over TLS (`wss`).
+    #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn websocket(mut self, path: impl Into<String>) -> Self {
         let mut path = path.into();
         if !path.starts_with('/') {
@@ -208,6 +239,8 @@ impl ClientOptions {
     }
 
     /// The WebSocket path, when the client speaks MQTT over WebSocket.
+    #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn websocket_path(&self) -> Option<&str> {
         self.websocket.as_deref()
     }
@@ -277,6 +310,8 @@ impl ClientOptions {
     }
 
     /// Connect with TLS.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
         // Clones made before keep the configuration they built; these options build their own.
@@ -372,6 +407,7 @@ impl ClientOptions {
     }
 
     /// The TLS connector (`None` for plain TCP), built the first time; see [`ClientTlsConfig`].
+    #[cfg(feature = "tls")]
     pub(crate) async fn tls_connector(&self) -> Result<Option<TlsConnector>, Error> {
         match &self.tls {
             Some(tls) => Ok(Some(self.tls_config.connector(tls).await?)),
@@ -391,6 +427,26 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(not(feature = "tls"))]
+    fn tls_urls_need_the_tls_feature() {
+        assert!(matches!(
+            ClientOptions::from_url("mqtts://h"),
+            Err(Error::Tls(_))
+        ));
+        assert_eq!(ClientOptions::from_url("mqtt://h").unwrap().port(), 1883);
+    }
+
+    #[test]
+    #[cfg(not(feature = "ws"))]
+    fn websocket_urls_need_the_ws_feature() {
+        assert!(matches!(
+            ClientOptions::from_url("ws://h"),
+            Err(Error::WebSocket(_))
+        ));
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
     fn urls() {
         let o = ClientOptions::from_url("mqtt://localhost").unwrap();
         assert_eq!(
@@ -407,6 +463,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(feature = "tls", feature = "ws"))]
     fn websocket_unix_and_credentials_in_urls() {
         let o = ClientOptions::from_url("ws://h").unwrap();
         assert_eq!((o.host(), o.port(), o.tls.is_some()), ("h", 80, false));
@@ -442,6 +499,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn tls_config_is_built_once_and_shared_by_clones() {
         let options = ClientOptions::from_url("mqtts://localhost").unwrap();
         let clone = options.clone();

@@ -121,6 +121,7 @@ pub trait Runtime: Send + Sync + Debug + 'static {
 pub type SharedRuntime = Arc<dyn Runtime>;
 
 /// Accepts the next connection of a listener.
+#[cfg(feature = "broker")]
 pub(crate) fn accept(
     listener: &mut dyn Listener,
 ) -> impl Future<Output = io::Result<(BoxTransport, PeerAddr)>> + '_ {

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+#[cfg(feature = "broker")]
+use futures_rustls::TlsAcceptor;
+use futures_rustls::TlsConnector;
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+#[cfg(feature = "broker")]
 use futures_rustls::rustls::server::WebPkiClientVerifier;
-use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use futures_rustls::{TlsAcceptor, TlsConnector};
+use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use crate::Error;
 use crate::runtime::BoxTransport;
@@ -190,6 +193,7 @@ pub(crate) async fn handshake(
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg(feature = "broker")]
 pub struct ServerTls {
     /// The certificate chain (PEM file).
     pub cert: PathBuf,
@@ -211,6 +215,7 @@ pub struct ServerTls {
     pub use_identity_as_username: bool,
 }
 
+#[cfg(feature = "broker")]
 impl ServerTls {
     /// A certificate chain and key, both PEM files; no client certificates asked for.
     pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
@@ -244,7 +249,7 @@ impl ServerTls {
 
     pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone())
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?;
         if self.use_identity_as_username && !self.require_certificate {
@@ -284,6 +289,7 @@ impl ServerTls {
 
 /// The name a client certificate (DER) stands for: its subject's Common Name, or else its
 /// first subject alternative name that is a DNS name, an e-mail address or a URI.
+#[cfg(feature = "broker")]
 pub(crate) fn certificate_identity(der: &[u8]) -> Option<String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

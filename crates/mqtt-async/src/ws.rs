@@ -3,12 +3,11 @@
 //! async-std share it.
 //!
 //! The [`Client`](crate::Client) (`ws://` and `wss://` URLs, [`ClientOptions::websocket`]) and
-//! the [`Broker`](crate::Broker) ([`ListenerConfig::websocket`]) use it; [`connect`] and
+//! the `Broker` (`ListenerConfig::websocket`, with the `broker` feature) use it; [`connect`] and
 //! [`accept`] are here for drivers of your own around the sans-I/O core: each turns a transport
 //! into one that carries MQTT's bytes in WebSocket frames.
 //!
 //! [`ClientOptions::websocket`]: crate::ClientOptions::websocket
-//! [`ListenerConfig::websocket`]: crate::broker::ListenerConfig::websocket
 //!
 //! Framing is tungstenite's (through async-tungstenite, with no runtime of its own). The broker
 //! parses the HTTP upgrade request itself (with httparse, the parser tungstenite uses) so that

@@ -14,7 +14,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mqtt_tokio::{Client, Publish, QoS, UserProperty, Version};
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::common::{ClientArgs, ClientSetup, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos};
+use crate::client_args::{
+    ClientArgs, ClientSetup, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos,
+};
 
 /// Options of `mqtt publish`.
 #[derive(Debug, clap::Args)]
@@ -94,7 +96,7 @@ impl Args {
     /// The PUBLISH every message is a copy of (with an empty payload), with the properties of
     /// the flags and then of `-D PUBLISH`. Its topic is checked here, before connecting.
     fn template(&self, setup: &ClientSetup) -> anyhow::Result<Publish> {
-        let topic = crate::common::topic_name(&self.topic)?;
+        let topic = crate::client_args::topic_name(&self.topic)?;
         let mut publish = Publish::new(topic, Bytes::new());
         publish.qos = self.qos;
         publish.retain = self.retain;

@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use mqtt_tokio::{Client, Message, Publish, QoS, Subscription, Version};
 
-use crate::common::{ClientArgs, ClientSetup, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos};
+use crate::client_args::{
+    ClientArgs, ClientSetup, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos,
+};
 use crate::subscribe::{OUTPUT_HELP, OutputArgs, subscribe_options};
 
 /// Options of `mqtt rr`.
@@ -73,8 +75,8 @@ REQUEST AND RESPONSE:
 impl Args {
     /// The request, properties included. Topics are checked here, before connecting.
     fn request(&self, setup: &ClientSetup) -> anyhow::Result<Publish> {
-        let topic = crate::common::topic_name(&self.topic)?;
-        crate::common::topic_name(&self.response_topic)
+        let topic = crate::client_args::topic_name(&self.topic)?;
+        crate::client_args::topic_name(&self.response_topic)
             .context("-e must be a topic name (no wildcards)")?;
         let payload = if let Some(message) = &self.message {
             Bytes::from(message.clone())
@@ -133,7 +135,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         ],
     )?;
     let request = args.request(&setup)?;
-    let stop = crate::common::shutdown_signal()?;
+    let stop = crate::shutdown_signal()?;
     let client = setup.connect(&args.connect).await?;
     if args.debug {
         eprintln!("connected as {}", client.client_id());

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use mqtt_tokio::{ConnectionEvent, Message, QoS, RetainHandling, SubscribeOptions, Version};
 use tokio::sync::mpsc;
 
-use crate::common::{ClientArgs, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos};
+use crate::client_args::{ClientArgs, ConnectArgs, PROPERTIES_HELP, Packet, parse_qos};
 use crate::format::{Format, message_json_line, render};
 
 /// Options of `mqtt subscribe`.
@@ -131,7 +131,7 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<()> {
         anyhow::bail!("no topic filter: give one or more FILTER arguments or -t FILTER");
     }
     for filter in &filters {
-        crate::common::check_filter(filter)?;
+        crate::client_args::check_filter(filter)?;
     }
     let setup = args.client.setup(
         &args.connect,
@@ -143,7 +143,7 @@ pub(crate) async fn run(mut args: Args) -> anyhow::Result<()> {
             Packet::Will,
         ],
     )?;
-    let stop = crate::common::shutdown_signal()?;
+    let stop = crate::shutdown_signal()?;
     let client = setup.connect(&args.connect).await?;
     if args.debug {
         eprintln!("connected as {}", client.client_id());

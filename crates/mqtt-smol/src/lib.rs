@@ -18,6 +18,17 @@
 //! smol's global executor ([`smol::spawn`]), which drives them on threads of its own: they make
 //! progress whether the application polls them from `smol::block_on`, from another executor, or
 //! not at all. `SMOL_THREADS` sets how many threads that executor uses (default one).
+//!
+//! # Features
+//!
+//! The features of [`mqtt_async`], passed through, all on by default: `tls`, `ws`, `broker` and
+//! `auth-file` (see [its table](mqtt_async#features)). For a client only,
+//! `default-features = false`, adding `tls` and `ws` as needed:
+//!
+//! ```toml
+//! mqtt-smol = { version = "0.1", default-features = false, features = ["tls"] }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -40,6 +51,8 @@ pub struct SmolRuntime;
 
 /// A client on smol.
 pub type Client = mqtt_async::Client<SmolRuntime>;
+#[cfg(feature = "broker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "broker")))]
 /// A broker on smol.
 pub type Broker = mqtt_async::Broker<SmolRuntime>;
 

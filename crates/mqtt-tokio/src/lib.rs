@@ -12,6 +12,17 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! The features of [`mqtt_async`], passed through, all on by default: `tls`, `ws`, `broker` and
+//! `auth-file` (see [its table](mqtt_async#features)). For a client only,
+//! `default-features = false`, adding `tls` and `ws` as needed:
+//!
+//! ```toml
+//! mqtt-tokio = { version = "0.1", default-features = false, features = ["tls"] }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,6 +43,8 @@ pub struct TokioRuntime;
 
 /// A client on tokio.
 pub type Client = mqtt_async::Client<TokioRuntime>;
+#[cfg(feature = "broker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "broker")))]
 /// A broker on tokio.
 pub type Broker = mqtt_async::Broker<TokioRuntime>;
 

@@ -16,7 +16,7 @@
 //! # Threads
 //!
 //! [`Client::connect`] starts one thread per client, `mqtt-client`, which runs the runtime's
-//! [`Runtime::block_on`] (as [`Broker::start_in_thread`](crate::Broker::start_in_thread) does
+//! [`Runtime::block_on`] (as `Broker::start_in_thread` does
 //! for a broker) and connects the async client from inside it. So the connection's task is
 //! spawned where the runtime expects it: on tokio, onto the runtime that `block_on` builds
 //! (tokio's sockets and timers need one, and a program that is not async has none); on smol

@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
+#[cfg(feature = "tls")]
 use futures_rustls::TlsAcceptor;
 use mqtt_proto::packet::ByteString;
 
 use super::{ToRouter, connection};
 use crate::Error;
 use crate::runtime::{BoxTransport, Listener, PeerAddr, SharedRuntime, accept};
+#[cfg(feature = "tls")]
 use crate::tls::{ServerTls, certificate_identity};
+#[cfg(feature = "ws")]
 use crate::ws;
 
 /// The longest pause of an accept loop whose `accept` keeps failing (out of file descriptors).
@@ -33,9 +36,11 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
-/// One listener: where, and what runs over its connections before MQTT.
+/// One listener: where, and what runs over its connections before MQTT (TLS with the `tls`
+/// feature, WebSocket with `ws`).
 ///
 /// ```
+/// # #[cfg(all(feature = "tls", feature = "ws"))] {
 /// use mqtt_async::ServerTls;
 /// use mqtt_async::broker::ListenerConfig;
 /// // MQTT over secure WebSocket on port 8884, at /mqtt.
@@ -44,11 +49,14 @@ pub enum ListenAddr {
 ///     .websocket();
 /// // Plain MQTT for local services.
 /// let local = ListenerConfig::unix("/run/mqtt.sock");
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     addr: ListenAddr,
+    #[cfg(feature = "tls")]
     tls: Option<ServerTls>,
+    #[cfg(feature = "ws")]
     websocket: Option<String>,
 }
 
@@ -57,7 +65,9 @@ impl ListenerConfig {
     pub fn tcp(addr: std::net::SocketAddr) -> Self {
         Self {
             addr: ListenAddr::Tcp(addr),
+            #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "ws")]
             websocket: None,
         }
     }
@@ -66,12 +76,16 @@ impl ListenerConfig {
     pub fn unix(path: impl Into<PathBuf>) -> Self {
         Self {
             addr: ListenAddr::Unix(path.into()),
+            #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "ws")]
             websocket: None,
         }
     }
 
     /// With TLS (and, as [`ServerTls`] says, client certificates).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
         self
@@ -87,11 +101,15 @@ impl ListenerConfig {
     /// connection with 1003) and at most the maximum packet size, at least 64 KiB and at most
     /// 16 MiB (a larger one closes it with 1009; a larger packet is sent in several frames,
     /// which MQTT allows).
+    #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn websocket(self) -> Self {
         self.websocket_path(ws::DEFAULT_PATH)
     }
 
     /// MQTT over WebSocket at `path` instead of `/mqtt`.
+    #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn websocket_path(mut self, path: impl Into<String>) -> Self {
         let mut path = path.into();
         if !path.starts_with('/') {
@@ -109,11 +127,13 @@ impl ListenerConfig {
 
 /// A listener's TLS configuration, which [`BrokerHandle::reload_tls`](super::BrokerHandle::reload_tls)
 /// reads again from its files.
+#[cfg(feature = "tls")]
 pub(super) struct ReloadableTls {
     config: ServerTls,
     acceptor: std::sync::Mutex<TlsAcceptor>,
 }
 
+#[cfg(feature = "tls")]
 impl ReloadableTls {
     fn new(config: ServerTls) -> Result<Self, Error> {
         let acceptor = config.acceptor()?;
@@ -144,11 +164,46 @@ impl ReloadableTls {
 
 /// What runs over a listener's connections before MQTT.
 struct Layers {
+    #[cfg(feature = "tls")]
     tls: Option<Arc<ReloadableTls>>,
     /// The certificate's name is the client's user name.
+    #[cfg(feature = "tls")]
     identity: bool,
+    #[cfg(feature = "ws")]
     websocket: Option<String>,
+    #[cfg(feature = "ws")]
     max_packet_size: usize,
+}
+
+impl Layers {
+    /// Plain MQTT: nothing runs before it.
+    fn is_plain(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return false;
+        }
+        #[cfg(feature = "ws")]
+        if self.websocket.is_some() {
+            return false;
+        }
+        true
+    }
+
+    /// What to tell the router when the handshakes took too long (nothing when there are
+    /// none).
+    fn timed_out(&self, peer: PeerAddr) -> Option<ToRouter> {
+        let error = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return Some(ToRouter::TlsFailed(peer, error));
+        }
+        #[cfg(feature = "ws")]
+        if self.websocket.is_some() {
+            return Some(ToRouter::WebSocketFailed(peer, error));
+        }
+        let _ = (peer, error);
+        None
+    }
 }
 
 /// A bound listener.
@@ -161,6 +216,7 @@ pub(super) struct Bound {
 
 impl Bound {
     /// Its TLS configuration, if it has one.
+    #[cfg(feature = "tls")]
     pub(super) fn tls(&self) -> Option<Arc<ReloadableTls>> {
         self.layers.tls.clone()
     }
@@ -172,19 +228,26 @@ pub(super) async fn bind(
     config: ListenerConfig,
     max_packet_size: u32,
 ) -> Result<Bound, Error> {
+    #[cfg(feature = "tls")]
     let tls = config
         .tls
         .clone()
         .map(ReloadableTls::new)
         .transpose()?
         .map(Arc::new);
+    #[cfg(not(feature = "ws"))]
+    let _ = max_packet_size;
     let layers = Arc::new(Layers {
+        #[cfg(feature = "tls")]
         tls,
+        #[cfg(feature = "tls")]
         identity: config
             .tls
             .as_ref()
             .is_some_and(|t| t.use_identity_as_username),
+        #[cfg(feature = "ws")]
         websocket: config.websocket,
+        #[cfg(feature = "ws")]
         max_packet_size: usize::try_from(max_packet_size).unwrap_or(usize::MAX),
     });
     let (listener, unix_path) = match config.addr {
@@ -275,7 +338,7 @@ pub(super) async fn accept_loop(
             }
         };
         let to_router = to_router.clone();
-        if layers.tls.is_none() && layers.websocket.is_none() {
+        if layers.is_plain() {
             // Plain MQTT: the task is the connection alone, none of the handshakes' state
             // (which would size every idle connection's future).
             let task = connection::serve(
@@ -306,13 +369,9 @@ pub(super) async fn accept_loop(
                     return;
                 }
                 None => {
-                    let error = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
-                    let message = if layers.tls.is_some() {
-                        ToRouter::TlsFailed(peer, error)
-                    } else {
-                        ToRouter::WebSocketFailed(peer, error)
-                    };
-                    let _ = to_router.send(message).await;
+                    if let Some(message) = layers.timed_out(peer) {
+                        let _ = to_router.send(message).await;
+                    }
                     return;
                 }
             };
@@ -334,14 +393,25 @@ pub(super) async fn accept_loop(
 
 /// A failed handshake.
 enum Failed {
+    #[cfg(feature = "tls")]
     Tls(String),
+    #[cfg(feature = "ws")]
     WebSocket(String),
 }
 
 impl Failed {
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws")),
+        allow(
+            unused_variables,
+            reason = "without TLS and WebSocket nothing can fail"
+        )
+    )]
     fn into_message(self, peer: PeerAddr) -> ToRouter {
         match self {
+            #[cfg(feature = "tls")]
             Failed::Tls(error) => ToRouter::TlsFailed(peer, error),
+            #[cfg(feature = "ws")]
             Failed::WebSocket(error) => ToRouter::WebSocketFailed(peer, error),
         }
     }
@@ -349,11 +419,20 @@ impl Failed {
 
 /// Runs TLS (taking the client's identity from its certificate when the listener wants it),
 /// then the WebSocket upgrade, as the listener has them.
+#[cfg_attr(
+    not(all(feature = "tls", feature = "ws")),
+    allow(
+        unused_mut,
+        unused_variables,
+        reason = "no layer of a feature left out runs"
+    )
+)]
 async fn open(
     layers: &Layers,
     mut transport: BoxTransport,
 ) -> Result<(BoxTransport, Option<ByteString>), Failed> {
     let mut identity = None;
+    #[cfg(feature = "tls")]
     if let Some(tls) = &layers.tls {
         let stream = tls
             .current()
@@ -380,6 +459,7 @@ async fn open(
         }
         transport = Box::new(stream);
     }
+    #[cfg(feature = "ws")]
     if let Some(path) = &layers.websocket {
         transport = ws::accept(transport, path, layers.max_packet_size)
             .await

@@ -30,8 +30,10 @@ pub use store::{FileStore, MemoryStore, Store, StoreError, SyncPolicy};
 
 use crate::Error;
 use crate::runtime::{PeerAddr, Runtime, SharedRuntime};
+#[cfg(feature = "tls")]
 use crate::tls::ServerTls;
 
+#[cfg(feature = "auth-file")]
 mod auth_file;
 mod bridge;
 pub use bridge::{BridgeOptions, BridgeStatus, BridgeTopic, Direction};
@@ -40,6 +42,8 @@ mod listener;
 mod sys;
 pub use listener::{ListenAddr, ListenerConfig};
 pub mod store;
+#[cfg(feature = "auth-file")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth-file")))]
 pub use auth_file::{Access, AclFile, AuthFileError, PasswordFile, PasswordHash};
 use connection::Outbox;
 
@@ -175,9 +179,12 @@ enum ToRouter {
     /// Take the limits that can change; answers what changed and what cannot.
     SetLimits(Box<BrokerConfig>, Sender<(Vec<String>, Vec<&'static str>)>),
     /// Reload every TLS listener's files: how many, or the first error.
+    #[cfg(feature = "tls")]
     ReloadTls(Sender<Result<usize, Error>>),
     Bridges(Sender<Vec<BridgeStatus>>),
+    #[cfg(feature = "tls")]
     TlsFailed(PeerAddr, String),
+    #[cfg(feature = "ws")]
     WebSocketFailed(PeerAddr, String),
     AcceptFailed(Option<SocketAddr>, String),
     Authenticated(ConnectionId, AuthDecision),
@@ -227,11 +234,15 @@ impl<R> BrokerBuilder<R> {
     }
 
     /// Listens on a TCP address with TLS.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn bind_tls(self, addr: SocketAddr, tls: ServerTls) -> Self {
         self.listener(ListenerConfig::tcp(addr).tls(tls))
     }
 
     /// Serves MQTT over WebSocket on a TCP address, at the path `/mqtt`.
+    #[cfg(feature = "ws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ws")))]
     pub fn bind_ws(self, addr: SocketAddr) -> Self {
         self.listener(ListenerConfig::tcp(addr).websocket())
     }
@@ -473,6 +484,8 @@ impl BrokerHandle {
     /// certificates): new connections use them, established ones keep theirs. A listener
     /// whose files do not load keeps its configuration, and the first such error is returned.
     /// Returns how many listeners reloaded.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub async fn reload_tls(&self) -> Result<usize, Error> {
         let (reply, reloaded) = async_channel::bounded(1);
         self.to_router
@@ -612,6 +625,7 @@ impl<R: 'static> Broker<R> {
             done_tx,
             ..
         } = self;
+        #[cfg(feature = "tls")]
         let tls: Vec<_> = listeners.iter().filter_map(listener::Bound::tls).collect();
         let mut stop_listeners = Vec::new();
         // Each accept loop holds a sender, dropped once its listener is closed.
@@ -651,6 +665,7 @@ impl<R: 'static> Broker<R> {
             on_event,
             peers: HashMap::default(),
             sys: sys::SysTopics::new(sys_interval, runtime.now()),
+            #[cfg(feature = "tls")]
             tls,
             driver: DriverStats::default(),
             bridges,
@@ -923,6 +938,7 @@ struct Router {
     /// The `$SYS` topics, unless turned off.
     sys: Option<sys::SysTopics>,
     /// Each TLS listener's configuration, for reloads.
+    #[cfg(feature = "tls")]
     tls: Vec<Arc<listener::ReloadableTls>>,
     driver: DriverStats,
 }
@@ -1052,11 +1068,13 @@ impl Router {
                 let _ = reply.try_send(id);
             }
             ToRouter::Bytes(id, bytes) => self.core.handle_bytes(id, now, &bytes),
+            #[cfg(feature = "tls")]
             ToRouter::TlsFailed(peer, error) => {
                 if let Some(hook) = &mut self.on_event {
                     hook(&PeerEvent::TlsFailed { peer, error });
                 }
             }
+            #[cfg(feature = "ws")]
             ToRouter::WebSocketFailed(peer, error) => {
                 if let Some(hook) = &mut self.on_event {
                     hook(&PeerEvent::WebSocketFailed { peer, error });
@@ -1114,6 +1132,7 @@ impl Router {
             ToRouter::SetLimits(config, reply) => {
                 let _ = reply.try_send(self.core.set_limits(&config));
             }
+            #[cfg(feature = "tls")]
             ToRouter::ReloadTls(reply) => {
                 let mut reloaded = Ok(0);
                 for tls in &self.tls {

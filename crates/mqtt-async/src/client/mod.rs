@@ -171,6 +171,7 @@ impl<R> Client<R> {
     ) -> Result<Self, Error> {
         // The TLS configuration (with the system's roots) is built here, once, off the async
         // tasks; every connection and reconnection of the client reuses it.
+        #[cfg(feature = "tls")]
         options.tls_connector().await?;
         let (commands, command_rx) = async_channel::bounded(256);
         let (control, control_rx) = async_channel::unbounded();

@@ -12,7 +12,9 @@ use futures_lite::future;
 
 use crate::error::TimedOut;
 use crate::runtime::{BoxFuture, BoxTransport, SharedRuntime};
-use crate::{ClientOptions, Error, tls, ws};
+#[cfg(feature = "tls")]
+use crate::tls;
+use crate::{ClientOptions, Error};
 
 /// Awaits `future` until `deadline`; past it, the error is a timeout of `what`.
 async fn within<T>(
@@ -54,19 +56,24 @@ pub(crate) async fn open(
         }
         None => open_tcp(runtime, options, deadline).await?,
     };
-    let Some(path) = &options.websocket else {
-        return Ok(transport);
-    };
-    let max_packet_size = usize::try_from(options.config.max_packet_size).unwrap_or(usize::MAX);
-    let upgrade = ws::connect(
-        transport,
-        &options.host,
-        options.port,
-        path,
-        options.tls.is_some(),
-        max_packet_size,
-    );
-    within(runtime, deadline, TimedOut::WebSocketHandshake, upgrade).await?
+    #[cfg(feature = "ws")]
+    if let Some(path) = &options.websocket {
+        let max_packet_size = usize::try_from(options.config.max_packet_size).unwrap_or(usize::MAX);
+        #[cfg(feature = "tls")]
+        let tls = options.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        let upgrade = crate::ws::connect(
+            transport,
+            &options.host,
+            options.port,
+            path,
+            tls,
+            max_packet_size,
+        );
+        return within(runtime, deadline, TimedOut::WebSocketHandshake, upgrade).await?;
+    }
+    Ok(transport)
 }
 
 /// Resolves the host, opens a TCP connection to one of its addresses and runs the TLS
@@ -77,6 +84,7 @@ async fn open_tcp(
     deadline: Instant,
 ) -> Result<BoxTransport, Error> {
     // Built once per options (before the first connect); this is a clone of an `Arc` after.
+    #[cfg(feature = "tls")]
     let tls = options.tls_connector().await?;
     let resolve = runtime.resolve(&options.host, options.port);
     let addrs = within(runtime, deadline, TimedOut::Resolve, resolve).await??;
@@ -103,12 +111,13 @@ async fn open_tcp(
                 continue;
             }
         };
-        let (Some(connector), Some(tls)) = (&tls, &options.tls) else {
-            return Ok(transport);
-        };
-        let name = tls.server_name_for(&options.host)?;
-        let handshake = tls::handshake(connector, name, transport);
-        return within(runtime, deadline, TimedOut::TlsHandshake, handshake).await?;
+        #[cfg(feature = "tls")]
+        if let (Some(connector), Some(tls)) = (&tls, &options.tls) {
+            let name = tls.server_name_for(&options.host)?;
+            let handshake = tls::handshake(connector, name, transport);
+            return within(runtime, deadline, TimedOut::TlsHandshake, handshake).await?;
+        }
+        return Ok(transport);
     }
     Err(last)
 }

@@ -9,7 +9,7 @@ use mqtt_tokio::broker::{BridgeOptions, BridgeTopic, BrokerConfig, Direction};
 use mqtt_tokio::{BackoffConfig, QoS, Version};
 use serde::Deserialize;
 
-use crate::common::ConnectArgs;
+use crate::client_args::ConnectArgs;
 
 /// The schema, as `--help` shows it (kept next to the types it describes).
 pub(crate) const SCHEMA: &str = r#"CONFIGURATION FILE (--config FILE, TOML; every key is optional, unknown keys are errors;
@@ -469,7 +469,7 @@ impl BridgeTopicConfig {
     /// The library's rule, its QoS, prefixes and filters checked.
     fn topic(&self) -> anyhow::Result<BridgeTopic> {
         let qos = self.qos.unwrap_or(2);
-        let qos = crate::common::parse_qos(&qos.to_string()).map_err(anyhow::Error::msg)?;
+        let qos = crate::client_args::parse_qos(&qos.to_string()).map_err(anyhow::Error::msg)?;
         let direction = match self.direction {
             BridgeDirection::Out => Direction::Out,
             BridgeDirection::In => Direction::In,
@@ -488,8 +488,8 @@ impl BridgeTopicConfig {
             .qos(qos)
             .local_prefix(self.local_prefix.clone())
             .remote_prefix(self.remote_prefix.clone());
-        crate::common::check_filter(&topic.local_filter())?;
-        crate::common::check_filter(&topic.remote_filter())?;
+        crate::client_args::check_filter(&topic.local_filter())?;
+        crate::client_args::check_filter(&topic.remote_filter())?;
         Ok(topic)
     }
 }

@@ -189,7 +189,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         log_event(event);
     });
 
-    let stop = crate::common::shutdown_signal()?;
+    let stop = crate::shutdown_signal()?;
     let broker = builder
         .build()
         .await

@@ -30,7 +30,7 @@ use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::layout::Rect;
 use tokio::sync::mpsc;
 
-use crate::common::{ConnectArgs, parse_qos};
+use crate::client_args::{ConnectArgs, parse_qos};
 use model::{Command, Entry, Monitor, Scroll};
 
 /// The shortest time between two redraws caused by messages (keys redraw at once).
@@ -66,7 +66,7 @@ pub(crate) struct Args {
 /// Runs `mqtt monitor`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     for filter in &args.filters {
-        crate::common::check_filter(filter)?;
+        crate::client_args::check_filter(filter)?;
     }
     let options = args.connect.options()?;
     let target = format!("{}:{}", options.host(), options.port());
@@ -441,10 +441,10 @@ mod tests {
     #[test]
     fn filters_are_checked() {
         for good in ["#", "+", "a/+/b", "a/#", "/", "$SYS/#", "$share/g/a/+"] {
-            assert!(crate::common::check_filter(good).is_ok(), "{good}");
+            assert!(crate::client_args::check_filter(good).is_ok(), "{good}");
         }
         for bad in ["", "a/#/b", "a#", "a/b+", "a\0b"] {
-            assert!(crate::common::check_filter(bad).is_err(), "{bad:?}");
+            assert!(crate::client_args::check_filter(bad).is_err(), "{bad:?}");
         }
     }
 }

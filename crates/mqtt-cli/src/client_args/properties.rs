@@ -218,7 +218,7 @@ fn parse_value(name: &str, text: &str) -> Result<Value, String> {
         "message-expiry-interval" => Value::MessageExpiryInterval(seconds(text)?),
         "content-type" => Value::ContentType(text.to_owned()),
         "response-topic" => {
-            crate::common::topic_name(text).map_err(|error| error.to_string())?;
+            crate::client_args::topic_name(text).map_err(|error| error.to_string())?;
             Value::ResponseTopic(text.to_owned())
         }
         "correlation-data" => Value::CorrelationData(Bytes::from(text.to_owned())),

@@ -1,4 +1,6 @@
-//! Connection options shared by `publish`, `subscribe`, `rr` and `monitor`.
+//! The command line's connection options, shared by `publish`, `subscribe`, `rr` and
+//! `monitor` (`-h`, `-p`, TLS, will, `-D` properties, …), and the checks of QoS, topic and
+//! filter arguments.
 
 mod properties;
 
@@ -422,46 +424,6 @@ pub(crate) fn parse_qos(s: &str) -> Result<QoS, String> {
     }
 }
 
-/// An error and its causes on one line, `outer: cause: root`, skipping a cause whose text the
-/// line already ends with (errors that print their source as part of their own message).
-pub(crate) fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if line.ends_with(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace('\n', " ")
-}
-
-/// Listens for Ctrl-C (and, on Unix, SIGTERM) from now on; the future completes at the first.
-/// Registered at once rather than when first polled, so that a signal arriving in between is
-/// not left to the default action (death by signal, a non-zero status).
-pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use anyhow::Context as _;
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-}
-
 /// Checks a topic filter before connecting (MQTT-4.7.1-1, MQTT-4.7.1-2, MQTT-4.7.3-1), so that a
 /// typo is reported as such rather than as whatever the broker makes of it.
 pub(crate) fn check_filter(filter: &str) -> anyhow::Result<()> {
@@ -478,15 +440,6 @@ pub(crate) fn topic_name(topic: &str) -> anyhow::Result<mqtt_tokio::TopicName> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_line_skips_causes_already_in_the_message() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let error = anyhow::Error::new(mqtt_tokio::Error::Io(io)).context("cannot connect");
-        assert_eq!(one_line(&error), "cannot connect: I/O error: refused");
-        let error = anyhow::anyhow!("two\nlines").context("outer");
-        assert_eq!(one_line(&error), "outer: two lines");
-    }
 
     #[test]
     fn qos_values() {

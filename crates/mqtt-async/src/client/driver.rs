@@ -554,11 +554,14 @@ impl Driver {
                 Wake::Command(Some(command)) => {
                     self.command(&mut conn, command);
                     // Whatever else is already waiting joins the same write.
-                    for _ in 1..COMMAND_BATCH {
-                        let Ok(command) = self.commands.try_recv() else {
-                            break;
-                        };
-                        self.command(&mut conn, command);
+                    let taken = 1 + self.take_commands(&mut conn, COMMAND_BATCH - 1);
+                    if taken < COMMAND_BATCH {
+                        // Let the tasks that are ready to publish run first, once: a runtime
+                        // that runs the task it just woke next (tokio's LIFO slot) would
+                        // otherwise have this task write each command alone, one system call
+                        // per message, while hundreds of publishers wait their turn.
+                        future::yield_now().await;
+                        self.take_commands(&mut conn, COMMAND_BATCH - taken);
                     }
                 }
                 Wake::Command(None)
@@ -619,6 +622,19 @@ impl Driver {
             }
         }
         (reason, failure)
+    }
+
+    /// Takes up to `limit` commands that are already queued; how many it took.
+    fn take_commands(&mut self, conn: &mut ClientConnection, limit: usize) -> usize {
+        let mut taken = 0;
+        while taken < limit {
+            let Ok(command) = self.commands.try_recv() else {
+                break;
+            };
+            self.command(conn, command);
+            taken += 1;
+        }
+        taken
     }
 
     /// Brings the session store up to date if the session changed since the last save

@@ -158,19 +158,23 @@ pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
     };
     let addr: SocketAddr = addr.parse()?;
     let count: u64 = count.parse()?;
-    let threads: usize = std::env::var("MQTT_LOAD_CLIENT_THREADS")
+    // What `#[tokio::main]` builds: a multi-thread runtime with one worker per CPU the process
+    // may use, so one worker under `taskset -c 1`. `MQTT_LOAD_CLIENT_THREADS=1` runs a
+    // current-thread runtime instead, `=N` N workers.
+    let threads: Option<usize> = std::env::var("MQTT_LOAD_CLIENT_THREADS")
         .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(2);
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
+        .and_then(|t| t.parse().ok());
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
             .enable_all()
-            .build()?
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
     };
     let cpu_before = crate::brokers::schedstat_ns(std::process::id()).unwrap_or(0);
     let rate = runtime.block_on(async {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::conn::closed_already;
 use super::detach::{detach_publish, own_bytes};
 use super::session::SubValue;
 use super::{Broker, ClientInfo, DropReason, retained};
@@ -48,7 +49,7 @@ impl Broker {
             None
         };
         if let Some(code) = violation {
-            let _ = conn.server.disconnect(now, Disconnect::new(code));
+            closed_already(conn.server.disconnect(now, Disconnect::new(code)));
             return;
         }
         let info = ClientInfo {
@@ -61,7 +62,8 @@ impl Broker {
         if sys || (!conn.trusted && !self.authorizer.publish(info, &publish.topic)) {
             self.stats.dropped.not_authorized += 1;
             if let Some(token) = ack {
-                let _ = conn.server.ack(now, token, ReasonCode::NotAuthorized);
+                let result = conn.server.ack(now, token, ReasonCode::NotAuthorized);
+                self.answered(id, now, result);
             }
             return;
         }
@@ -377,7 +379,7 @@ impl Broker {
             }
         }
         if let Some(conn) = self.conns.get_mut(&id) {
-            let _ = conn.server.suback(
+            let result = conn.server.suback(
                 now,
                 SubAck {
                     packet_id: subscribe.packet_id,
@@ -385,6 +387,7 @@ impl Broker {
                     reason_codes,
                 },
             );
+            self.answered(id, now, result);
         }
         for (filter, value) in retained_for {
             self.send_retained(now, key, &filter, value);
@@ -453,7 +456,7 @@ impl Broker {
             });
         }
         if let Some(conn) = self.conns.get_mut(&id) {
-            let _ = conn.server.unsuback(
+            let result = conn.server.unsuback(
                 now,
                 UnsubAck {
                     packet_id: unsubscribe.packet_id,
@@ -461,6 +464,7 @@ impl Broker {
                     reason_codes,
                 },
             );
+            self.answered(id, now, result);
         }
     }
 }

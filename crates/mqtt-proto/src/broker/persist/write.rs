@@ -384,9 +384,10 @@ impl Broker {
             conn.dep = false;
             // Its publishers send again, its subscribers get the messages on their next
             // connection (a persistent session keeps them in memory meanwhile).
-            let _ = conn
-                .server
-                .disconnect(now, Disconnect::new(ReasonCode::QuotaExceeded));
+            crate::broker::conn::closed_already(
+                conn.server
+                    .disconnect(now, Disconnect::new(ReasonCode::QuotaExceeded)),
+            );
             // The DISCONNECT depends on nothing.
             conn.released = conn.handed_out + conn.server.transmit_len() as u64;
             self.after(conn_id, now);

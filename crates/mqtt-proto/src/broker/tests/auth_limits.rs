@@ -297,3 +297,29 @@ fn limits_change_while_the_broker_runs_and_what_cannot_is_reported() {
     assert_eq!((changed.len(), fixed.len()), (1, 0));
     assert!(net.broker.open(net.now).is_some());
 }
+
+/// Continues every exchange, whatever the client can take part in.
+struct AlwaysContinue;
+
+impl crate::broker::Authenticator for AlwaysContinue {
+    fn connect(&mut self, _connect: &Connect) -> crate::broker::AuthDecision {
+        crate::broker::AuthDecision::Continue(crate::packet::AuthProperties::default())
+    }
+}
+
+#[test]
+fn an_auth_step_the_client_cannot_take_is_refused_not_left_waiting() {
+    // 3.1.1 has no AUTH packet: the broker cannot send the step, so it refuses the client at
+    // once (CONNACK Not authorized) instead of leaving it to its connect timeout.
+    let mut net = Net::new();
+    net.broker =
+        crate::broker::Broker::new(BrokerConfig::default()).with_authenticator(AlwaysContinue);
+    let c = net.connect(Net::config(Version::V3_1_1, "c"));
+    assert!(matches!(
+        net.disconnected(c),
+        Some(DisconnectReason::Refused {
+            reason_code: ReasonCode::NotAuthorized,
+            ..
+        })
+    ));
+}

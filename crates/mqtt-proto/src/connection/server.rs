@@ -1,6 +1,6 @@
 //! The server side of one connection: [`ServerConnection`].
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use super::outbound::{Inflight, Outbound};
 use super::timer::Timer;
 use super::{
     AckToken, Acked, Core, DisconnectReason, Message, OutboundAliases, ProtocolError,
-    PublishOutcome, UsageError, handle_ack,
+    PublishOutcome, ServerSide, UsageError, handle_ack,
 };
 use crate::ReasonCode;
 use crate::codec::{DecodeError, Limits};
@@ -296,9 +296,8 @@ pub enum ServerEvent {
 #[derive(Debug)]
 pub struct ServerConnection {
     config: ServerConfig,
-    core: Core,
+    core: Core<ServerSide>,
     state: ServerState,
-    events: VecDeque<ServerEvent>,
     outbound: Outbound,
     /// The CONNECT, kept only until `accept` or `refuse`.
     connect: Option<Box<Connect>>,
@@ -320,7 +319,7 @@ pub struct ServerConnection {
 impl ServerConnection {
     /// A new connection, waiting for CONNECT within the connect timeout.
     pub fn new(config: ServerConfig, now: Instant) -> Self {
-        let mut core = Core::new(Version::V5, Limits::new(config.max_packet_size));
+        let mut core = Core::<ServerSide>::new(Version::V5, Limits::new(config.max_packet_size));
         core.timers
             .set(Timer::Connect, now + config.connect_timeout);
         core.inbound.manual_ack = true;
@@ -331,7 +330,6 @@ impl ServerConnection {
             config,
             core,
             state: ServerState::AwaitingConnect,
-            events: VecDeque::new(),
             outbound: Outbound::default(),
             connect: None,
             auth_method: None,
@@ -472,7 +470,7 @@ impl ServerConnection {
 
     /// Handles the complete packets in the read buffer, until [`INPUT_BATCH`] events wait.
     fn process_input(&mut self, now: Instant) {
-        while !self.core.closed && !self.input_paused && self.events.len() < INPUT_BATCH {
+        while !self.core.closed && !self.input_paused && self.core.events.len() < INPUT_BATCH {
             // Until CONNACK, only AUTH is processed after CONNECT (MQTT-3.1.4-6); the rest
             // waits in the buffer.
             if self.state == ServerState::Authenticating
@@ -501,20 +499,15 @@ impl ServerConnection {
 
     /// Time passed: fires the timers that are due. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.core.closed {
+        let Some(reason) = self.core.expired(now) else {
             return;
+        };
+        if reason == DisconnectReason::KeepAliveTimeout && self.core.version == Version::V5 {
+            self.core.send(Packet::Disconnect(Disconnect::new(
+                ReasonCode::KeepAliveTimeout,
+            )));
         }
-        if self.core.timers.expired(Timer::Connect, now) {
-            return self.close(DisconnectReason::ConnectTimeout);
-        }
-        if self.core.timers.expired(Timer::KeepAliveExpiry, now) {
-            if self.core.version == Version::V5 {
-                self.core.send(Packet::Disconnect(Disconnect::new(
-                    ReasonCode::KeepAliveTimeout,
-                )));
-            }
-            self.close(DisconnectReason::KeepAliveTimeout);
-        }
+        self.close(reason);
     }
 
     // ---- commands ----
@@ -610,12 +603,13 @@ impl ServerConnection {
         self.outbound = session.outbound;
         self.core.inbound.awaiting_pubrel = session.awaiting_pubrel;
         let core = &mut self.core;
-        let events = &mut self.events;
+        let mut reported = Vec::new();
         self.outbound.reconnect(
             session_present,
             |packet| core.send(packet),
-            |outcome| events.push_back(ServerEvent::Delivered(outcome)),
+            |outcome| reported.push(ServerEvent::Delivered(outcome)),
         );
+        core.events.extend(reported);
         self.fill_window(now);
         // Packets the client pipelined behind its CONNECT.
         self.last_input = now;
@@ -748,22 +742,7 @@ impl ServerConnection {
         token: AckToken,
         reason_code: ReasonCode,
     ) -> Result<(), UsageError> {
-        if self.core.closed {
-            return Err(UsageError::Closed);
-        }
-        let reason = match self.core.version {
-            Version::V5 => reason_code,
-            Version::V3_1_1 => ReasonCode::Success,
-        };
-        let core = &mut self.core;
-        let mut acks = Vec::new();
-        if !core.inbound.ack_with(token, reason, |p| acks.push(p)) {
-            return Err(UsageError::UnknownAck);
-        }
-        for packet in acks {
-            core.send(packet);
-        }
-        Ok(())
+        self.core.ack(token, reason_code).map(|_| ())
     }
 
     /// Answers a SUBSCRIBE.
@@ -794,10 +773,9 @@ impl ServerConnection {
         if self.state == ServerState::Closed {
             return Err(UsageError::Closed);
         }
+        // 3.1.1 has no server DISCONNECT, and before CONNACK there is no one to send it to.
         if self.core.version == Version::V5 && self.state == ServerState::Connected {
-            let packet = Packet::Disconnect(disconnect.clone());
-            packet.encoded_len(Version::V5)?;
-            self.core.send(packet);
+            self.core.send_disconnect(&disconnect)?;
         }
         self.close(DisconnectReason::Local(disconnect));
         Ok(())
@@ -834,14 +812,10 @@ impl ServerConnection {
     /// The next event for the application. Buffered input is decoded as the events are taken
     /// (the packets it answers directly, such as PINGRESP, go to `poll_transmit` then).
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        if self.events.is_empty() && self.core.buffered() > 0 {
+        if self.core.events.is_empty() && self.core.buffered() > 0 {
             self.process_input(self.last_input);
         }
-        let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
-        event
+        self.core.poll_event()
     }
 
     /// When to call [`ServerConnection::handle_timeout`] next.
@@ -902,7 +876,7 @@ impl ServerConnection {
                     self.connect_session_expiry =
                         connect.properties.session_expiry_interval.unwrap_or(0);
                     self.connect = Some(connect.clone());
-                    self.events.push_back(ServerEvent::Connect(connect));
+                    self.core.events.push_back(ServerEvent::Connect(connect));
                     Ok(())
                 }
                 // MQTT-3.1.0-1: the first packet must be CONNECT.
@@ -910,7 +884,7 @@ impl ServerConnection {
             },
             ServerState::Authenticating => match packet {
                 Packet::Auth(auth) if self.has_auth_method() => {
-                    self.events.push_back(ServerEvent::Auth(*auth));
+                    self.core.events.push_back(ServerEvent::Auth(*auth));
                     Ok(())
                 }
                 other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
@@ -928,20 +902,22 @@ impl ServerConnection {
         let packet = match handle_ack(&mut self.core, &mut self.outbound, packet)? {
             Acked::Completed(outcome) => {
                 if self.report_delivered {
-                    self.events.push_back(ServerEvent::Delivered(outcome));
+                    self.core.events.push_back(ServerEvent::Delivered(outcome));
                 }
                 self.fill_window(now);
                 return Ok(());
             }
             Acked::Released(packet_id) => {
                 if self.report_delivered {
-                    self.events.push_back(ServerEvent::Released(packet_id));
+                    self.core.events.push_back(ServerEvent::Released(packet_id));
                 }
                 return Ok(());
             }
             Acked::Releasing(packet_id) => {
                 if self.report_delivered {
-                    self.events.push_back(ServerEvent::Releasing(packet_id));
+                    self.core
+                        .events
+                        .push_back(ServerEvent::Releasing(packet_id));
                 }
                 return Ok(());
             }
@@ -962,17 +938,22 @@ impl ServerConnection {
                     core.send(packet);
                 }
                 if let Received::Deliver(publish, ack) = received {
-                    self.events
+                    self.core
+                        .events
                         .push_back(ServerEvent::Message(Message { publish, ack }));
                 }
                 Ok(())
             }
             Packet::Subscribe(subscribe) => {
-                self.events.push_back(ServerEvent::Subscribe(subscribe));
+                self.core
+                    .events
+                    .push_back(ServerEvent::Subscribe(subscribe));
                 Ok(())
             }
             Packet::Unsubscribe(unsubscribe) => {
-                self.events.push_back(ServerEvent::Unsubscribe(unsubscribe));
+                self.core
+                    .events
+                    .push_back(ServerEvent::Unsubscribe(unsubscribe));
                 Ok(())
             }
             Packet::PingReq => {
@@ -993,7 +974,7 @@ impl ServerConnection {
                 Ok(())
             }
             Packet::Auth(auth) if self.has_auth_method() => {
-                self.events.push_back(ServerEvent::Auth(*auth));
+                self.core.events.push_back(ServerEvent::Auth(*auth));
                 Ok(())
             }
             other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
@@ -1005,13 +986,14 @@ impl ServerConnection {
             return;
         }
         let core = &mut self.core;
-        let events = &mut self.events;
+        let mut reported = Vec::new();
         self.outbound.fill_window(
             self.window,
             now,
             |publish| core.send_publish(publish),
-            |publish| events.push_back(ServerEvent::Expired(publish)),
+            |publish| reported.push(ServerEvent::Expired(publish)),
         );
+        core.events.extend(reported);
     }
 
     /// A CONNECT that cannot be decoded: an unsupported protocol gets its CONNACK (MQTT-3.1.2-2),
@@ -1045,19 +1027,13 @@ impl ServerConnection {
     /// A protocol violation by the client: DISCONNECT with its reason code first (5.0, once
     /// connected), then the event.
     fn fail(&mut self, error: ProtocolError) {
-        // What was queued before answered valid packets and still goes out, DISCONNECT last.
-        if self.core.version == Version::V5 && self.state == ServerState::Connected {
-            self.core
-                .send(Packet::Disconnect(Disconnect::new(error.reason_code())));
-        }
-        self.close(DisconnectReason::Protocol(error));
+        let reason = self.core.fail(error, self.state == ServerState::Connected);
+        self.close(reason);
     }
 
     fn close(&mut self, reason: DisconnectReason) {
-        self.core.closed = true;
-        self.core.timers.stop_all();
         self.state = ServerState::Closed;
         self.window = 0;
-        self.events.push_back(ServerEvent::Disconnected(reason));
+        self.core.close(reason);
     }
 }

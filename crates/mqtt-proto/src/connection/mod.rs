@@ -16,6 +16,7 @@ mod error;
 mod inbound;
 mod outbound;
 mod server;
+mod server_session;
 mod session;
 mod timer;
 
@@ -24,9 +25,8 @@ pub use error::{DisconnectReason, ProtocolError, UsageError};
 pub use inbound::AckToken;
 pub use outbound::PublishOutcome;
 pub(crate) use outbound::weight;
-pub use server::{
-    Enqueued, ServerConfig, ServerConnection, ServerEvent, ServerSession, ServerState,
-};
+pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerState};
+pub use server_session::{Enqueued, ServerSession};
 pub use session::{ActiveSubscription, Session, SessionDecodeError};
 
 use crate::packet::{Packet, Publish, Version};

@@ -21,8 +21,8 @@ pub struct BrokerConfig {
     /// Whether shared subscriptions are supported (default true).
     pub shared_subscriptions: bool,
     /// The most messages queued for a disconnected session (default 100,000). QoS 0 messages
-    /// make room first; beyond that new messages are dropped, counted in [`Dropped::queue_full`]
-    /// and reported ([`BrokerEvent::MessagesDropped`]).
+    /// make room first; beyond that new messages are dropped, counted in [`Dropped::queue_full`](super::Dropped::queue_full)
+    /// and reported ([`BrokerEvent::MessagesDropped`](super::BrokerEvent::MessagesDropped)).
     pub max_session_queue: usize,
     /// Like `max_session_queue`, in bytes of messages kept for one disconnected session
     /// (default 64 MiB; a message weighs its payload, topic and properties plus about 170 bytes
@@ -32,7 +32,7 @@ pub struct BrokerConfig {
     /// enough for 100,000 disconnected sessions holding 100 messages of 64 B each, which weigh
     /// 229 bytes apiece here and take 250 bytes of heap, 2.5 GB in all). A
     /// disconnected session's message that does not fit is dropped and counted in
-    /// [`Dropped::memory_budget`]; for a connected one, the publishers feeding it are held back
+    /// [`Dropped::memory_budget`](super::Dropped::memory_budget); for a connected one, the publishers feeding it are held back
     /// as when its own queue is full.
     pub max_total_queued_bytes: usize,
     /// The most sessions, connected or not (default 1,000,000). A client that would start one
@@ -58,7 +58,7 @@ pub struct BrokerConfig {
     /// sessions without Clean Session get this.
     pub max_session_expiry: u32,
     /// The most retained messages (default 100,000); new topics beyond it are not retained
-    /// (the message is still delivered; counted in [`Dropped::retained`]).
+    /// (the message is still delivered; counted in [`Dropped::retained`](super::Dropped::retained)).
     pub max_retained: usize,
     /// The most bytes retained messages may take (default 256 MiB; each weighs its topic,
     /// payload and properties plus 256 bytes of bookkeeping); a message that would go beyond is

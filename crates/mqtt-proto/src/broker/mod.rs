@@ -1,5 +1,6 @@
-//! The broker: a [`Broker`] router over one [`ServerConnection`] per network connection, with
-//! no I/O.
+//! The broker: a [`Broker`] router over one
+//! [`ServerConnection`](crate::connection::ServerConnection) per network connection, with no
+//! I/O.
 //!
 //! The router keeps sessions by client identifier (with session expiry and 3.1.1 clean
 //! sessions), a subscription tree (wildcards, `$` topics, shared subscriptions, subscription

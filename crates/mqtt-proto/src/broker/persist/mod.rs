@@ -1,7 +1,7 @@
 //! Durability, with no I/O: the broker's lasting state as records a store keeps, changed in
 //! batches the driver makes durable, and given back at start.
 //!
-//! Turned on by [`Broker::restore`] (with whatever a store holds, nothing the first time).
+//! Turned on by [`Broker::restore`](crate::broker::Broker::restore) (with whatever a store holds, nothing the first time).
 //! From then on, what must survive a crash is recorded as [`StoreOp`]s:
 //!
 //! | key | value | kept for |
@@ -18,12 +18,12 @@
 //! Sessions with a Session Expiry Interval of 0 (3.1.1 Clean Session) are never written and
 //! cost nothing.
 //!
-//! **Nothing goes out before what it tells of is durable.** [`Broker::poll_store`] seals the
+//! **Nothing goes out before what it tells of is durable.** [`Broker::poll_store`](crate::broker::Broker::poll_store) seals the
 //! changes made since the last call into a [`StoreBatch`]; every connection's output produced
 //! until then (PUBACK/PUBREC to publishers, messages to subscribers, CONNACK and SUBACK) is held
-//! until [`Broker::handle_stored`] says the batch is durable, so one `fsync` covers a whole turn
+//! until [`Broker::handle_stored`](crate::broker::Broker::handle_stored) says the batch is durable, so one `fsync` covers a whole turn
 //! of the driver (group commit). While no change waits, output is not held at all. When a
-//! batch cannot be stored ([`Broker::handle_store_failed`]), the output that depended on it is
+//! batch cannot be stored ([`Broker::handle_store_failed`](crate::broker::Broker::handle_store_failed)), the output that depended on it is
 //! discarded and those connections are closed (their publishers send again, their subscribers
 //! get the messages on their next connection); the changes are kept for the next batch.
 //!
@@ -79,8 +79,8 @@ impl StoreOp {
     }
 }
 
-/// Changes to apply atomically, then report with [`Broker::handle_stored`] (or
-/// [`Broker::handle_store_failed`]), in the order the batches came.
+/// Changes to apply atomically, then report with [`Broker::handle_stored`](crate::broker::Broker::handle_stored) (or
+/// [`Broker::handle_store_failed`](crate::broker::Broker::handle_store_failed)), in the order the batches came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreBatch {
     /// Its number, increasing.
@@ -89,7 +89,7 @@ pub struct StoreBatch {
     pub ops: Vec<StoreOp>,
 }
 
-/// What [`Broker::restore`] found.
+/// What [`Broker::restore`](crate::broker::Broker::restore) found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RestoreReport {
@@ -110,7 +110,7 @@ pub struct RestoreReport {
     pub skipped: Vec<String>,
 }
 
-/// Why [`Broker::restore`] refused.
+/// Why [`Broker::restore`](crate::broker::Broker::restore) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RestoreError {

@@ -51,11 +51,11 @@ pub(crate) mod tree;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
+use rustc_hash::FxBuildHasher;
 
 pub use auth::{AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, ClientInfo};
 pub use config::BrokerConfig;
@@ -152,28 +152,6 @@ enum TimerKey {
     DropReport,
 }
 
-/// Hashes the connection numbers the broker assigns itself (sequential, never chosen by a peer,
-/// so there is no flooding to defend against): one multiplication instead of SipHash, several
-/// times per packet.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
 pub struct Broker {
     config: BrokerConfig,
@@ -183,7 +161,7 @@ pub struct Broker {
     authorizer: Box<dyn Authorizer>,
     // Boxed so the maps hold pointers: idle connections and sessions are what a broker has most
     // of, and hash tables keep spare capacity.
-    conns: HashMap<u64, Box<Conn>, BuildHasherDefault<IdHasher>>,
+    conns: HashMap<u64, Box<Conn>, FxBuildHasher>,
     next_conn: u64,
     sessions: Vec<Option<Box<BrokerSession>>>,
     free_sessions: Vec<u32>,

@@ -305,3 +305,23 @@ fn garbage_from_one_client_leaves_the_others_untouched() {
     net.publish(publisher, "t", "still", QoS::AtLeastOnce);
     assert_eq!(payloads(&net.messages(sub)), ["still"]);
 }
+
+#[test]
+fn qos0_messages_for_an_offline_session_are_queued_not_dropped() {
+    // The specification allows dropping them (section 4.1); this broker queues them like
+    // QoS 1 and 2, so that only a full queue or budget drops one, and counts it there.
+    let mut net = Net::new();
+    let mut config = Net::config(Version::V5, "sub");
+    config.clean_start = false;
+    config.properties.session_expiry_interval = Some(600);
+    let sub = net.connect(config);
+    net.subscribe(sub, "q", QoS::AtLeastOnce);
+    net.drop_transport(sub);
+    let publisher = net.join(Version::V5, "pub");
+    net.publish(publisher, "q", "zero", QoS::AtMostOnce);
+    let sub = net.reconnect(sub);
+    let messages = net.messages(sub);
+    assert_eq!(payloads(&messages), ["zero"]);
+    assert_eq!(messages[0].qos, QoS::AtMostOnce);
+    assert_eq!(net.broker.stats().dropped, Default::default());
+}

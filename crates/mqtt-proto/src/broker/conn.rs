@@ -12,6 +12,7 @@ use crate::ReasonCode;
 use crate::connection::{ServerConfig, ServerConnection, ServerEvent, ServerState, UsageError};
 use crate::packet::{ConnAckProperties, Disconnect, Will};
 
+/// One network connection: its protocol state machine and what the broker notes about it.
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) server: ServerConnection,
@@ -55,6 +56,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// A connection that has not sent anything yet.
     pub(super) fn new(config: &ServerConfig, now: Instant) -> Self {
         Self {
             server: {

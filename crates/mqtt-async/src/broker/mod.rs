@@ -7,7 +7,6 @@
 //! stalls the others.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -26,6 +25,7 @@ use mqtt_proto::connection::DisconnectReason;
 use mqtt_proto::packet::ByteString;
 /// The packets an [`Authenticator`] decides on.
 pub use mqtt_proto::packet::{Auth, AuthProperties, Connect};
+use rustc_hash::FxBuildHasher;
 pub use store::{FileStore, MemoryStore, Store, StoreError, SyncPolicy};
 
 use crate::Error;
@@ -711,27 +711,6 @@ impl Router {
     }
 }
 
-/// Hashes connection identifiers, which the broker assigns itself (never chosen by a peer, so
-/// there is nothing to defend against): one multiplication instead of SipHash per chunk.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
 /// Runs `authenticator` on a thread of its own: requests come from the router, decisions go
 /// back to it. The thread ends when the router drops the sender. `None` when no thread can be
 /// started (the broker then refuses the clients it cannot ask about).
@@ -930,10 +909,10 @@ struct Router {
     store: Option<StoreThread>,
     /// Where authentication requests go, when there is an authenticator.
     auth: Option<Sender<AuthWork>>,
-    outputs: HashMap<ConnectionId, Arc<Outbox>, BuildHasherDefault<IdHasher>>,
+    outputs: HashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     on_event: Option<EventHook>,
     /// Each connection's address, kept only when there is a hook to tell.
-    peers: HashMap<ConnectionId, PeerAddr, BuildHasherDefault<IdHasher>>,
+    peers: HashMap<ConnectionId, PeerAddr, FxBuildHasher>,
     bridges: Vec<bridge::Running>,
     /// The `$SYS` topics, unless turned off.
     sys: Option<sys::SysTopics>,

@@ -78,6 +78,7 @@ pub trait Authenticator: Send {
     /// The client sent AUTH: the next step of an exchange `connect` continued, or a
     /// re-authentication. The default refuses enhanced authentication.
     fn auth(&mut self, client: ClientInfo<'_>, auth: &Auth) -> AuthDecision {
+        // Named for the documentation, unused by this default.
         let _ = (client, auth);
         AuthDecision::Refuse(ReasonCode::BadAuthenticationMethod)
     }
@@ -97,6 +98,7 @@ pub trait Authorizer: Send {
     /// A disconnected session's user name is the one it last connected with (none after a
     /// restart of the broker, until it connects again).
     fn deliver(&self, client: ClientInfo<'_>, topic: &str) -> bool {
+        // Named for the documentation, unused by this default.
         let _ = (client, topic);
         true
     }

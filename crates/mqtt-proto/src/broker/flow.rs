@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 
+use super::conn::closed_already;
 use super::{Broker, BrokerEvent, DropReason, TimerKey};
 use crate::ReasonCode;
 use crate::connection::AckToken;
@@ -155,8 +156,8 @@ impl Broker {
         let jammed = std::mem::take(&mut self.flow.jammed);
         if jammed.is_empty() {
             if let Some(conn) = self.conns.get_mut(&id) {
-                // Refused only for a connection that closed meanwhile: nothing to tell then.
-                let _ = conn.server.ack(now, token, code);
+                let result = conn.server.ack(now, token, code);
+                self.answered(id, now, result);
             }
             self.flow.jammed = jammed;
             return;
@@ -178,7 +179,8 @@ impl Broker {
             return;
         };
         if waiting == 0 {
-            let _ = conn.server.ack(now, token, code);
+            let result = conn.server.ack(now, token, code);
+            self.answered(id, now, result);
             return;
         }
         self.flow.held.insert(
@@ -225,11 +227,12 @@ impl Broker {
                 continue;
             };
             conn.held = conn.held.saturating_sub(1);
-            // Refused only when the publisher's connection closed: it sends the message again.
-            let _ = conn.server.ack(now, held.token, held.code);
+            // A publisher's connection that closed meanwhile sends the message again.
+            let result = conn.server.ack(now, held.token, held.code);
             if conn.paused & PAUSED_HELD != 0 && conn.held < limit {
                 self.flow.kicked.push(held.conn);
             }
+            self.answered(held.conn, now, result);
             self.mark_ready(held.conn);
         }
     }
@@ -268,10 +271,11 @@ impl Broker {
         }
         self.stats.congestion_disconnects += 1;
         if let Some(conn) = self.conns.get_mut(&id) {
-            // Refused only when already closed, and then the queue is released below anyway.
-            let _ = conn
-                .server
-                .disconnect(now, Disconnect::new(ReasonCode::QuotaExceeded));
+            // Already closed or not, the queue is released below.
+            closed_already(
+                conn.server
+                    .disconnect(now, Disconnect::new(ReasonCode::QuotaExceeded)),
+            );
             self.after(id, now);
         }
         self.release(id, now);

@@ -1,5 +1,6 @@
-//! The broker: a [`Broker`] router over one [`ServerConnection`] per network connection, with
-//! no I/O.
+//! The broker: a [`Broker`] router over one
+//! [`ServerConnection`](crate::connection::ServerConnection) per network connection, with no
+//! I/O.
 //!
 //! The router keeps sessions by client identifier (with session expiry and 3.1.1 clean
 //! sessions), a subscription tree (wildcards, `$` topics, shared subscriptions, subscription
@@ -34,36 +35,39 @@
 //! ```
 
 mod auth;
+mod config;
+mod conn;
 mod connect;
 mod detach;
+mod expiry;
 mod flow;
 mod persist;
 mod retained;
 mod route;
 mod session;
+mod small_map;
 mod stats;
 pub(crate) mod tree;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
+use rustc_hash::FxBuildHasher;
 
 pub use auth::{AllowAll, AuthDecision, AuthRequest, Authenticator, Authorizer, ClientInfo};
+pub use config::BrokerConfig;
 pub use persist::{RestoreError, RestoreReport, STORE_FORMAT, StoreBatch, StoreOp};
 pub use route::SYS_PREFIX;
 pub use stats::{DropReason, Dropped, Stats};
 
 use crate::ReasonCode;
-use crate::connection::{
-    DisconnectReason, ServerConfig, ServerConnection, ServerEvent, UsageError,
-};
-use crate::packet::{Disconnect, Publish, QoS, Will};
+use crate::connection::{DisconnectReason, UsageError};
+use crate::packet::{Disconnect, Publish};
 use crate::topic;
-use connect::will_publish;
+use conn::Conn;
 use retained::RetainedStore;
 use session::{BrokerSession, SubValue};
 use tree::SubscriptionTree;
@@ -71,87 +75,6 @@ use tree::SubscriptionTree;
 /// Identifies one network connection of a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(u64);
-
-/// The broker's limits and features. Every limit has a safe default.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BrokerConfig {
-    /// Per-connection limits (packet size, receive maximum, topic aliases, keep alive, queue).
-    pub connection: ServerConfig,
-    /// The most simultaneous connections (default 10,000); `open` refuses more.
-    pub max_connections: usize,
-    /// The highest QoS accepted and granted (default 2).
-    pub max_qos: QoS,
-    /// Whether retained messages are supported (default true).
-    pub retain_available: bool,
-    /// Whether shared subscriptions are supported (default true).
-    pub shared_subscriptions: bool,
-    /// The most messages queued for a disconnected session (default 100,000). QoS 0 messages
-    /// make room first; beyond that new messages are dropped, counted in [`Dropped::queue_full`]
-    /// and reported ([`BrokerEvent::MessagesDropped`]).
-    pub max_session_queue: usize,
-    /// Like `max_session_queue`, in bytes of messages kept for one disconnected session
-    /// (default 64 MiB; a message weighs its payload, topic and properties plus about 170 bytes
-    /// of bookkeeping).
-    pub max_session_queue_bytes: usize,
-    /// Bytes of messages kept for all sessions together, connected or not (default 3 GiB:
-    /// enough for 100,000 disconnected sessions holding 100 messages of 64 B each, which weigh
-    /// 229 bytes apiece here and take 250 bytes of heap, 2.5 GB in all). A
-    /// disconnected session's message that does not fit is dropped and counted in
-    /// [`Dropped::memory_budget`]; for a connected one, the publishers feeding it are held back
-    /// as when its own queue is full.
-    pub max_total_queued_bytes: usize,
-    /// The most sessions, connected or not (default 1,000,000). A client that would start one
-    /// more is refused (5.0: 0x97 Quota exceeded; 3.1.1: server unavailable).
-    pub max_sessions: usize,
-    /// How long a connected client's full queue may hold back the publishers that feed it
-    /// before the client is disconnected (5.0: 0x97 Quota exceeded) and its messages stay in
-    /// its session, if the session persists (default 30 s).
-    ///
-    /// When a client's queue is full (`connection.max_queued` messages, or
-    /// `connection.max_queued_bytes`), the broker does not drop what it acknowledged: it keeps
-    /// the message and withholds the PUBACK/PUBREC of the publishers feeding that client until
-    /// the queue has room again (3.1.1 publishers with more than `connection.receive_maximum`
-    /// messages held back are not read at all meanwhile). One slow subscriber slows down the
-    /// publishers that feed it, for at most this long at a stretch.
-    pub congestion_timeout: Duration,
-    /// Bytes that packets being received may take in total (default 256 MiB). Packets above
-    /// 16 KiB reserve their announced size when their fixed header arrives; a connection whose
-    /// packet does not fit is not read until others complete. A packet larger than this is
-    /// refused as too large, whatever `connection.max_packet_size` says.
-    pub max_incoming_bytes: usize,
-    /// The longest Session Expiry Interval granted, in seconds (default: one day). 3.1.1
-    /// sessions without Clean Session get this.
-    pub max_session_expiry: u32,
-    /// The most retained messages (default 100,000); new topics beyond it are not retained
-    /// (the message is still delivered; counted in [`Dropped::retained`]).
-    pub max_retained: usize,
-    /// The most bytes retained messages may take (default 256 MiB; each weighs its topic,
-    /// payload and properties plus 256 bytes of bookkeeping); a message that would go beyond is
-    /// not retained, like one beyond `max_retained`.
-    pub max_retained_bytes: usize,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            connection: ServerConfig::default(),
-            max_connections: 10_000,
-            max_qos: QoS::ExactlyOnce,
-            retain_available: true,
-            shared_subscriptions: true,
-            max_session_queue: 100_000,
-            max_session_queue_bytes: 64 * 1024 * 1024,
-            max_total_queued_bytes: 3 * 1024 * 1024 * 1024,
-            max_sessions: 1_000_000,
-            congestion_timeout: Duration::from_secs(30),
-            max_incoming_bytes: 256 * 1024 * 1024,
-            max_session_expiry: 24 * 60 * 60,
-            max_retained: 100_000,
-            max_retained_bytes: 256 * 1024 * 1024,
-        }
-    }
-}
 
 /// Client identifiers that start with this are the broker's own (its bridges' local sessions,
 /// `$bridge/NAME`): a client that is not [trusted](Broker::set_trusted) and asks for one is
@@ -229,70 +152,6 @@ enum TimerKey {
     DropReport,
 }
 
-/// Hashes the connection numbers the broker assigns itself (sequential, never chosen by a peer,
-/// so there is no flooding to defend against): one multiplication instead of SipHash, several
-/// times per packet.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-#[derive(Debug)]
-struct Conn {
-    server: ServerConnection,
-    session: Option<u32>,
-    client_id: Option<ByteString>,
-    username: Option<ByteString>,
-    /// The identity its transport proved (a TLS client certificate's name): its user name,
-    /// whatever its CONNECT says, and authentication enough (see [`Broker::set_identity`]).
-    identity: Option<ByteString>,
-    /// A connection of the driver's own (a bridge's local side): see [`Broker::set_trusted`].
-    trusted: bool,
-    /// Its CONNECT said it is a bridge ([`Connect::bridge`](crate::packet::Connect::bridge)).
-    bridge: bool,
-    will: Option<Box<Will>>,
-    /// The deadline this connection has in the timer heap, if any.
-    timer: Option<Instant>,
-    ready: bool,
-    closed: bool,
-    /// Acknowledgements of this client's messages held back (see [`flow`]).
-    held: u32,
-    /// Why its input is held back: a set of `flow::PAUSED_*` bits.
-    paused: u8,
-    /// Whether the driver was last told to read it.
-    reading: bool,
-    /// Bytes reserved in `max_incoming_bytes` for the packet it is receiving, and the count of
-    /// its received packets when they were: the packet is complete once that count moves.
-    reserved: usize,
-    reserved_at: u64,
-    /// The weight of its queue as last counted in the broker-wide total.
-    accounted: usize,
-    /// A deferred authentication step waits for [`Broker::authenticated`].
-    auth_pending: bool,
-    /// Output bytes handed out so far, and how far output may go (with persistence on: output
-    /// waits for what it tells of to be durable).
-    handed_out: u64,
-    released: u64,
-    /// Its output depends on changes not yet sealed into a batch.
-    dep: bool,
-    /// Sealed batches its output waits for.
-    holds: u32,
-}
-
 /// A complete small MQTT broker with no I/O: see the [module documentation](self).
 pub struct Broker {
     config: BrokerConfig,
@@ -302,7 +161,7 @@ pub struct Broker {
     authorizer: Box<dyn Authorizer>,
     // Boxed so the maps hold pointers: idle connections and sessions are what a broker has most
     // of, and hash tables keep spare capacity.
-    conns: HashMap<u64, Box<Conn>, BuildHasherDefault<IdHasher>>,
+    conns: HashMap<u64, Box<Conn>, FxBuildHasher>,
     next_conn: u64,
     sessions: Vec<Option<Box<BrokerSession>>>,
     free_sessions: Vec<u32>,
@@ -385,71 +244,6 @@ impl Broker {
         self
     }
 
-    /// Takes the limits of `new` that can change while the broker runs, and says what changed
-    /// (`"max_connections: 10000 -> 200"`) and what needs a restart to change. They apply from
-    /// now on: to connections opened from now on (`connection.receive_maximum`, `max_queued`,
-    /// `max_queued_bytes`, `max_inflight_v311`, `max_keep_alive`, `connect_timeout`,
-    /// `topic_alias_maximum`), to connections and sessions counted from now on
-    /// (`max_connections`, `max_sessions`), and to messages queued or retained from now on
-    /// (`max_session_queue`, `max_session_queue_bytes`, `max_total_queued_bytes`,
-    /// `max_retained`, `max_retained_bytes`, `congestion_timeout`, `max_session_expiry`).
-    /// What sessions were granted and announced stays (`max_qos`, `retain_available`,
-    /// `shared_subscriptions`), and so does what sizes the incoming budget
-    /// (`max_incoming_bytes`, `connection.max_packet_size`): those are reported in the second
-    /// list and not changed.
-    pub fn set_limits(&mut self, new: &BrokerConfig) -> (Vec<String>, Vec<&'static str>) {
-        let mut changed = Vec::new();
-        let mut fixed = Vec::new();
-        macro_rules! take {
-            ($($field:ident).+) => {
-                if self.config.$($field).+ != new.$($field).+ {
-                    changed.push(format!(
-                        "{}: {:?} -> {:?}",
-                        stringify!($($field).+).replace(' ', ""),
-                        self.config.$($field).+,
-                        new.$($field).+
-                    ));
-                    self.config.$($field).+ = new.$($field).+.clone();
-                }
-            };
-        }
-        macro_rules! keep {
-            ($($field:ident).+) => {
-                if self.config.$($field).+ != new.$($field).+ {
-                    fixed.push(stringify!($($field).+));
-                }
-            };
-        }
-        take!(max_connections);
-        take!(max_sessions);
-        take!(max_session_queue);
-        take!(max_session_queue_bytes);
-        take!(max_total_queued_bytes);
-        take!(max_retained);
-        take!(max_retained_bytes);
-        take!(congestion_timeout);
-        take!(max_session_expiry);
-        take!(connection.receive_maximum);
-        take!(connection.max_queued);
-        take!(connection.max_queued_bytes);
-        take!(connection.max_inflight_v311);
-        take!(connection.max_keep_alive);
-        take!(connection.connect_timeout);
-        take!(connection.topic_alias_maximum);
-        keep!(max_qos);
-        keep!(retain_available);
-        keep!(shared_subscriptions);
-        keep!(max_incoming_bytes);
-        let packet_size = new
-            .connection
-            .max_packet_size
-            .min(u32::try_from(self.config.max_incoming_bytes).unwrap_or(u32::MAX));
-        if packet_size.max(2) != self.config.connection.max_packet_size {
-            fixed.push("connection.max_packet_size");
-        }
-        (changed, fixed)
-    }
-
     /// Replaces the authorizer while the broker runs (a reloaded ACL file): from the next
     /// PUBLISH, SUBSCRIBE or will on, connected clients too are judged by it. Subscriptions
     /// made before stay.
@@ -512,37 +306,8 @@ impl Broker {
         }
         let id = self.next_conn;
         self.next_conn += 1;
-        self.conns.insert(
-            id,
-            Box::new(Conn {
-                server: {
-                    let mut server = ServerConnection::new(self.config.connection.clone(), now);
-                    server.report_delivered = false;
-                    server
-                },
-                session: None,
-                client_id: None,
-                username: None,
-                identity: None,
-                trusted: false,
-                bridge: false,
-                will: None,
-                timer: None,
-                ready: false,
-                closed: false,
-                held: 0,
-                paused: 0,
-                reading: true,
-                reserved: 0,
-                reserved_at: 0,
-                accounted: 0,
-                auth_pending: false,
-                handed_out: 0,
-                released: 0,
-                dep: false,
-                holds: 0,
-            }),
-        );
+        self.conns
+            .insert(id, Box::new(Conn::new(&self.config.connection, now)));
         self.after(id, now);
         Some(ConnectionId(id))
     }
@@ -609,24 +374,8 @@ impl Broker {
                         self.after(id, now);
                     }
                 }
-                TimerKey::Will(key) => {
-                    let due = self
-                        .session_mut(key)
-                        .and_then(|s| s.pending_will.take_if(|pending| pending.1 <= now));
-                    if let Some(pending) = due {
-                        let (will, _) = *pending;
-                        self.route(now, None, will_publish(will));
-                        self.store_session(key, now);
-                    }
-                }
-                TimerKey::SessionExpiry(key) => {
-                    let expired = self.session_mut(key).is_some_and(|s| {
-                        s.connection.is_none() && s.expires_at.is_some_and(|at| at <= now)
-                    });
-                    if expired {
-                        self.end_session(now, key);
-                    }
-                }
+                TimerKey::Will(key) => self.will_timeout(key, now),
+                TimerKey::SessionExpiry(key) => self.session_expiry_timeout(key, now),
                 TimerKey::Congestion(id) => self.congestion_timeout(id, now),
                 TimerKey::DropReport => self.report_drops(now),
             }
@@ -655,8 +404,7 @@ impl Broker {
     /// Disconnects a client (5.0 clients get a DISCONNECT with `reason_code` first).
     pub fn disconnect(&mut self, connection: ConnectionId, now: Instant, reason_code: ReasonCode) {
         if let Some(conn) = self.conns.get_mut(&connection.0) {
-            // Refused only once the connection is closed, which is what was asked.
-            let _ = conn.server.disconnect(now, Disconnect::new(reason_code));
+            conn::closed_already(conn.server.disconnect(now, Disconnect::new(reason_code)));
             self.after(connection.0, now);
         }
         self.settle(now);
@@ -777,110 +525,6 @@ impl Broker {
     /// When to call [`Broker::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
-    }
-
-    // ---- internals ----
-
-    fn session_mut(&mut self, key: u32) -> Option<&mut BrokerSession> {
-        self.sessions
-            .get_mut(key as usize)
-            .and_then(Option::as_mut)
-            .map(|s| &mut **s)
-    }
-
-    fn session(&self, key: u32) -> Option<&BrokerSession> {
-        self.sessions
-            .get(key as usize)
-            .and_then(Option::as_ref)
-            .map(|s| &**s)
-    }
-
-    /// After anything touched connection `id`: handle its events, note pending output, keep its
-    /// timer registered.
-    fn after(&mut self, id: u64, now: Instant) {
-        loop {
-            let Some(event) = self.conns.get_mut(&id).and_then(|c| c.server.poll_event()) else {
-                break;
-            };
-            self.on_event(id, now, event);
-        }
-        self.flow_after(id, now);
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.server.has_transmit() && !conn.ready {
-            conn.ready = true;
-            self.ready.push_back(id);
-        }
-        if self.persist.is_some() && conn.server.has_transmit() {
-            self.note_output(id);
-        }
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if let Some(deadline) = conn.server.poll_timeout()
-            && conn.timer.is_none_or(|registered| deadline < registered)
-        {
-            // Later deadlines need no new entry: the earlier one fires, does nothing, and
-            // registers the current deadline then.
-            conn.timer = Some(deadline);
-            self.timers
-                .push(Reverse((deadline, TimerKey::Connection(id))));
-        }
-    }
-
-    fn mark_ready(&mut self, id: u64) {
-        if let Some(conn) = self.conns.get_mut(&id)
-            && conn.server.has_transmit()
-        {
-            if !conn.ready {
-                conn.ready = true;
-                self.ready.push_back(id);
-            }
-            if self.persist.is_some() {
-                self.note_output(id);
-            }
-        }
-    }
-
-    fn on_event(&mut self, id: u64, now: Instant, event: ServerEvent) {
-        match event {
-            ServerEvent::Connect(connect) => self.on_connect(id, now, *connect),
-            ServerEvent::Auth(auth) => self.on_auth(id, now, auth),
-            ServerEvent::Message(message) => self.on_message(id, now, message),
-            ServerEvent::Subscribe(subscribe) => self.on_subscribe(id, now, subscribe),
-            ServerEvent::Unsubscribe(unsubscribe) => self.on_unsubscribe(id, now, unsubscribe),
-            ServerEvent::Delivered(outcome) => {
-                if let Some(key) = self.conns.get(&id).and_then(|c| c.session) {
-                    self.unstore_queued(key, outcome.packet_id);
-                }
-            }
-            ServerEvent::Released(packet_id) => {
-                if let Some(key) = self.conns.get(&id).and_then(|c| c.session) {
-                    self.store_pubrel(key, packet_id, false);
-                }
-            }
-            ServerEvent::Releasing(packet_id) => {
-                if let Some(key) = self.conns.get(&id).and_then(|c| c.session) {
-                    self.store_releasing(key, packet_id);
-                }
-            }
-            ServerEvent::Expired(publish) => {
-                self.stats.dropped.expired += 1;
-                if let (Some(key), Some(packet_id)) = (
-                    self.conns.get(&id).and_then(|c| c.session),
-                    publish.packet_id,
-                ) {
-                    self.unstore_queued(key, packet_id);
-                }
-            }
-            ServerEvent::Disconnected(reason) => self.on_closed(id, now, reason),
-        }
-    }
-
-    fn client_info(&self, id: u64) -> Option<(ByteString, Option<ByteString>)> {
-        let conn = self.conns.get(&id)?;
-        Some((conn.client_id.clone()?, conn.username.clone()))
     }
 }
 

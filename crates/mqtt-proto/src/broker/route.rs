@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::conn::closed_already;
 use super::detach::{detach_publish, own_bytes};
 use super::session::SubValue;
 use super::{Broker, ClientInfo, DropReason, retained};
@@ -48,7 +49,7 @@ impl Broker {
             None
         };
         if let Some(code) = violation {
-            let _ = conn.server.disconnect(now, Disconnect::new(code));
+            closed_already(conn.server.disconnect(now, Disconnect::new(code)));
             return;
         }
         let info = ClientInfo {
@@ -61,7 +62,8 @@ impl Broker {
         if sys || (!conn.trusted && !self.authorizer.publish(info, &publish.topic)) {
             self.stats.dropped.not_authorized += 1;
             if let Some(token) = ack {
-                let _ = conn.server.ack(now, token, ReasonCode::NotAuthorized);
+                let result = conn.server.ack(now, token, ReasonCode::NotAuthorized);
+                self.answered(id, now, result);
             }
             return;
         }
@@ -226,6 +228,70 @@ impl Broker {
         &mut self,
         now: Instant,
         key: u32,
+        publish: Publish,
+        owned: &mut Option<(TopicName, Bytes)>,
+    ) {
+        let Some(session) = self.session(key) else {
+            return;
+        };
+        match session.connection {
+            Some(id) => self.deliver_connected(now, key, id, publish, owned),
+            None => self.deliver_offline(now, key, publish, owned),
+        }
+    }
+
+    /// Hands a message to the connection of session `key`.
+    fn deliver_connected(
+        &mut self,
+        now: Instant,
+        key: u32,
+        id: u64,
+        mut publish: Publish,
+        owned: &mut Option<(TopicName, Bytes)>,
+    ) {
+        let payload = publish.payload.len() as u64;
+        let qos = publish.qos as usize;
+        let Some(session) = self.sessions.get(key as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.server.would_queue(&publish) {
+            own_bytes(&mut publish, owned);
+        }
+        let stored = session.stored && publish.qos != QoS::AtMostOnce;
+        let copy = stored.then(|| publish.clone());
+        // A message for a stored session goes out once its record is durable.
+        let stamp = if stored {
+            self.persist.as_deref().map_or(0, |p| p.next_batch())
+        } else {
+            0
+        };
+        match conn.server.publish_stamped(now, publish, stamp) {
+            Ok(packet_id) => {
+                self.stats.messages_out += 1;
+                bump(&mut self.stats.messages_out_by_qos, qos);
+                self.stats.bytes_out += payload;
+                if let Some(mut copy) = copy {
+                    // Recorded before the PUBLISH may go out (see `persist`).
+                    copy.packet_id = packet_id;
+                    self.store_queued(key, now, &copy);
+                }
+                self.mark_ready(id);
+                self.note_delivered(id, now);
+            }
+            Err(UsageError::PacketTooLarge { .. }) => self.stats.dropped.too_large += 1,
+            // The connection is closing: it can take nothing more.
+            Err(_) => self.stats.dropped.queue_full += 1,
+        }
+    }
+
+    /// Queues a message in disconnected session `key`, if its limits and the broker's allow.
+    fn deliver_offline(
+        &mut self,
+        now: Instant,
+        key: u32,
         mut publish: Publish,
         owned: &mut Option<(TopicName, Bytes)>,
     ) {
@@ -234,40 +300,6 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(key as usize).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(id) = session.connection {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            if conn.server.would_queue(&publish) {
-                own_bytes(&mut publish, owned);
-            }
-            let stored = session.stored && publish.qos != QoS::AtMostOnce;
-            let copy = stored.then(|| publish.clone());
-            // A message for a stored session goes out once its record is durable.
-            let stamp = if stored {
-                self.persist.as_deref().map_or(0, |p| p.next_batch())
-            } else {
-                0
-            };
-            match conn.server.publish_stamped(now, publish, stamp) {
-                Ok(packet_id) => {
-                    self.stats.messages_out += 1;
-                    bump(&mut self.stats.messages_out_by_qos, qos);
-                    self.stats.bytes_out += payload;
-                    if let Some(mut copy) = copy {
-                        // Recorded before the PUBLISH may go out (see `persist`).
-                        copy.packet_id = packet_id;
-                        self.store_queued(key, now, &copy);
-                    }
-                    self.mark_ready(id);
-                    self.note_delivered(id, now);
-                }
-                Err(UsageError::PacketTooLarge { .. }) => self.stats.dropped.too_large += 1,
-                // The connection is closing: it can take nothing more.
-                Err(_) => self.stats.dropped.queue_full += 1,
-            }
-            return;
-        }
         own_bytes(&mut publish, owned);
         let stored = session.stored && publish.qos != QoS::AtMostOnce;
         let copy = stored.then(|| publish.clone());
@@ -377,7 +409,7 @@ impl Broker {
             }
         }
         if let Some(conn) = self.conns.get_mut(&id) {
-            let _ = conn.server.suback(
+            let result = conn.server.suback(
                 now,
                 SubAck {
                     packet_id: subscribe.packet_id,
@@ -385,6 +417,7 @@ impl Broker {
                     reason_codes,
                 },
             );
+            self.answered(id, now, result);
         }
         for (filter, value) in retained_for {
             self.send_retained(now, key, &filter, value);
@@ -453,7 +486,7 @@ impl Broker {
             });
         }
         if let Some(conn) = self.conns.get_mut(&id) {
-            let _ = conn.server.unsuback(
+            let result = conn.server.unsuback(
                 now,
                 UnsubAck {
                     packet_id: unsubscribe.packet_id,
@@ -461,6 +494,7 @@ impl Broker {
                     reason_codes,
                 },
             );
+            self.answered(id, now, result);
         }
     }
 }

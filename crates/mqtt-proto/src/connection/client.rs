@@ -1,6 +1,5 @@
 //! The client side: [`ClientConnection`].
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -10,8 +9,8 @@ use super::inbound::Received;
 use super::session::Request;
 use super::timer::Timer;
 use super::{
-    AckToken, Acked, Core, DisconnectReason, OutboundAliases, ProtocolError, PublishOutcome,
-    Session, UsageError, handle_ack,
+    AckToken, Acked, ClientSide, Core, DisconnectReason, OutboundAliases, ProtocolError,
+    PublishOutcome, Session, UsageError, handle_ack,
 };
 use crate::ReasonCode;
 use crate::codec::Limits;
@@ -166,10 +165,9 @@ pub enum ClientEvent {
 #[derive(Debug)]
 pub struct ClientConnection {
     config: ClientConfig,
-    core: Core,
+    core: Core<ClientSide>,
     session: Session,
     state: ClientState,
-    events: VecDeque<ClientEvent>,
     session_present: bool,
     connack: Option<Box<ConnAckProperties>>,
     /// The keep alive in force (the server's, if it sent one).
@@ -192,7 +190,7 @@ impl ClientConnection {
     /// `clean_start: false` for the server to resume its side too.
     pub fn new(config: ClientConfig, session: Option<Session>, now: Instant) -> Self {
         let mut session = session.unwrap_or_default();
-        let mut core = Core::new(config.version, Limits::new(config.max_packet_size));
+        let mut core = Core::<ClientSide>::new(config.version, Limits::new(config.max_packet_size));
         core.inbound.receive_maximum = config
             .properties
             .receive_maximum
@@ -233,7 +231,6 @@ impl ClientConnection {
             core,
             session,
             state: ClientState::Connecting,
-            events: VecDeque::new(),
             session_present: false,
             connack: None,
             window: 0,
@@ -363,16 +360,10 @@ impl ClientConnection {
 
     /// Time passed: fires the timers that are due. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.core.closed {
-            return;
+        if let Some(reason) = self.core.expired(now) {
+            return self.close(reason);
         }
-        if self.core.timers.expired(Timer::Connect, now) {
-            return self.close(DisconnectReason::ConnectTimeout);
-        }
-        if self.core.timers.expired(Timer::KeepAliveExpiry, now) {
-            return self.close(DisconnectReason::KeepAliveTimeout);
-        }
-        if self.core.timers.expired(Timer::KeepAliveSend, now) {
+        if !self.core.closed && self.core.timers.expired(Timer::KeepAliveSend, now) {
             self.core.send(Packet::PingReq);
             // The first unanswered PINGREQ starts the clock: a keep alive shorter than the ping
             // timeout must not push it back with every PINGREQ (a dead server would then never
@@ -501,20 +492,8 @@ impl ClientConnection {
     /// Acknowledges a message received under manual acknowledgement. Its PUBACK / PUBREC goes
     /// out once every message that arrived before it is acknowledged too (MQTT-4.6.0-2).
     pub fn ack(&mut self, _now: Instant, token: AckToken) -> Result<(), UsageError> {
-        if self.core.closed {
-            return Err(UsageError::Closed);
-        }
-        let core = &mut self.core;
-        let mut acks = Vec::new();
-        let receiving = core.inbound.awaiting_pubrel.len();
-        if !core.inbound.ack(token, |packet| acks.push(packet)) {
-            return Err(UsageError::UnknownAck);
-        }
-        if core.inbound.awaiting_pubrel.len() != receiving {
+        if self.core.ack(token, ReasonCode::Success)? {
             self.session_changes += 1;
-        }
-        for packet in acks {
-            core.send(packet);
         }
         Ok(())
     }
@@ -548,9 +527,7 @@ impl ClientConnection {
         if self.state == ClientState::Closed {
             return Err(UsageError::Closed);
         }
-        let packet = Packet::Disconnect(disconnect.clone());
-        packet.encoded_len(self.config.version)?;
-        self.core.send(packet);
+        self.core.send_disconnect(&disconnect)?;
         self.close(DisconnectReason::Local(disconnect));
         Ok(())
     }
@@ -575,11 +552,7 @@ impl ClientConnection {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
-        event
+        self.core.poll_event()
     }
 
     /// When to call [`ClientConnection::handle_timeout`] next.
@@ -611,7 +584,7 @@ impl ClientConnection {
         let packet = match handle_ack(&mut self.core, &mut self.session.outbound, packet)? {
             Acked::Completed(outcome) => {
                 self.session_changes += 1;
-                self.events.push_back(ClientEvent::Published(outcome));
+                self.core.events.push_back(ClientEvent::Published(outcome));
                 self.fill_window(now);
                 return Ok(());
             }
@@ -633,7 +606,7 @@ impl ClientConnection {
                     return Err(ProtocolError::UnexpectedPacket(PacketType::SubAck));
                 }
                 self.session.granted(&subscribe, &ack.reason_codes);
-                self.events.push_back(ClientEvent::Subscribed(ack));
+                self.core.events.push_back(ClientEvent::Subscribed(ack));
                 Ok(())
             }
             Packet::UnsubAck(ack) => {
@@ -642,7 +615,7 @@ impl ClientConnection {
                     return Err(ProtocolError::UnknownPacketId(ack.packet_id.get()));
                 };
                 self.session.removed(&unsubscribe);
-                self.events.push_back(ClientEvent::Unsubscribed(ack));
+                self.core.events.push_back(ClientEvent::Unsubscribed(ack));
                 Ok(())
             }
             Packet::PingResp => Ok(()),
@@ -713,12 +686,13 @@ impl ClientConnection {
             self.core.inbound.awaiting_pubrel.clear();
         }
         let core = &mut self.core;
-        let events = &mut self.events;
+        let mut reported = Vec::new();
         self.session.outbound.reconnect(
             session_present,
             |packet| core.send(packet),
-            |outcome| events.push_back(ClientEvent::Published(outcome)),
+            |outcome| reported.push(ClientEvent::Published(outcome)),
         );
+        core.events.extend(reported);
         for request in self.session.requests.clone() {
             core.send(match request {
                 Request::Subscribe(s) => Packet::Subscribe(s),
@@ -728,7 +702,7 @@ impl ClientConnection {
         if !session_present {
             self.restore_subscriptions();
         }
-        self.events.push_back(ClientEvent::Connected {
+        self.core.events.push_back(ClientEvent::Connected {
             session_present,
             properties: Box::new(properties.clone()),
         });
@@ -780,7 +754,8 @@ impl ClientConnection {
         });
         for (publish, error) in dropped.into_iter().zip(errors) {
             if let Some(packet_id) = publish.packet_id {
-                self.events
+                self.core
+                    .events
                     .push_back(ClientEvent::PublishDropped { packet_id, error });
             }
         }
@@ -861,12 +836,12 @@ impl ClientConnection {
             core.send(packet);
         }
         if core.inbound.take_excess() {
-            self.events.push_back(ClientEvent::ReceiveMaximumExceeded {
+            core.events.push_back(ClientEvent::ReceiveMaximumExceeded {
                 receive_maximum: core.inbound.receive_maximum,
             });
         }
         if let Received::Deliver(publish, ack) = received {
-            self.events
+            core.events
                 .push_back(ClientEvent::Message(super::Message { publish, ack }));
         }
         Ok(())
@@ -881,7 +856,7 @@ impl ClientConnection {
         {
             return Err(ProtocolError::UnexpectedPacket(PacketType::Auth));
         }
-        self.events.push_back(ClientEvent::Auth(auth));
+        self.core.events.push_back(ClientEvent::Auth(auth));
         Ok(())
     }
 
@@ -901,20 +876,14 @@ impl ClientConnection {
     /// A protocol violation by the server: DISCONNECT with its reason code first (5.0), then
     /// the event.
     fn fail(&mut self, error: ProtocolError) {
-        // What was queued before answered valid packets and still goes out, DISCONNECT last.
-        if self.config.version == Version::V5 && self.state == ClientState::Connected {
-            self.core
-                .send(Packet::Disconnect(Disconnect::new(error.reason_code())));
-        }
-        self.close(DisconnectReason::Protocol(error));
+        let reason = self.core.fail(error, self.state == ClientState::Connected);
+        self.close(reason);
     }
 
     fn close(&mut self, reason: DisconnectReason) {
-        self.core.closed = true;
-        self.core.timers.stop_all();
         self.state = ClientState::Closed;
         self.window = 0;
-        self.events.push_back(ClientEvent::Disconnected(reason));
+        self.core.close(reason);
     }
 }
 

@@ -171,11 +171,6 @@ impl Inbound {
         Ok(())
     }
 
-    /// The application acknowledges a message. Returns false for an unknown token.
-    pub(crate) fn ack(&mut self, token: AckToken, send: impl FnMut(Packet)) -> bool {
-        self.ack_with(token, ReasonCode::Success, send)
-    }
-
     /// Acknowledges with a reason code (5.0; 3.1.1 acknowledgements carry none). A refusal
     /// (0x80 or above) of a QoS 2 message ends its exchange at the PUBREC.
     pub(crate) fn ack_with(
@@ -292,15 +287,15 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert!(inbound.ack(tokens[2], |p| sent.push(p)));
-        assert!(inbound.ack(tokens[1], |p| sent.push(p)));
+        assert!(inbound.ack_with(tokens[2], ReasonCode::Success, |p| sent.push(p)));
+        assert!(inbound.ack_with(tokens[1], ReasonCode::Success, |p| sent.push(p)));
         assert!(
             sent.is_empty(),
             "nothing may pass the unacknowledged first message"
         );
-        assert!(inbound.ack(tokens[0], |p| sent.push(p)));
+        assert!(inbound.ack_with(tokens[0], ReasonCode::Success, |p| sent.push(p)));
         assert_eq!(acked_ids(&sent), [1, 2, 3]);
-        assert!(!inbound.ack(tokens[0], |p| sent.push(p)));
+        assert!(!inbound.ack_with(tokens[0], ReasonCode::Success, |p| sent.push(p)));
     }
 
     #[test]

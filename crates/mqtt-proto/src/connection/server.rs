@@ -1,6 +1,5 @@
 //! The server side of one connection: [`ServerConnection`].
 
-use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
@@ -8,11 +7,11 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::inbound::Received;
-use super::outbound::{Inflight, Outbound};
+use super::outbound::Outbound;
 use super::timer::Timer;
 use super::{
     AckToken, Acked, Core, DisconnectReason, Message, OutboundAliases, ProtocolError,
-    PublishOutcome, UsageError, handle_ack,
+    PublishOutcome, ServerSession, ServerSide, UsageError, handle_ack,
 };
 use crate::ReasonCode;
 use crate::codec::{DecodeError, Limits};
@@ -88,176 +87,6 @@ pub enum ServerState {
     Closed,
 }
 
-/// The delivery state of a session that a broker keeps between connections: outbound QoS 1/2
-/// messages (with their packet identifiers) and inbound QoS 2 identifiers awaiting PUBREL.
-#[derive(Debug, Clone, Default)]
-pub struct ServerSession {
-    pub(crate) outbound: Outbound,
-    pub(crate) awaiting_pubrel: BTreeSet<u16>,
-}
-
-impl ServerSession {
-    /// QoS 1/2 messages sent and not yet acknowledged.
-    pub fn inflight(&self) -> usize {
-        self.outbound.inflight.len()
-    }
-
-    /// Messages waiting to be sent.
-    pub fn queued(&self) -> usize {
-        self.outbound.queued.len()
-    }
-
-    /// What the messages kept for the client weigh, in bytes (payload, topic, properties and
-    /// bookkeeping), in flight and queued.
-    pub fn queued_bytes(&self) -> usize {
-        self.outbound.bytes
-    }
-
-    /// Queues a message for the client while it is offline; it is sent when the client resumes
-    /// the session. When it would take the queue past `max_messages` messages or `max_bytes`
-    /// bytes, the oldest queued QoS 0 messages make room; returns how many were dropped for it.
-    /// When they cannot make enough room, the new message is refused with
-    /// [`UsageError::QueueFull`] and nothing is dropped.
-    pub fn enqueue(
-        &mut self,
-        now: Instant,
-        publish: Publish,
-        max_messages: usize,
-        max_bytes: usize,
-    ) -> Result<Enqueued, UsageError> {
-        self.enqueue_stamped(now, publish, max_messages, max_bytes, 0)
-    }
-
-    /// [`ServerSession::enqueue`] for a message that must wait for a broker's store batch
-    /// `stamp` before it goes out.
-    pub(crate) fn enqueue_stamped(
-        &mut self,
-        now: Instant,
-        mut publish: Publish,
-        max_messages: usize,
-        max_bytes: usize,
-        stamp: u64,
-    ) -> Result<Enqueued, UsageError> {
-        let size = super::outbound::weight(&publish);
-        let fits = |messages: usize, bytes: usize| {
-            messages < max_messages && bytes.saturating_add(size) <= max_bytes
-        };
-        let mut dropped = 0;
-        if !fits(self.outbound.queued.len(), self.outbound.bytes) {
-            // Only QoS 0 messages make room; check they can make enough before dropping any.
-            let (mut messages, mut bytes) = (self.outbound.queued.len(), self.outbound.bytes);
-            let mut qos0 = Vec::new();
-            for (index, queued) in self.outbound.queued.iter().enumerate() {
-                if fits(messages, bytes) {
-                    break;
-                }
-                if queued.publish.qos == QoS::AtMostOnce {
-                    qos0.push(index);
-                    messages -= 1;
-                    bytes = bytes.saturating_sub(super::outbound::weight(&queued.publish));
-                }
-            }
-            if !fits(messages, bytes) {
-                return Err(UsageError::QueueFull);
-            }
-            for index in qos0.into_iter().rev() {
-                self.outbound.remove_queued(index);
-                dropped += 1;
-            }
-        }
-        publish.dup = false;
-        if let Some(properties) = publish.properties.get_mut() {
-            properties.topic_alias = None;
-        }
-        publish.packet_id = None;
-        if publish.qos != QoS::AtMostOnce {
-            publish.packet_id = Some(self.outbound.allocate_id()?);
-        }
-        let packet_id = publish.packet_id;
-        let expires_at = publish
-            .properties
-            .message_expiry_interval
-            .map(|secs| now + Duration::from_secs(u64::from(secs)));
-        self.outbound.enqueue_stamped(publish, expires_at, stamp);
-        Ok(Enqueued { dropped, packet_id })
-    }
-
-    /// Puts back a QoS 1/2 message that was queued or in flight before a restart, with the
-    /// packet identifier it had (a QoS 2 receiver recognises it by that identifier), after the
-    /// ones already there. Refused when the identifier is in use or missing.
-    pub(crate) fn restore(
-        &mut self,
-        publish: Publish,
-        expires_at: Option<Instant>,
-    ) -> Result<(), UsageError> {
-        let packet_id = publish.packet_id.ok_or(UsageError::UnknownAck)?;
-        if !self.outbound.claim_id(packet_id) {
-            return Err(UsageError::PacketIdsExhausted);
-        }
-        self.outbound.enqueue(publish, expires_at);
-        Ok(())
-    }
-
-    /// Puts back a QoS 2 message the client had accepted (PUBREC) before a restart: PUBREL is
-    /// sent again when it resumes the session.
-    pub(crate) fn restore_pubrel(&mut self, packet_id: PacketId) -> Result<(), UsageError> {
-        if !self.outbound.claim_id(packet_id) {
-            return Err(UsageError::PacketIdsExhausted);
-        }
-        self.outbound
-            .inflight
-            .push_back(Inflight::PubRel(packet_id));
-        Ok(())
-    }
-
-    /// Marks a QoS 2 message of the client's as received and awaiting its PUBREL (restored).
-    pub(crate) fn restore_awaiting_pubrel(&mut self, packet_id: PacketId) {
-        self.awaiting_pubrel.insert(packet_id.get());
-    }
-
-    /// The packet identifiers of every exchange with the client under way: messages in flight
-    /// and queued, and QoS 2 messages awaiting PUBCOMP.
-    pub(crate) fn packet_ids(&self) -> Vec<PacketId> {
-        let inflight = self
-            .outbound
-            .inflight
-            .iter()
-            .filter_map(|entry| match entry {
-                Inflight::Publish(p) => p.packet_id,
-                Inflight::PubRel(id) => Some(*id),
-            });
-        let queued = self
-            .outbound
-            .queued
-            .iter()
-            .filter_map(|q| q.publish.packet_id);
-        inflight.chain(queued).collect()
-    }
-
-    /// Calls `f` on every message kept for the client, in flight and queued (a broker makes them
-    /// own their bytes before keeping them for long).
-    pub(crate) fn for_each_publish_mut(&mut self, mut f: impl FnMut(&mut Publish)) {
-        for entry in &mut self.outbound.inflight {
-            if let Inflight::Publish(publish) = entry {
-                f(publish);
-            }
-        }
-        for queued in &mut self.outbound.queued {
-            f(&mut queued.publish);
-        }
-    }
-}
-
-/// What [`ServerSession::enqueue`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Enqueued {
-    /// Queued QoS 0 messages dropped to make room.
-    pub dropped: usize,
-    /// The packet identifier the message got (QoS 1 and 2).
-    pub packet_id: Option<PacketId>,
-}
-
 /// What a [`ServerConnection`] tells the application (the broker).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -296,9 +125,8 @@ pub enum ServerEvent {
 #[derive(Debug)]
 pub struct ServerConnection {
     config: ServerConfig,
-    core: Core,
+    core: Core<ServerSide>,
     state: ServerState,
-    events: VecDeque<ServerEvent>,
     outbound: Outbound,
     /// The CONNECT, kept only until `accept` or `refuse`.
     connect: Option<Box<Connect>>,
@@ -320,7 +148,7 @@ pub struct ServerConnection {
 impl ServerConnection {
     /// A new connection, waiting for CONNECT within the connect timeout.
     pub fn new(config: ServerConfig, now: Instant) -> Self {
-        let mut core = Core::new(Version::V5, Limits::new(config.max_packet_size));
+        let mut core = Core::<ServerSide>::new(Version::V5, Limits::new(config.max_packet_size));
         core.timers
             .set(Timer::Connect, now + config.connect_timeout);
         core.inbound.manual_ack = true;
@@ -331,7 +159,6 @@ impl ServerConnection {
             config,
             core,
             state: ServerState::AwaitingConnect,
-            events: VecDeque::new(),
             outbound: Outbound::default(),
             connect: None,
             auth_method: None,
@@ -472,7 +299,7 @@ impl ServerConnection {
 
     /// Handles the complete packets in the read buffer, until [`INPUT_BATCH`] events wait.
     fn process_input(&mut self, now: Instant) {
-        while !self.core.closed && !self.input_paused && self.events.len() < INPUT_BATCH {
+        while !self.core.closed && !self.input_paused && self.core.events.len() < INPUT_BATCH {
             // Until CONNACK, only AUTH is processed after CONNECT (MQTT-3.1.4-6); the rest
             // waits in the buffer.
             if self.state == ServerState::Authenticating
@@ -501,20 +328,15 @@ impl ServerConnection {
 
     /// Time passed: fires the timers that are due. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.core.closed {
+        let Some(reason) = self.core.expired(now) else {
             return;
+        };
+        if reason == DisconnectReason::KeepAliveTimeout && self.core.version == Version::V5 {
+            self.core.send(Packet::Disconnect(Disconnect::new(
+                ReasonCode::KeepAliveTimeout,
+            )));
         }
-        if self.core.timers.expired(Timer::Connect, now) {
-            return self.close(DisconnectReason::ConnectTimeout);
-        }
-        if self.core.timers.expired(Timer::KeepAliveExpiry, now) {
-            if self.core.version == Version::V5 {
-                self.core.send(Packet::Disconnect(Disconnect::new(
-                    ReasonCode::KeepAliveTimeout,
-                )));
-            }
-            self.close(DisconnectReason::KeepAliveTimeout);
-        }
+        self.close(reason);
     }
 
     // ---- commands ----
@@ -610,12 +432,13 @@ impl ServerConnection {
         self.outbound = session.outbound;
         self.core.inbound.awaiting_pubrel = session.awaiting_pubrel;
         let core = &mut self.core;
-        let events = &mut self.events;
+        let mut reported = Vec::new();
         self.outbound.reconnect(
             session_present,
             |packet| core.send(packet),
-            |outcome| events.push_back(ServerEvent::Delivered(outcome)),
+            |outcome| reported.push(ServerEvent::Delivered(outcome)),
         );
+        core.events.extend(reported);
         self.fill_window(now);
         // Packets the client pipelined behind its CONNECT.
         self.last_input = now;
@@ -748,22 +571,7 @@ impl ServerConnection {
         token: AckToken,
         reason_code: ReasonCode,
     ) -> Result<(), UsageError> {
-        if self.core.closed {
-            return Err(UsageError::Closed);
-        }
-        let reason = match self.core.version {
-            Version::V5 => reason_code,
-            Version::V3_1_1 => ReasonCode::Success,
-        };
-        let core = &mut self.core;
-        let mut acks = Vec::new();
-        if !core.inbound.ack_with(token, reason, |p| acks.push(p)) {
-            return Err(UsageError::UnknownAck);
-        }
-        for packet in acks {
-            core.send(packet);
-        }
-        Ok(())
+        self.core.ack(token, reason_code).map(|_| ())
     }
 
     /// Answers a SUBSCRIBE.
@@ -794,10 +602,9 @@ impl ServerConnection {
         if self.state == ServerState::Closed {
             return Err(UsageError::Closed);
         }
+        // 3.1.1 has no server DISCONNECT, and before CONNACK there is no one to send it to.
         if self.core.version == Version::V5 && self.state == ServerState::Connected {
-            let packet = Packet::Disconnect(disconnect.clone());
-            packet.encoded_len(Version::V5)?;
-            self.core.send(packet);
+            self.core.send_disconnect(&disconnect)?;
         }
         self.close(DisconnectReason::Local(disconnect));
         Ok(())
@@ -834,14 +641,10 @@ impl ServerConnection {
     /// The next event for the application. Buffered input is decoded as the events are taken
     /// (the packets it answers directly, such as PINGRESP, go to `poll_transmit` then).
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        if self.events.is_empty() && self.core.buffered() > 0 {
+        if self.core.events.is_empty() && self.core.buffered() > 0 {
             self.process_input(self.last_input);
         }
-        let event = self.events.pop_front();
-        if event.is_none() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
-        event
+        self.core.poll_event()
     }
 
     /// When to call [`ServerConnection::handle_timeout`] next.
@@ -902,7 +705,7 @@ impl ServerConnection {
                     self.connect_session_expiry =
                         connect.properties.session_expiry_interval.unwrap_or(0);
                     self.connect = Some(connect.clone());
-                    self.events.push_back(ServerEvent::Connect(connect));
+                    self.core.events.push_back(ServerEvent::Connect(connect));
                     Ok(())
                 }
                 // MQTT-3.1.0-1: the first packet must be CONNECT.
@@ -910,7 +713,7 @@ impl ServerConnection {
             },
             ServerState::Authenticating => match packet {
                 Packet::Auth(auth) if self.has_auth_method() => {
-                    self.events.push_back(ServerEvent::Auth(*auth));
+                    self.core.events.push_back(ServerEvent::Auth(*auth));
                     Ok(())
                 }
                 other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
@@ -928,20 +731,22 @@ impl ServerConnection {
         let packet = match handle_ack(&mut self.core, &mut self.outbound, packet)? {
             Acked::Completed(outcome) => {
                 if self.report_delivered {
-                    self.events.push_back(ServerEvent::Delivered(outcome));
+                    self.core.events.push_back(ServerEvent::Delivered(outcome));
                 }
                 self.fill_window(now);
                 return Ok(());
             }
             Acked::Released(packet_id) => {
                 if self.report_delivered {
-                    self.events.push_back(ServerEvent::Released(packet_id));
+                    self.core.events.push_back(ServerEvent::Released(packet_id));
                 }
                 return Ok(());
             }
             Acked::Releasing(packet_id) => {
                 if self.report_delivered {
-                    self.events.push_back(ServerEvent::Releasing(packet_id));
+                    self.core
+                        .events
+                        .push_back(ServerEvent::Releasing(packet_id));
                 }
                 return Ok(());
             }
@@ -962,17 +767,22 @@ impl ServerConnection {
                     core.send(packet);
                 }
                 if let Received::Deliver(publish, ack) = received {
-                    self.events
+                    self.core
+                        .events
                         .push_back(ServerEvent::Message(Message { publish, ack }));
                 }
                 Ok(())
             }
             Packet::Subscribe(subscribe) => {
-                self.events.push_back(ServerEvent::Subscribe(subscribe));
+                self.core
+                    .events
+                    .push_back(ServerEvent::Subscribe(subscribe));
                 Ok(())
             }
             Packet::Unsubscribe(unsubscribe) => {
-                self.events.push_back(ServerEvent::Unsubscribe(unsubscribe));
+                self.core
+                    .events
+                    .push_back(ServerEvent::Unsubscribe(unsubscribe));
                 Ok(())
             }
             Packet::PingReq => {
@@ -993,7 +803,7 @@ impl ServerConnection {
                 Ok(())
             }
             Packet::Auth(auth) if self.has_auth_method() => {
-                self.events.push_back(ServerEvent::Auth(*auth));
+                self.core.events.push_back(ServerEvent::Auth(*auth));
                 Ok(())
             }
             other => Err(ProtocolError::UnexpectedPacket(other.packet_type())),
@@ -1005,13 +815,14 @@ impl ServerConnection {
             return;
         }
         let core = &mut self.core;
-        let events = &mut self.events;
+        let mut reported = Vec::new();
         self.outbound.fill_window(
             self.window,
             now,
             |publish| core.send_publish(publish),
-            |publish| events.push_back(ServerEvent::Expired(publish)),
+            |publish| reported.push(ServerEvent::Expired(publish)),
         );
+        core.events.extend(reported);
     }
 
     /// A CONNECT that cannot be decoded: an unsupported protocol gets its CONNACK (MQTT-3.1.2-2),
@@ -1045,19 +856,13 @@ impl ServerConnection {
     /// A protocol violation by the client: DISCONNECT with its reason code first (5.0, once
     /// connected), then the event.
     fn fail(&mut self, error: ProtocolError) {
-        // What was queued before answered valid packets and still goes out, DISCONNECT last.
-        if self.core.version == Version::V5 && self.state == ServerState::Connected {
-            self.core
-                .send(Packet::Disconnect(Disconnect::new(error.reason_code())));
-        }
-        self.close(DisconnectReason::Protocol(error));
+        let reason = self.core.fail(error, self.state == ServerState::Connected);
+        self.close(reason);
     }
 
     fn close(&mut self, reason: DisconnectReason) {
-        self.core.closed = true;
-        self.core.timers.stop_all();
         self.state = ServerState::Closed;
         self.window = 0;
-        self.events.push_back(ServerEvent::Disconnected(reason));
+        self.core.close(reason);
     }
 }

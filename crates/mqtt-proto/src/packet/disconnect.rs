@@ -1,8 +1,8 @@
-//! DISCONNECT (section 3.14) and AUTH (section 3.15).
+//! DISCONNECT (section 3.14).
 
 use bytes::BytesMut;
 
-use super::{AuthProperties, DisconnectProperties, PacketType, Version};
+use super::{DisconnectProperties, PacketType, Version};
 use crate::ReasonCode;
 use crate::codec::wire::{Put, Reader};
 use crate::codec::{DecodeError, EncodeError, V5Only};
@@ -18,18 +18,12 @@ pub struct Disconnect {
     pub properties: DisconnectProperties,
 }
 
-/// AUTH: one step of an enhanced authentication exchange (5.0 only).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Auth {
-    /// Success, Continue authentication or Re-authenticate.
-    pub reason_code: ReasonCode,
-    /// Properties: the method and data of this step.
-    pub properties: AuthProperties,
-}
-
 /// Reads the optional reason code and properties shared by DISCONNECT and AUTH: both are omitted
 /// when the remaining length is 0, the properties when it is 1 (sections 3.14.2.1, 3.15.2.1).
-fn read_reason(r: &mut Reader, context: ReasonContext) -> Result<ReasonCode, DecodeError> {
+pub(super) fn read_reason(
+    r: &mut Reader,
+    context: ReasonContext,
+) -> Result<ReasonCode, DecodeError> {
     if r.is_empty() {
         return Ok(ReasonCode::Success);
     }
@@ -92,46 +86,6 @@ impl Disconnect {
             } else if self.reason_code != ReasonCode::Success {
                 buf.put_u8(self.reason_code.as_u8());
             }
-        }
-        Ok(())
-    }
-}
-
-impl Auth {
-    pub(crate) fn read(r: &mut Reader) -> Result<Self, DecodeError> {
-        let mut auth = Auth {
-            reason_code: read_reason(r, ReasonContext::Auth)?,
-            properties: AuthProperties::default(),
-        };
-        if !r.is_empty() {
-            auth.properties = AuthProperties::read(r)?;
-        }
-        Ok(auth)
-    }
-
-    pub(crate) fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
-        if version == Version::V3_1_1 {
-            return Err(EncodeError::NotInV311(V5Only::Auth));
-        }
-        if !self.reason_code.allowed_in(ReasonContext::Auth) {
-            return Err(EncodeError::InvalidReasonCode {
-                packet: PacketType::Auth,
-                code: self.reason_code,
-            });
-        }
-        if self.properties.is_empty() {
-            Ok(usize::from(self.reason_code != ReasonCode::Success))
-        } else {
-            Ok(1 + self.properties.block_len()?)
-        }
-    }
-
-    pub(crate) fn write(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        if !self.properties.is_empty() {
-            buf.put_u8(self.reason_code.as_u8());
-            self.properties.write(buf);
-        } else if self.reason_code != ReasonCode::Success {
-            buf.put_u8(self.reason_code.as_u8());
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! slices of the read buffer, not copies.
 
 mod ack;
+mod auth;
 mod connect;
 mod disconnect;
 mod properties;
@@ -19,8 +20,9 @@ pub use bytestring::ByteString;
 
 pub use crate::topic::{TopicFilter, TopicName};
 pub use ack::{PubAck, PubComp, PubRec, PubRel, SubAck, UnsubAck};
+pub use auth::Auth;
 pub use connect::{ConnAck, Connect, Will};
-pub use disconnect::{Auth, Disconnect};
+pub use disconnect::Disconnect;
 pub use properties::{
     AckProperties, AuthProperties, Boxed, ConnAckProperties, ConnectProperties,
     DisconnectProperties, PayloadFormat, PropertySet, PublishProperties, SubscribeProperties,

@@ -21,7 +21,8 @@ pub(super) struct Conn {
     pub(super) username: Option<ByteString>,
     /// The identity its transport proved (a TLS client certificate's name): its user name,
     /// whatever its CONNECT says, and authentication enough (see [`Broker::set_identity`]).
-    pub(super) identity: Option<ByteString>,
+    /// Boxed: rare, and most connections are idle ones (24 bytes each).
+    pub(super) identity: Option<Box<ByteString>>,
     /// A connection of the driver's own (a bridge's local side): see [`Broker::set_trusted`].
     pub(super) trusted: bool,
     /// Its CONNECT said it is a bridge ([`Connect::bridge`](crate::packet::Connect::bridge)).

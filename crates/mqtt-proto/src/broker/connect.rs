@@ -18,7 +18,7 @@ impl Broker {
             return;
         };
         if let Some(identity) = &conn.identity {
-            connect.username = Some(identity.clone());
+            connect.username = Some(ByteString::clone(identity));
             connect.password = None;
         }
         let client_id = if connect.client_id.is_empty() {

@@ -319,7 +319,7 @@ impl Broker {
     /// password in the CONNECT is ignored. Call it before the connection's first bytes.
     pub fn set_identity(&mut self, connection: ConnectionId, identity: ByteString) {
         if let Some(conn) = self.conns.get_mut(&connection.0) {
-            conn.identity = Some(identity);
+            conn.identity = Some(Box::new(identity));
         }
     }
 

@@ -85,6 +85,16 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// Nothing in flight or queued, no identifier held, no stamp to report: what a new one
+    /// holds, but for the identifier to try next.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.inflight.is_empty()
+            && self.queued.is_empty()
+            && self.in_use.is_empty()
+            && self.bytes == 0
+            && self.sent_stamp == 0
+    }
+
     /// Rebuilds the state a saved session describes (see `session::format`): the exchanges in
     /// flight and the queue, in order, and the identifiers `requests` hold. The identifiers in
     /// use and the weight follow from them. `Err` names an identifier held twice, or a publish

@@ -4,7 +4,6 @@ use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use bytestring::ByteString;
 
 use super::inbound::Received;
 use super::outbound::Outbound;
@@ -127,12 +126,15 @@ pub struct ServerConnection {
     config: ServerConfig,
     core: Core<ServerSide>,
     state: ServerState,
-    outbound: Outbound,
+    /// Deliveries to the client in flight and queued. `None` while there are none: most of a
+    /// broker's connections are idle most of the time, and an empty one is 112 bytes.
+    outbound: Option<Box<Outbound>>,
     /// The CONNECT, kept only until `accept` or `refuse`.
     connect: Option<Box<Connect>>,
     /// What later packets are checked against: the authentication method and the Session
     /// Expiry Interval of the CONNECT.
-    auth_method: Option<ByteString>,
+    /// Boxed: rare, and most connections are idle ones (24 bytes each).
+    auth_method: Option<Box<str>>,
     connect_session_expiry: u32,
     keep_alive: u16,
     window: usize,
@@ -159,7 +161,7 @@ impl ServerConnection {
             config,
             core,
             state: ServerState::AwaitingConnect,
-            outbound: Outbound::default(),
+            outbound: None,
             connect: None,
             auth_method: None,
             connect_session_expiry: 0,
@@ -200,25 +202,25 @@ impl ServerConnection {
 
     /// QoS 1/2 messages to the client in flight.
     pub fn inflight(&self) -> usize {
-        self.outbound.inflight.len()
+        self.outbound.as_ref().map_or(0, |o| o.inflight.len())
     }
 
     /// Messages to the client waiting for room in its window.
     pub fn queued(&self) -> usize {
-        self.outbound.queued.len()
+        self.outbound.as_ref().map_or(0, |o| o.queued.len())
     }
 
     /// What the messages kept for the client weigh, in bytes, in flight and queued.
     pub fn queued_bytes(&self) -> usize {
-        self.outbound.bytes
+        self.outbound.as_ref().map_or(0, |o| o.bytes)
     }
 
     /// Whether the client's queue is full: `max_queued` messages wait for its window, or the
     /// messages kept for it reach `max_queued_bytes`. Whoever feeds the connection should stop
     /// until it is not ([`ServerConnection::publish`] still queues).
     pub fn is_congested(&self) -> bool {
-        self.outbound.queued.len() >= self.config.max_queued
-            || self.outbound.bytes >= self.config.max_queued_bytes
+        self.queued() >= self.config.max_queued
+            || self.queued_bytes() >= self.config.max_queued_bytes
     }
 
     /// Whether `publish` would wait in the queue rather than go out at once: the client's window
@@ -227,8 +229,8 @@ impl ServerConnection {
     pub fn would_queue(&self, publish: &Publish) -> bool {
         publish.qos != QoS::AtMostOnce
             && (self.state != ServerState::Connected
-                || !self.outbound.queued.is_empty()
-                || self.outbound.inflight.len() >= self.window
+                || self.queued() > 0
+                || self.inflight() >= self.window
                 || publish.properties.message_expiry_interval.is_some())
     }
 
@@ -429,16 +431,18 @@ impl ServerConnection {
             self.core.timers.set(Timer::KeepAliveExpiry, now + grace);
         }
         self.state = ServerState::Connected;
-        self.outbound = session.outbound;
+        self.outbound = (!session.outbound.is_idle()).then(|| Box::new(session.outbound));
         self.core.inbound.awaiting_pubrel = session.awaiting_pubrel;
-        let core = &mut self.core;
-        let mut reported = Vec::new();
-        self.outbound.reconnect(
-            session_present,
-            |packet| core.send(packet),
-            |outcome| reported.push(ServerEvent::Delivered(outcome)),
-        );
-        core.events.extend(reported);
+        if let Some(outbound) = self.outbound.as_mut() {
+            let core = &mut self.core;
+            let mut reported = Vec::new();
+            outbound.reconnect(
+                session_present,
+                |packet| core.send(packet),
+                |outcome| reported.push(ServerEvent::Delivered(outcome)),
+            );
+            core.events.extend(reported);
+        }
         self.fill_window(now);
         // Packets the client pipelined behind its CONNECT.
         self.last_input = now;
@@ -534,7 +538,7 @@ impl ServerConnection {
             self.core.send(Packet::Publish(publish));
             return Ok(None);
         }
-        let packet_id = self.outbound.allocate_id()?;
+        let packet_id = self.outbound_mut().allocate_id()?;
         publish.packet_id = Some(packet_id);
         let expires_at = publish
             .properties
@@ -542,16 +546,18 @@ impl ServerConnection {
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
         if expires_at.is_none()
             && self.state == ServerState::Connected
-            && self.outbound.queued.is_empty()
-            && self.outbound.inflight.len() < self.window
+            && self.queued() == 0
+            && self.inflight() < self.window
         {
             // What `fill_window` would do with a queue of one, without moving the message
             // through the queue: a broker does this for every delivery.
             self.core.send_publish(&publish);
-            self.outbound.push_inflight(publish);
-            self.outbound.note_sent(stamp);
+            let outbound = self.outbound_mut();
+            outbound.push_inflight(publish);
+            outbound.note_sent(stamp);
         } else {
-            self.outbound.enqueue_stamped(publish, expires_at, stamp);
+            self.outbound_mut()
+                .enqueue_stamped(publish, expires_at, stamp);
             self.fill_window(now);
         }
         Ok(Some(packet_id))
@@ -560,7 +566,21 @@ impl ServerConnection {
     /// The highest store batch that a message written since the last call waited for (0:
     /// none): see [`ServerConnection::publish_stamped`].
     pub(crate) fn take_sent_stamp(&mut self) -> u64 {
-        self.outbound.take_sent_stamp()
+        let stamp = self.outbound.as_mut().map_or(0, |o| o.take_sent_stamp());
+        self.release_idle_outbound();
+        stamp
+    }
+
+    /// The deliveries' state, made when the first one comes.
+    fn outbound_mut(&mut self) -> &mut Outbound {
+        self.outbound.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the deliveries' state once nothing is in flight or queued.
+    fn release_idle_outbound(&mut self) {
+        if self.outbound.as_ref().is_some_and(|o| o.is_idle()) {
+            self.outbound = None;
+        }
     }
 
     /// Acknowledges a message from the client with this reason code (5.0; 3.1.1 always gets a
@@ -663,7 +683,7 @@ impl ServerConnection {
     pub fn take_session(&mut self) -> ServerSession {
         self.core.inbound.end_connection();
         ServerSession {
-            outbound: std::mem::take(&mut self.outbound),
+            outbound: self.outbound.take().map(|o| *o).unwrap_or_default(),
             awaiting_pubrel: std::mem::take(&mut self.core.inbound.awaiting_pubrel),
         }
     }
@@ -701,7 +721,7 @@ impl ServerConnection {
                         .properties
                         .authentication_method
                         .as_deref()
-                        .map(ByteString::from);
+                        .map(Box::from);
                     self.connect_session_expiry =
                         connect.properties.session_expiry_interval.unwrap_or(0);
                     self.connect = Some(connect.clone());
@@ -728,7 +748,11 @@ impl ServerConnection {
     }
 
     fn handle_connected(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
-        let packet = match handle_ack(&mut self.core, &mut self.outbound, packet)? {
+        // Any packet goes through `handle_ack`; one that is no acknowledgement of ours, with
+        // nothing in flight, needs no state made for it.
+        let mut none = Outbound::default();
+        let outbound = self.outbound.as_deref_mut().unwrap_or(&mut none);
+        let packet = match handle_ack(&mut self.core, outbound, packet)? {
             Acked::Completed(outcome) => {
                 if self.report_delivered {
                     self.core.events.push_back(ServerEvent::Delivered(outcome));
@@ -814,15 +838,19 @@ impl ServerConnection {
         if self.state != ServerState::Connected {
             return;
         }
+        let Some(outbound) = self.outbound.as_mut() else {
+            return;
+        };
         let core = &mut self.core;
         let mut reported = Vec::new();
-        self.outbound.fill_window(
+        outbound.fill_window(
             self.window,
             now,
             |publish| core.send_publish(publish),
             |publish| reported.push(ServerEvent::Expired(publish)),
         );
         core.events.extend(reported);
+        self.release_idle_outbound();
     }
 
     /// A CONNECT that cannot be decoded: an unsupported protocol gets its CONNACK (MQTT-3.1.2-2),

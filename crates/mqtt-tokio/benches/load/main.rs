@@ -392,7 +392,7 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
             for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
                 let scenario = format!("pinned QoS {} → {}", qos as u8, kind.name());
                 let mut rates = Vec::new();
-                for name in ["ours", "ours-pipelined", "rumqttc"] {
+                for name in ["ours", "ours-pipelined", "rumqttc", "core"] {
                     let Some(broker) = BrokerProcess::start_pinned(kind, 0).await? else {
                         continue;
                     };
@@ -414,7 +414,7 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
                     );
                     rates.push(rate);
                 }
-                if let [ours, pipelined, theirs] = rates[..] {
+                if let [ours, pipelined, theirs, ..] = rates[..] {
                     put(&scenario, "ours / rumqttc", ours / theirs);
                     put(&scenario, "ours pipelined / rumqttc", pipelined / theirs);
                 }

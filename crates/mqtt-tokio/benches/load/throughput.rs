@@ -184,6 +184,7 @@ pub(crate) fn run_child(spec: &str) -> anyhow::Result<()> {
                 client_ours_with(addr, qos, count, PINNED_WINDOW, tasks).await
             }
             // In a task, as application code runs (`block_on`'s thread is not a worker).
+            "core" => client_core(addr, qos, count, PINNED_WINDOW).await,
             "ours-pipelined" => {
                 tokio::spawn(client_ours_pipelined(addr, qos, count, PINNED_WINDOW)).await?
             }
@@ -229,6 +230,51 @@ async fn client_ours_pipelined(
     }
     let elapsed = start.elapsed().as_secs_f64();
     client.disconnect().await?;
+    Ok(count as f64 / elapsed)
+}
+
+/// The ceiling: our protocol core in the smallest loop over a tokio `TcpStream` (no client
+/// task, no channels): every message queued in the core at once, `window` in flight; each turn
+/// writes what the core has, then reads once. Whatever it cannot beat, the broker sets.
+async fn client_core(addr: SocketAddr, qos: QoS, count: u64, window: u16) -> anyhow::Result<f64> {
+    use mqtt_proto::connection::ClientEvent;
+    let mut config = crate::client::Raw::config("load-core", Version::V3_1_1);
+    config.max_inflight = window;
+    let mut raw = crate::client::Raw::connect_with(addr, config).await?;
+    let start = Instant::now();
+    let payload = Bytes::from(vec![7u8; PAYLOAD]);
+    let topic = mqtt_tokio::TopicName::new("load/client")?;
+    // QoS 1 messages take their packet identifiers when queued: at most this many at a time.
+    const AHEAD: u64 = 1_000;
+    let (mut sent, mut completed) = (0, 0);
+    let total = if qos == QoS::AtMostOnce { 1 } else { count };
+    while completed < total {
+        while sent <= count && (qos == QoS::AtMostOnce || sent - completed < AHEAD) {
+            let mut publish = mqtt_tokio::Publish::new(topic.clone(), payload.clone());
+            publish.qos = match (qos, sent == count) {
+                // The last one, at QoS 1, proves the broker read the QoS 0 ones.
+                (QoS::AtMostOnce, true) => QoS::AtLeastOnce,
+                (_, true) => break,
+                (qos, false) => qos,
+            };
+            raw.conn.publish(Instant::now(), publish)?;
+            sent += 1;
+            if sent % 1024 == 0 {
+                raw.flush().await?;
+            }
+        }
+        raw.flush().await?;
+        raw.read().await?;
+        while let Some(event) = raw.conn.poll_event() {
+            match event {
+                ClientEvent::Published(_) => completed += 1,
+                ClientEvent::Disconnected(why) => anyhow::bail!("disconnected: {why:?}"),
+                _ => {}
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    raw.disconnect().await?;
     Ok(count as f64 / elapsed)
 }
 

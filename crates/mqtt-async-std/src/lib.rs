@@ -147,7 +147,7 @@ impl Runtime for AsyncStdRuntime {
         })
     }
 
-    fn into_std_tcp(
+    fn take_std_tcp(
         &self,
         transport: BoxTransport,
     ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
@@ -160,7 +160,7 @@ impl Runtime for AsyncStdRuntime {
         }))
     }
 
-    fn from_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
         // async-std's conversion panics when the reactor refuses the socket (out of memory);
         // nothing fallible is offered. The broker catches that and closes the connection.
         Ok(Box::new(TcpStream::from(stream)) as BoxTransport)

@@ -24,7 +24,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A byte stream the client or broker runs MQTT over: TCP, TLS, or anything else.
 ///
 /// `Any` lets a runtime recognize its own TCP streams in a [`BoxTransport`] (see
-/// [`downcast_transport`] and [`Runtime::into_std_tcp`]).
+/// [`downcast_transport`] and [`Runtime::take_std_tcp`]).
 pub trait Transport: Any + AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
@@ -33,7 +33,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 pub type BoxTransport = Box<dyn Transport>;
 
 /// The transport as the concrete type `T`, or the transport unchanged when it is something
-/// else: what a runtime's [`Runtime::into_std_tcp`] uses to find its own TCP stream.
+/// else: what a runtime's [`Runtime::take_std_tcp`] uses to find its own TCP stream.
 pub fn downcast_transport<T: Transport>(transport: BoxTransport) -> Result<Box<T>, BoxTransport> {
     // Asked through a reference first: a failed `Box<dyn Any>` downcast could not give the
     // transport back as a `BoxTransport`.
@@ -133,25 +133,25 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     }
 
     /// Takes a plain TCP stream this runtime made (one its TCP [`Listener`] accepted, or
-    /// [`from_std_tcp`](Self::from_std_tcp) made) back out of it: `Ok` with a non-blocking std
+    /// [`wrap_std_tcp`](Self::wrap_std_tcp) made) back out of it: `Ok` with a non-blocking std
     /// socket that the runtime no longer watches, or with the error that lost the stream. The
     /// transport comes back unchanged (`Err`) when it is anything else (TLS, WebSocket, a Unix
     /// socket, a pipe) or when the runtime cannot; that is the default.
     ///
-    /// With [`from_std_tcp`](Self::from_std_tcp), this lets the broker keep an idle
+    /// With [`wrap_std_tcp`](Self::wrap_std_tcp), this lets the broker keep an idle
     /// connection without a task or a runtime registration (see
     /// `BrokerBuilder::idle_after`).
-    fn into_std_tcp(
+    fn take_std_tcp(
         &self,
         transport: BoxTransport,
     ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
         Err(transport)
     }
 
-    /// Hands a non-blocking std TCP socket (from [`into_std_tcp`](Self::into_std_tcp)) to the
+    /// Hands a non-blocking std TCP socket (from [`take_std_tcp`](Self::take_std_tcp)) to the
     /// runtime again. Called from a task of this runtime. The default says
     /// [`io::ErrorKind::Unsupported`].
-    fn from_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
         let _ = stream;
         Err(io::ErrorKind::Unsupported.into())
     }

@@ -149,7 +149,7 @@ impl Runtime for SmolRuntime {
         })
     }
 
-    fn into_std_tcp(
+    fn take_std_tcp(
         &self,
         transport: BoxTransport,
     ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
@@ -161,7 +161,7 @@ impl Runtime for SmolRuntime {
             .and_then(smol::Async::into_inner))
     }
 
-    fn from_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
         Ok(Box::new(TcpStream::try_from(stream)?) as BoxTransport)
     }
 

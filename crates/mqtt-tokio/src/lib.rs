@@ -139,7 +139,7 @@ impl Runtime for TokioRuntime {
         })
     }
 
-    fn into_std_tcp(
+    fn take_std_tcp(
         &self,
         transport: BoxTransport,
     ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
@@ -147,7 +147,7 @@ impl Runtime for TokioRuntime {
         Ok(stream.into_inner().into_std())
     }
 
-    fn from_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
         Ok(Box::new(tokio::net::TcpStream::from_std(stream)?.compat()) as BoxTransport)
     }
 

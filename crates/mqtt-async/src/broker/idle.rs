@@ -52,10 +52,16 @@ struct Slots {
     free: usize,
     /// The broker stops: nothing is parked any more.
     stopping: bool,
+    /// Connections parked now.
+    parked: u64,
+    /// Connections parked since the start.
+    parks: u64,
 }
 
 impl Slots {
     fn insert(&mut self, parked: Parked) -> usize {
+        self.parked += 1;
+        self.parks += 1;
         let key = self.free;
         match self.slots.get_mut(key) {
             Some(slot) => {
@@ -79,6 +85,7 @@ impl Slots {
         }
         match std::mem::replace(slot, Slot::Free(self.free)) {
             Slot::Parked(parked) => {
+                self.parked -= 1;
                 self.free = key;
                 Some(parked)
             }
@@ -145,6 +152,8 @@ impl IdleSet {
                 slots: Vec::new(),
                 free: 0,
                 stopping: false,
+                parked: 0,
+                parks: 0,
             }),
             woken: Mutex::new(Vec::new()),
         });
@@ -207,6 +216,12 @@ impl IdleSet {
             Ok(()) => Ok(slots.insert(parked)),
             Err(_) => Err(parked),
         }
+    }
+
+    /// Connections parked now, and since the start.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        let slots = self.shared.slots();
+        (slots.parked, slots.parks)
     }
 
     /// Hands every parked connection back and ends the thread: the broker stops (the router

@@ -686,6 +686,7 @@ impl<R: 'static> Broker<R> {
         drop((to_router, listening));
         Router {
             runtime: runtime.clone(),
+            serving: serving.clone(),
             core,
             auth,
             store,
@@ -989,6 +990,8 @@ fn spawn_store(
 
 struct Router {
     runtime: SharedRuntime,
+    /// What the connections share (the idle set's counters).
+    serving: Arc<connection::Serving>,
     core: Core,
     /// The store's thread, when there is a store.
     store: Option<StoreThread>,
@@ -1033,6 +1036,10 @@ pub struct DriverStats {
     pub store_commit_time: std::time::Duration,
     /// The longest commit.
     pub store_commit_max: std::time::Duration,
+    /// Idle connections parked now, without a task (see [`BrokerBuilder::idle_after`]).
+    pub parked: u64,
+    /// Times a connection was parked since the broker started.
+    pub parks: u64,
 }
 
 impl Router {
@@ -1178,6 +1185,10 @@ impl Router {
                 let _ = reply.try_send(self.core.stats());
             }
             ToRouter::DriverStats(reply) => {
+                #[cfg(unix)]
+                if let Some(idle) = &self.serving.idle {
+                    (self.driver.parked, self.driver.parks) = idle.counts();
+                }
                 let _ = reply.try_send(self.driver);
             }
             ToRouter::Bridge(event) => {

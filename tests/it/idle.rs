@@ -5,6 +5,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use mqtt_async::blocking;
+use mqtt_async::runtime::Runtime;
 use mqtt_tokio::broker::BrokerHandle;
 use mqtt_tokio::{Broker, Client, ClientOptions, QoS, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,6 +42,22 @@ async fn parked(handle: &BrokerHandle, n: u64, parks: u64) {
             "{n} connections parked, {parks} parkings in all, in time: {stats:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`parked`] from a plain thread.
+fn parked_blocking(handle: &BrokerHandle, n: u64, parks: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let stats = futures_lite::future::block_on(handle.driver_stats()).expect("the broker runs");
+        if stats.parked >= n && stats.parks >= parks {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} connections parked, {parks} parkings in all, in time: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -210,6 +228,47 @@ async fn parked_connection_is_closed_when_its_session_is_taken_over() {
     tokio::time::timeout(TIMEOUT, handle.stop())
         .await
         .expect("the broker stops");
+}
+
+/// The first case on every runtime, with blocking clients: each runtime takes its sockets out
+/// and back in its own way.
+fn parked_connections_wake_on<R: Runtime + Default>() {
+    let builder = mqtt_async::Broker::<R>::builder()
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .idle_after(IDLE_AFTER);
+    let (handle, addrs) = mqtt_async::Broker::<R>::start_in_thread(builder).expect("start");
+    let a = blocking::Client::<R>::connect(options(addrs[0], "idle-a")).expect("a connects");
+    let b = blocking::Client::<R>::connect(options(addrs[0], "idle-b")).expect("b connects");
+    let mut to_a = a
+        .subscribe("idle/a", QoS::AtLeastOnce)
+        .expect("a subscribes");
+    let mut parks = 2;
+    for round in 0..2 {
+        parked_blocking(&handle, 2, parks);
+        let payload = format!("round {round}");
+        b.publish("idle/a", payload.clone(), QoS::AtLeastOnce)
+            .expect("PUBACK from the broker");
+        let message = to_a.recv_timeout(TIMEOUT).expect("a's message");
+        assert_eq!(message.payload().as_ref(), payload.as_bytes());
+        parks += 2;
+    }
+    drop((a, b));
+    futures_lite::future::block_on(handle.stop());
+}
+
+#[test]
+fn parked_connections_wake_on_tokio() {
+    parked_connections_wake_on::<mqtt_tokio::TokioRuntime>();
+}
+
+#[test]
+fn parked_connections_wake_on_smol() {
+    parked_connections_wake_on::<mqtt_smol::SmolRuntime>();
+}
+
+#[test]
+fn parked_connections_wake_on_async_std() {
+    parked_connections_wake_on::<mqtt_async_std::AsyncStdRuntime>();
 }
 
 #[tokio::test]

@@ -225,6 +225,7 @@ pub(super) fn serve(
         id: None,
         writing: Writing::default(),
         parkable: parkable && !serving.idle_after.is_zero(),
+        fresh: true,
         state: State::Opening(opening),
         idle_timer: None,
     }
@@ -274,7 +275,10 @@ fn send(
 /// [`Serving::idle_after`] (checked by a timer that is re-armed while there is traffic, so
 /// it parks between one and two periods after its last byte) and has nothing to write gives its
 /// socket to the idle set and its task ends; the set spawns a new one
-/// ([`Connection::resume`]) when there is something to do.
+/// ([`Connection::resume`]) when there is something to do. A connection that just connected
+/// parks as soon as its first answer (the CONNACK) is out and nothing else is pending: clients
+/// that connect in a burst (a restart, a wave of reconnects) then never all hold a task at once,
+/// whose memory the allocator would keep once they are parked.
 pub(super) struct Connection {
     serving: Arc<Serving>,
     /// `None` only once it went to the idle set or to the closing state.
@@ -285,6 +289,8 @@ pub(super) struct Connection {
     writing: Writing,
     /// Plain TCP, on a runtime that can take its socket out: the idle set can hold it.
     parkable: bool,
+    /// Not parked yet: parks once its first answer is written.
+    fresh: bool,
     state: State,
     /// Armed while a parkable connection runs.
     idle_timer: Option<BoxFuture<'static, ()>>,
@@ -334,6 +340,7 @@ impl Connection {
             id: Some(id),
             writing: Writing::default(),
             parkable: true,
+            fresh: false,
             state: State::Running,
             idle_timer: None,
         }
@@ -379,6 +386,10 @@ impl Connection {
 
     /// With nothing to do: parks the connection once it has been idle long enough.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.parkable && self.fresh && self.writing.wrote {
+            self.fresh = false;
+            return self.park_now();
+        }
         while self.parkable {
             let timer = match &mut self.idle_timer {
                 Some(timer) => timer,
@@ -396,17 +407,22 @@ impl Connection {
             if self.writing.active {
                 continue;
             }
-            match self.park() {
-                Parking::Parked => {
-                    // Ends the task without telling the router: the connection lives on.
-                    self.state = State::Done;
-                    return Poll::Ready(());
-                }
-                Parking::Kept => return Poll::Ready(()),
-                Parking::Lost => return self.end(),
-            }
+            return self.park_now();
         }
         Poll::Pending
+    }
+
+    /// Parks the connection if it can; always ready: the state may have changed.
+    fn park_now(&mut self) -> Poll<()> {
+        match self.park() {
+            Parking::Parked => {
+                // Ends the task without telling the router: the connection lives on.
+                self.state = State::Done;
+                Poll::Ready(())
+            }
+            Parking::Kept => Poll::Ready(()),
+            Parking::Lost => self.end(),
+        }
     }
 
     /// Gives the socket to the idle set if nothing is pending.
@@ -548,6 +564,8 @@ struct Writing {
     unflushed: bool,
     /// Read or written since the idle timer was armed.
     active: bool,
+    /// Written at all.
+    wrote: bool,
 }
 
 impl Writing {
@@ -597,6 +615,7 @@ impl Writing {
                     self.pending = std::mem::take(&mut state.bytes).freeze();
                     state.chunks = 0;
                     self.active = true;
+                    self.wrote = true;
                 } else if self.unflushed {
                     drop(state);
                     match Pin::new(&mut **transport).poll_flush(cx) {

@@ -338,7 +338,8 @@ impl<R> BrokerBuilder<R> {
     /// the client sends something, or the broker has something for it (a message, a
     /// DISCONNECT, closing on keep-alive expiry), it gets a task again, within microseconds;
     /// nothing is lost or reordered. The connection parks between one and two such periods
-    /// after its last byte. On Unix, with a runtime that implements
+    /// after its last byte; a client that just connected parks as soon as its CONNACK is out
+    /// and nothing else is pending. On Unix, with a runtime that implements
     /// [`Runtime::take_std_tcp`](crate::runtime::Runtime::take_std_tcp) (tokio, smol and
     /// async-std here); elsewhere connections keep their tasks.
     pub fn idle_after(mut self, idle_after: std::time::Duration) -> Self {

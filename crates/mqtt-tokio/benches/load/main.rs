@@ -325,9 +325,17 @@ fn raise_nofile_and_reexec(connections: usize) -> anyhow::Result<bool> {
         .and_then(|s| s.parse().ok());
     let needed = connections + 500;
     let more_than_default = connections > 10_000;
-    if (soft.is_none_or(|soft| soft >= needed) && !more_than_default)
-        || std::env::var_os(RAISED_ENV).is_some()
-    {
+    if std::env::var_os(RAISED_ENV).is_some() {
+        if let Some(soft) = soft.filter(|&soft| soft < needed) {
+            bail!(
+                "{connections} connections need {needed} file descriptors, and the limit is \
+                 {soft}, which this process may not raise (`ulimit -Hn`; in a container, the \
+                 hard limit is the container's)"
+            );
+        }
+        return Ok(false);
+    }
+    if soft.is_none_or(|soft| soft >= needed) && !more_than_default {
         return Ok(false);
     }
     let exe = std::env::current_exe()?;

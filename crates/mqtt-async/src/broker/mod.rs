@@ -2,7 +2,8 @@
 //! broker core.
 //!
 //! One router task owns the [`mqtt_proto::broker::Broker`]; each connection has one task that
-//! only moves bytes. The router appends each connection's packets to its bounded outbox: a
+//! only moves bytes, except idle plain TCP connections, which wait without a task in one idle
+//! set (see [`BrokerBuilder::idle_after`]). The router appends each connection's packets to its bounded outbox: a
 //! client that stops reading fills it and is disconnected, so one slow or malicious client never
 //! stalls the others.
 

@@ -46,6 +46,38 @@ pub(super) struct Serving {
     pub(super) idle_after: Duration,
 }
 
+impl Serving {
+    /// What the connections share; with parking (`idle_after` not zero, on Unix), the idle set's
+    /// thread and the task that hands its connections back to the runtime. Without a thread,
+    /// connections keep their tasks.
+    pub(super) fn start(
+        runtime: &SharedRuntime,
+        to_router: &Sender<ToRouter>,
+        idle_after: std::time::Duration,
+    ) -> Arc<Self> {
+        #[cfg(unix)]
+        let (idle, woken) = match idle_after.is_zero() {
+            true => (None, None),
+            false => match IdleSet::start() {
+                Ok((idle, woken)) => (Some(idle), Some(woken)),
+                Err(_) => (None, None),
+            },
+        };
+        let serving = Arc::new(Serving {
+            runtime: runtime.clone(),
+            to_router: to_router.clone(),
+            #[cfg(unix)]
+            idle,
+            idle_after,
+        });
+        #[cfg(unix)]
+        if let Some(woken) = woken {
+            runtime.spawn(Box::pin(super::idle::unpark(serving.clone(), woken)));
+        }
+        serving
+    }
+}
+
 /// What the router has for one connection to write. The router appends encoded packets; the
 /// connection's task takes them all at once.
 #[derive(Debug, Default)]
@@ -315,6 +347,13 @@ enum State {
 }
 
 /// What parking did.
+#[cfg_attr(
+    not(unix),
+    allow(
+        dead_code,
+        reason = "without the idle set nothing is parked or lost on the way"
+    )
+)]
 enum Parking {
     /// The socket is in the idle set: the task ends.
     Parked,

@@ -655,7 +655,7 @@ impl<R: 'static> Broker<R> {
             done_tx,
             ..
         } = self;
-        let serving = start_serving(&runtime, &to_router, idle_after);
+        let serving = connection::Serving::start(&runtime, &to_router, idle_after);
         #[cfg(feature = "tls")]
         let tls: Vec<_> = listeners.iter().filter_map(listener::Bound::tls).collect();
         let mut stop_listeners = Vec::new();
@@ -801,36 +801,6 @@ fn spawn_authenticator(
         })
         .ok()?;
     Some(requests)
-}
-
-/// What the connections share; with parking (`idle_after` not zero, on Unix), the idle set's
-/// thread and the task that hands its connections back to the runtime. Without a thread,
-/// connections keep their tasks.
-fn start_serving(
-    runtime: &SharedRuntime,
-    to_router: &Sender<ToRouter>,
-    idle_after: std::time::Duration,
-) -> Arc<connection::Serving> {
-    #[cfg(unix)]
-    let (idle, woken) = match idle_after.is_zero() {
-        true => (None, None),
-        false => match idle::IdleSet::start() {
-            Ok((idle, woken)) => (Some(idle), Some(woken)),
-            Err(_) => (None, None),
-        },
-    };
-    let serving = Arc::new(connection::Serving {
-        runtime: runtime.clone(),
-        to_router: to_router.clone(),
-        #[cfg(unix)]
-        idle,
-        idle_after,
-    });
-    #[cfg(unix)]
-    if let Some(woken) = woken {
-        runtime.spawn(Box::pin(idle::unpark(serving.clone(), woken)));
-    }
-    serving
 }
 
 /// Starts a bridge whose local client reaches the router through an in-memory pipe.

@@ -8,6 +8,7 @@
 //! - `client_suite`: the async client on tokio, smol and async-std (one suite, a macro per
 //!   runtime) against our broker and mosquitto, in 3.1.1 and 5.0.
 //! - `client_store`: the client's session store across a SIGKILL of the client process.
+//! - `idle`: idle connections parked without a task wake for what either side sends.
 
 mod blocking;
 mod bridge;
@@ -17,6 +18,7 @@ mod client_store;
 mod client_suite;
 mod examples;
 mod guarantees;
+mod idle;
 mod mosquitto;
 mod mosquitto_clients;
 mod mtls;

@@ -41,7 +41,7 @@ use std::time::Instant;
 use async_std::net::{TcpListener, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use async_std::os::unix::net::{UnixListener, UnixStream};
-use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener, downcast_transport};
 pub use mqtt_async::*;
 
 /// The async-std runtime, as the async layer sees it. Spawns onto async-std's global executor.
@@ -145,6 +145,25 @@ impl Runtime for AsyncStdRuntime {
                 accepting: None,
             }) as Box<dyn Listener>)
         })
+    }
+
+    fn take_std_tcp(
+        &self,
+        transport: BoxTransport,
+    ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
+        let stream = downcast_transport::<TcpStream>(transport)?;
+        // The broker never clones a stream, so this is its only reference. async-std makes the
+        // socket blocking on the way out.
+        Ok(std::net::TcpStream::try_from(*stream).and_then(|stream| {
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        }))
+    }
+
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+        // async-std's conversion panics when the reactor refuses the socket (out of memory);
+        // nothing fallible is offered. The broker catches that and closes the connection.
+        Ok(Box::new(TcpStream::from(stream)) as BoxTransport)
     }
 
     #[cfg(unix)]

@@ -5,6 +5,7 @@
 //! futures-io streams, which smol and async-std provide natively and tokio through
 //! `tokio-util`'s compat layer, so TLS (futures-rustls) works the same on all of them.
 
+use std::any::Any;
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
@@ -21,12 +22,31 @@ use futures_io::{AsyncRead, AsyncWrite};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A byte stream the client or broker runs MQTT over: TCP, TLS, or anything else.
-pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+///
+/// `Any` lets a runtime recognize its own TCP streams in a [`BoxTransport`] (see
+/// [`downcast_transport`] and [`Runtime::take_std_tcp`]).
+pub trait Transport: Any + AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
 /// A boxed transport.
 pub type BoxTransport = Box<dyn Transport>;
+
+/// The transport as the concrete type `T`, or the transport unchanged when it is something
+/// else: what a runtime's [`Runtime::take_std_tcp`] uses to find its own TCP stream.
+pub fn downcast_transport<T: Transport>(transport: BoxTransport) -> Result<Box<T>, BoxTransport> {
+    // Asked through a reference first: a failed `Box<dyn Any>` downcast could not give the
+    // transport back as a `BoxTransport`.
+    if !(&*transport as &dyn Any).is::<T>() {
+        return Err(transport);
+    }
+    let any: Box<dyn Any> = transport;
+    match any.downcast::<T>() {
+        Ok(concrete) => Ok(concrete),
+        // Checked above; a transport cannot change its type.
+        Err(_) => unreachable!("the type was checked"),
+    }
+}
 
 /// Where a connection comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +130,30 @@ pub trait Runtime: Send + Sync + Debug + 'static {
     fn bind_unix(&self, path: &Path) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let _ = path;
         Box::pin(async { Err(io::ErrorKind::Unsupported.into()) })
+    }
+
+    /// Takes a plain TCP stream this runtime made (one its TCP [`Listener`] accepted, or
+    /// [`wrap_std_tcp`](Self::wrap_std_tcp) made) back out of it: `Ok` with a non-blocking std
+    /// socket that the runtime no longer watches, or with the error that lost the stream. The
+    /// transport comes back unchanged (`Err`) when it is anything else (TLS, WebSocket, a Unix
+    /// socket, a pipe) or when the runtime cannot; that is the default.
+    ///
+    /// With [`wrap_std_tcp`](Self::wrap_std_tcp), this lets the broker keep an idle
+    /// connection without a task or a runtime registration (see
+    /// `BrokerBuilder::idle_after`).
+    fn take_std_tcp(
+        &self,
+        transport: BoxTransport,
+    ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
+        Err(transport)
+    }
+
+    /// Hands a non-blocking std TCP socket (from [`take_std_tcp`](Self::take_std_tcp)) to the
+    /// runtime again. Called from a task of this runtime. The default says
+    /// [`io::ErrorKind::Unsupported`].
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+        let _ = stream;
+        Err(io::ErrorKind::Unsupported.into())
     }
 
     /// Runs `future` to completion on the current thread (a thread of its own, for embedding a

@@ -39,7 +39,7 @@ use std::path::Path;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener, downcast_transport};
 pub use mqtt_async::*;
 #[cfg(unix)]
 use smol::net::unix::{UnixListener, UnixStream};
@@ -147,6 +147,22 @@ impl Runtime for SmolRuntime {
                 accepting: None,
             }) as Box<dyn Listener>)
         })
+    }
+
+    fn take_std_tcp(
+        &self,
+        transport: BoxTransport,
+    ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
+        let stream = downcast_transport::<TcpStream>(transport)?;
+        let source: std::sync::Arc<smol::Async<std::net::TcpStream>> = (*stream).into();
+        // The broker never clones a stream, so this is its only reference.
+        Ok(std::sync::Arc::try_unwrap(source)
+            .map_err(|_| io::Error::other("the TCP stream is shared"))
+            .and_then(smol::Async::into_inner))
+    }
+
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+        Ok(Box::new(TcpStream::try_from(stream)?) as BoxTransport)
     }
 
     #[cfg(unix)]

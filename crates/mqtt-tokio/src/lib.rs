@@ -33,9 +33,9 @@ use std::path::Path;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener};
+use mqtt_async::runtime::{BoxFuture, BoxTransport, Listener, downcast_transport};
 pub use mqtt_async::*;
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// The tokio runtime, as the async layer sees it. Spawns onto the current tokio runtime.
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,6 +137,18 @@ impl Runtime for TokioRuntime {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             Ok(Box::new(TokioListener(listener)) as Box<dyn Listener>)
         })
+    }
+
+    fn take_std_tcp(
+        &self,
+        transport: BoxTransport,
+    ) -> Result<io::Result<std::net::TcpStream>, BoxTransport> {
+        let stream = downcast_transport::<Compat<tokio::net::TcpStream>>(transport)?;
+        Ok(stream.into_inner().into_std())
+    }
+
+    fn wrap_std_tcp(&self, stream: std::net::TcpStream) -> io::Result<BoxTransport> {
+        Ok(Box::new(tokio::net::TcpStream::from_std(stream)?.compat()) as BoxTransport)
     }
 
     #[cfg(unix)]

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 use futures_lite::future;
 #[cfg(feature = "tls")]
 use futures_rustls::TlsAcceptor;
 use mqtt_proto::packet::ByteString;
 
-use super::{ToRouter, connection};
+use super::ToRouter;
+use super::connection::{self, Serving};
 use crate::Error;
 use crate::runtime::{BoxTransport, Listener, PeerAddr, SharedRuntime, accept};
 #[cfg(feature = "tls")]
@@ -282,12 +283,9 @@ fn remove_stale_socket(path: &Path) -> Result<(), Error> {
 }
 
 /// Accepts connections until `stop`, each served by a task of its own.
-pub(super) async fn accept_loop(
-    runtime: SharedRuntime,
-    bound: Bound,
-    to_router: Sender<ToRouter>,
-    stop: Receiver<()>,
-) {
+pub(super) async fn accept_loop(serving: Arc<Serving>, bound: Bound, stop: Receiver<()>) {
+    let runtime = &serving.runtime;
+    let to_router = &serving.to_router;
     let Bound {
         mut listener,
         layers,
@@ -337,21 +335,19 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
-        let to_router = to_router.clone();
         if layers.is_plain() {
             // Plain MQTT: the task is the connection alone, none of the handshakes' state
-            // (which would size every idle connection's future).
-            let task = connection::serve(
-                runtime.clone(),
-                transport,
-                to_router,
-                peer,
-                super::Admission::Client(None),
-            );
+            // (which would size every idle connection's future). Over TCP, the idle set may
+            // hold it instead of a task.
+            let parkable = unix_path.is_none();
+            let admission = super::Admission::Client(None);
+            let task = connection::serve(&serving, transport, peer, admission, parkable);
             runtime.spawn(Box::pin(task));
             continue;
         }
+        let to_router = to_router.clone();
         let inner = runtime.clone();
+        let serving = serving.clone();
         let layers = layers.clone();
         runtime.spawn(Box::pin(async move {
             // A peer that never finishes the handshakes must not hold a task and a socket
@@ -376,12 +372,9 @@ pub(super) async fn accept_loop(
                 }
             };
             // A task of its own, which holds none of the handshakes' state either.
+            let admission = super::Admission::Client(identity);
             inner.spawn(Box::pin(connection::serve(
-                inner.clone(),
-                transport,
-                to_router,
-                peer,
-                super::Admission::Client(identity),
+                &serving, transport, peer, admission, false,
             )));
         }));
     }

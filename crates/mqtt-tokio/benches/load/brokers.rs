@@ -25,6 +25,9 @@ const SYNC_ENV: &str = "MQTT_LOAD_SYNC";
 const BRIDGE_ENV: &str = "MQTT_LOAD_BRIDGE_TO";
 /// With `BRIDGE_ENV`: the bridge's protocol version, `3.1.1` or `5`.
 const BRIDGE_VERSION_ENV: &str = "MQTT_LOAD_BRIDGE_VERSION";
+/// Our broker's `idle_after` in milliseconds, for the child (unset: the default; 0: idle
+/// connections are never parked), to compare with and without parking.
+const IDLE_AFTER_ENV: &str = "MQTT_LOAD_IDLE_AFTER_MS";
 /// `SyncPolicy::Periodic`'s interval in the `persist` scenario.
 pub(crate) const PERIODIC: Duration = Duration::from_secs(1);
 
@@ -587,7 +590,7 @@ pub(crate) fn rumqttd_conf(port: u16, port_v5: u16, ws_port: u16) -> String {
 /// `MQTT_LOAD_DATA_DIR` it persists there, with `SyncPolicy::Always` or (`MQTT_LOAD_SYNC=
 /// periodic`) `Periodic(PERIODIC)`, through a `CountingStore`: the `FileStore` that `data_dir`
 /// would open, counting its commits. Each line on stdin asks for its counters, answered with
-/// one line on stdout (`OurStats`).
+/// one line on stdout (`OurStats`). `MQTT_LOAD_IDLE_AFTER_MS` sets `idle_after`.
 pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
     let threads: usize = std::env::var("MQTT_LOAD_BROKER_THREADS")
         .ok()
@@ -606,6 +609,9 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
     let mut config = mqtt_tokio::broker::BrokerConfig::default();
     if let Ok(n) = std::env::var(INFLIGHT_V311_ENV) {
         config.connection.max_inflight_v311 = n.parse().context(INFLIGHT_V311_ENV)?;
+    }
+    if let Ok(n) = std::env::var(crate::MAX_CONNECTIONS_ENV) {
+        config.max_connections = n.parse().context(crate::MAX_CONNECTIONS_ENV)?;
     }
     let store = match std::env::var_os(DATA_DIR_ENV) {
         Some(dir) => Some(CountingStore::open(Path::new(&dir))?),
@@ -626,6 +632,10 @@ pub(crate) fn run_our_broker(port: u16) -> anyhow::Result<()> {
         }
         if let Some(store) = store {
             builder = builder.store(store).sync_policy(policy);
+        }
+        if let Ok(ms) = std::env::var(IDLE_AFTER_ENV) {
+            builder =
+                builder.idle_after(Duration::from_millis(ms.parse().context(IDLE_AFTER_ENV)?));
         }
         if let Ok(remote) = std::env::var(BRIDGE_ENV) {
             use mqtt_tokio::broker::{BridgeOptions, BridgeTopic, Direction};

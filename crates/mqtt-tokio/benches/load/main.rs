@@ -151,6 +151,9 @@ const BROKER_ENV: &str = "MQTT_LOAD_BROKER_PORT";
 const INFLIGHT_V311_ENV: &str = "MQTT_LOAD_OUR_INFLIGHT_V311";
 /// Set once the file descriptor limit has been raised, so the re-exec happens once.
 const RAISED_ENV: &str = "MQTT_LOAD_NOFILE_RAISED";
+/// Our broker's `max_connections` for the child, set when `--connections` asks for more than
+/// its default (10,000).
+const MAX_CONNECTIONS_ENV: &str = "MQTT_LOAD_MAX_CONNECTIONS";
 const PAYLOAD: usize = 64;
 /// The in-flight QoS 1 window of the load clients and of mosquitto and rumqttd (ours keeps its
 /// defaults).
@@ -309,8 +312,10 @@ fn number<T: std::str::FromStr>(arg: Option<String>) -> anyhow::Result<T> {
 }
 
 /// 10,000 connections need that many descriptors here and in the broker (which inherits the
-/// limit). Raises the soft limit to the hard one through the shell (no `unsafe` for setrlimit)
-/// and runs this binary again; returns whether it did.
+/// limit). Raises the limit through the shell (no `unsafe` for setrlimit): to what is needed
+/// where allowed (root may raise the hard limit), else the soft limit to the hard one; and runs
+/// this binary again, telling our broker (`MQTT_LOAD_MAX_CONNECTIONS`) to take more than its
+/// default 10,000 connections when asked to; returns whether it did.
 fn raise_nofile_and_reexec(connections: usize) -> anyhow::Result<bool> {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft: Option<usize> = limits
@@ -319,17 +324,34 @@ fn raise_nofile_and_reexec(connections: usize) -> anyhow::Result<bool> {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|s| s.parse().ok());
     let needed = connections + 500;
-    if soft.is_none_or(|soft| soft >= needed) || std::env::var_os(RAISED_ENV).is_some() {
+    let more_than_default = connections > 10_000;
+    if std::env::var_os(RAISED_ENV).is_some() {
+        if let Some(soft) = soft.filter(|&soft| soft < needed) {
+            bail!(
+                "{connections} connections need {needed} file descriptors, and the limit is \
+                 {soft}, which this process may not raise (`ulimit -Hn`; in a container, the \
+                 hard limit is the container's)"
+            );
+        }
+        return Ok(false);
+    }
+    if soft.is_none_or(|soft| soft >= needed) && !more_than_default {
         return Ok(false);
     }
     let exe = std::env::current_exe()?;
-    let status = std::process::Command::new("/bin/sh")
+    let mut command = std::process::Command::new("/bin/sh");
+    command
         .arg("-c")
-        .arg("ulimit -n \"$(ulimit -Hn)\" && exec \"$0\" \"$@\"")
+        .arg(format!(
+            "{{ ulimit -n {needed} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; }} && exec \"$0\" \"$@\""
+        ))
         .arg(exe)
         .args(std::env::args().skip(1))
-        .env(RAISED_ENV, "1")
-        .status()?;
+        .env(RAISED_ENV, "1");
+    if more_than_default {
+        command.env(MAX_CONNECTIONS_ENV, connections.to_string());
+    }
+    let status = command.status()?;
     std::process::exit(status.code().unwrap_or(1));
 }
 

@@ -1,6 +1,6 @@
 //! The `memory` scenario: the broker's resident memory per idle connection.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use mqtt_proto::connection::{ClientConfig, ClientConnection};
 use mqtt_proto::packet::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::brokers::BrokerProcess;
 
@@ -35,7 +35,9 @@ pub(crate) async fn memory(broker: &BrokerProcess, connections: usize) -> anyhow
         next += batch;
     }
     let opening = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Our broker parks a connection between one and two `idle_after` after its last byte: the
+    // reading is of idle connections, parked.
+    tokio::time::sleep(2 * mqtt_tokio::broker::DEFAULT_IDLE_AFTER + Duration::from_secs(1)).await;
     let after = broker.rss()?;
     println!(
         "  ({connections} connections opened in {:.1} s; RSS {:.1} → {:.1} MB)",
@@ -53,7 +55,17 @@ pub(crate) async fn idle_connection(addr: SocketAddr, i: usize) -> anyhow::Resul
     let mut conn = ClientConnection::new(config, None, Instant::now());
     let mut connect = BytesMut::new();
     conn.poll_transmit(Instant::now(), &mut connect);
-    let mut stream = TcpStream::connect(addr).await?;
+    // One loopback source address per 20,000 connections: one address has about 28,000
+    // ephemeral ports to reach the broker's port from.
+    let mut stream = match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() && i >= 20_000 => {
+            let socket = TcpSocket::new_v4()?;
+            let source = Ipv4Addr::new(127, 0, 0, u8::try_from(1 + i / 20_000)?);
+            socket.bind(SocketAddr::from((source, 0)))?;
+            socket.connect(addr).await?
+        }
+        _ => TcpStream::connect(addr).await?,
+    };
     stream.write_all(&connect).await?;
     let mut connack = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut connack))

@@ -4,9 +4,9 @@
 #   scripts/fuzz.sh [SECONDS]   every target for SECONDS each (default 60), with cargo +nightly fuzz
 #   scripts/fuzz.sh --ci        build the targets on stable; then run each for about 20 seconds
 #                               as a smoke test with nightly (installing cargo-fuzz if it is
-#                               missing). Without a nightly toolchain the smoke test cannot run:
-#                               under CI (CI set, as .ci/run does, which installs nightly) that
-#                               is an error; elsewhere a warning on stderr, and the build alone.
+#                               missing). Without a nightly toolchain (.ci/run tries to install
+#                               one) the smoke test cannot run: a loud warning on stderr, and
+#                               the build alone.
 #
 # Inputs found are kept in fuzz/corpus/<target>, crashes in fuzz/artifacts/<target>; the seeds in
 # fuzz/seeds (one valid packet of each type and version, see fuzz/examples/seeds.rs) are read too.
@@ -35,13 +35,9 @@ if [ "${1:-}" = "--ci" ]; then
       echo "!! cargo-fuzz needs nightly: rustup toolchain install nightly --profile minimal"
       echo
     } >&2
-    case "${CI:-}" in
-      "" | false | 0) exit 0 ;;
-      *)
-        echo "fuzz.sh: CI is set, so a fuzzing smoke test that cannot run is a failure" >&2
-        exit 1
-        ;;
-    esac
+    # Not a failure even under CI: a machine that cannot fetch a toolchain must still be able to
+    # land changes; the warning above is what says the smoke test did not run.
+    exit 0
   fi
   if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     echo "== install cargo-fuzz"

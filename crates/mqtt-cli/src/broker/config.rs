@@ -26,6 +26,9 @@ relative paths are relative to the file's directory):
                                   # --sys-interval)
   metrics = "127.0.0.1:9100"      # Prometheus metrics at http://ADDR/metrics (default: none;
                                   # --metrics)
+  idle_after = 2                  # seconds with nothing to read, write or deliver after which a
+                                  # plain TCP connection waits without a task of its own, in one
+                                  # epoll set (default 2; 0: never)
 
   [persistence]                   # with data_dir
   sync = "always"                 # "always": fsync before acknowledging (default); "periodic":
@@ -125,6 +128,8 @@ pub(crate) struct FileConfig {
     pub(crate) sys_interval: Option<u64>,
     /// Where to serve Prometheus metrics.
     pub(crate) metrics: Option<SocketAddr>,
+    /// Seconds before an idle plain TCP connection parks (0: never).
+    pub(crate) idle_after: Option<u64>,
     /// How it syncs it.
     #[serde(default)]
     pub(crate) persistence: Persistence,
@@ -773,6 +778,7 @@ mod tests {
             allow_anonymous = false
             password_file = "passwd"
             acl_file = "/etc/acl"
+            idle_after = 0
             [[listener]]
             bind = "127.0.0.1:0"
             [[listener]]
@@ -789,6 +795,7 @@ mod tests {
         assert_eq!(config.allow_anonymous, Some(false));
         assert!(config.password_file.unwrap().ends_with("passwd"));
         assert_eq!(config.acl_file.unwrap(), PathBuf::from("/etc/acl"));
+        assert_eq!(config.idle_after, Some(0));
         assert_eq!(config.listeners.len(), 2);
         assert!(config.listeners[1].tls.as_ref().unwrap().cert.is_absolute());
         let broker = config.limits.broker_config().unwrap();

@@ -171,6 +171,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(seconds) = args.sys_interval.or(file.sys_interval) {
         builder = builder.sys_interval(std::time::Duration::from_secs(seconds));
     }
+    if let Some(seconds) = file.idle_after {
+        builder = builder.idle_after(std::time::Duration::from_secs(seconds));
+    }
     if let Some(dir) = args.data_dir.as_ref().or(file.data_dir.as_ref()) {
         let policy = file.persistence.policy()?;
         builder = builder.data_dir(dir).sync_policy(policy);

@@ -566,9 +566,7 @@ impl ServerConnection {
     /// The highest store batch that a message written since the last call waited for (0:
     /// none): see [`ServerConnection::publish_stamped`].
     pub(crate) fn take_sent_stamp(&mut self) -> u64 {
-        let stamp = self.outbound.as_mut().map_or(0, |o| o.take_sent_stamp());
-        self.release_idle_outbound();
-        stamp
+        self.outbound.as_mut().map_or(0, |o| o.take_sent_stamp())
     }
 
     /// The deliveries' state, made when the first one comes.
@@ -576,7 +574,8 @@ impl ServerConnection {
         self.outbound.get_or_insert_with(Box::default)
     }
 
-    /// Frees the deliveries' state once nothing is in flight or queued.
+    /// Frees the deliveries' state if nothing is in flight or queued (on PINGREQ: freeing it
+    /// as soon as it empties would cost an allocation per delivery).
     fn release_idle_outbound(&mut self) {
         if self.outbound.as_ref().is_some_and(|o| o.is_idle()) {
             self.outbound = None;
@@ -811,6 +810,10 @@ impl ServerConnection {
             }
             Packet::PingReq => {
                 self.core.send(Packet::PingResp);
+                // A client pings when it has had nothing to send for its keep alive: the
+                // moment to give back an empty delivery state (not after every delivery,
+                // which would allocate it again for the next one).
+                self.release_idle_outbound();
                 Ok(())
             }
             Packet::Disconnect(disconnect) => {
@@ -850,7 +853,6 @@ impl ServerConnection {
             |publish| reported.push(ServerEvent::Expired(publish)),
         );
         core.events.extend(reported);
-        self.release_idle_outbound();
     }
 
     /// A CONNECT that cannot be decoded: an unsupported protocol gets its CONNACK (MQTT-3.1.2-2),

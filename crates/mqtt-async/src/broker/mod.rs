@@ -341,7 +341,7 @@ impl<R> BrokerBuilder<R> {
     /// nothing is lost or reordered. The connection parks between one and two such periods
     /// after its last byte; a client that just connected parks as soon as its CONNACK is out
     /// and nothing else is pending. On Unix, with a runtime that implements
-    /// [`Runtime::take_std_tcp`](crate::runtime::Runtime::take_std_tcp) (tokio, smol and
+    /// [`Runtime::take_std_tcp`] (tokio, smol and
     /// async-std here); elsewhere connections keep their tasks.
     pub fn idle_after(mut self, idle_after: std::time::Duration) -> Self {
         self.idle_after = idle_after;

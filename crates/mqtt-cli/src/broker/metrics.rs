@@ -288,6 +288,18 @@ impl Collector for Snapshot {
         )?;
         one(
             e,
+            "mqtt_connections_parked",
+            "Idle plain TCP connections waiting without a task of their own (see idle_after)",
+            ConstGauge::new(i64::try_from(r.parked).unwrap_or(i64::MAX)),
+        )?;
+        one(
+            e,
+            "mqtt_connections_parks",
+            "Times a connection was parked",
+            ConstCounter::new(r.parks),
+        )?;
+        one(
+            e,
             "mqtt_store_commits",
             "Commits of the store (with a data directory)",
             ConstCounter::new(r.store_commits),

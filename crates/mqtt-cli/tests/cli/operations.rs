@@ -91,6 +91,12 @@ fn metrics_count_a_known_load() {
         Some(0),
         "no data dir: {body}"
     );
+    // Whether the clients above parked depends on timing: only that both are exported.
+    assert!(sample(&body, "mqtt_connections_parked").is_some(), "{body}");
+    assert!(
+        sample(&body, "mqtt_connections_parks_total").is_some(),
+        "{body}"
+    );
     assert!(
         body.contains("mqtt_messages_dropped_total{reason=\"queue_full\"} 0"),
         "{body}"

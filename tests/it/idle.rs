@@ -281,3 +281,32 @@ async fn stopping_the_broker_closes_parked_connections() {
         .expect("the broker stops");
     closed_by_broker(&mut idle).await;
 }
+
+/// `idle_after(Duration::ZERO)` keeps every connection on its task: a connection that would
+/// park right after its CONNACK (see the takeover test above) does not, however long it stays
+/// silent. Two round trips after its CONNACK (a second connection's CONNECT and a QoS 1
+/// publish) give the set time to have taken it, were it on.
+#[tokio::test]
+async fn idle_after_zero_parks_nothing() {
+    let broker = Broker::builder()
+        .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .idle_after(Duration::ZERO)
+        .build()
+        .await
+        .expect("build the broker");
+    let addr = broker.local_addrs()[0];
+    let handle = broker.spawn();
+    let _silent = raw_client(addr, &connect_packet("idle-never", 60, None)).await;
+    let client = Client::connect(options(addr, "idle-never-2"))
+        .await
+        .expect("connect");
+    client
+        .publish("idle/none", "x", QoS::AtLeastOnce)
+        .await
+        .expect("PUBACK");
+    let stats = handle.driver_stats().await.expect("driver stats");
+    assert_eq!((stats.parked, stats.parks), (0, 0), "{stats:?}");
+    tokio::time::timeout(TIMEOUT, handle.stop())
+        .await
+        .expect("the broker stops");
+}

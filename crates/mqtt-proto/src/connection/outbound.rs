@@ -85,6 +85,17 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// The packet identifiers of unfinished exchanges, in the order they will be resent: in
+    /// flight (PUBLISH or PUBREL), then queued.
+    pub(crate) fn packet_ids(&self) -> Vec<PacketId> {
+        let inflight = self.inflight.iter().filter_map(|entry| match entry {
+            Inflight::Publish(p) => p.packet_id,
+            Inflight::PubRel(id) => Some(*id),
+        });
+        let queued = self.queued.iter().filter_map(|q| q.publish.packet_id);
+        inflight.chain(queued).collect()
+    }
+
     /// Nothing in flight or queued, no identifier held, no stamp to report: what a new one
     /// holds, but for the identifier to try next.
     pub(crate) fn is_idle(&self) -> bool {

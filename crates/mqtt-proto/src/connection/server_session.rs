@@ -137,20 +137,7 @@ impl ServerSession {
     /// The packet identifiers of every exchange with the client under way: messages in flight
     /// and queued, and QoS 2 messages awaiting PUBCOMP.
     pub(crate) fn packet_ids(&self) -> Vec<PacketId> {
-        let inflight = self
-            .outbound
-            .inflight
-            .iter()
-            .filter_map(|entry| match entry {
-                Inflight::Publish(p) => p.packet_id,
-                Inflight::PubRel(id) => Some(*id),
-            });
-        let queued = self
-            .outbound
-            .queued
-            .iter()
-            .filter_map(|q| q.publish.packet_id);
-        inflight.chain(queued).collect()
+        self.outbound.packet_ids()
     }
 
     /// Calls `f` on every message kept for the client, in flight and queued (a broker makes them

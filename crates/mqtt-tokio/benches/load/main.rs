@@ -510,6 +510,13 @@ async fn run_once(args: &Args) -> anyhow::Result<Run> {
         run_bridge(args, &mut put).await?;
     }
     if args.memory {
+        if let Ok(n) = std::env::var(MAX_CONNECTIONS_ENV) {
+            // The one limit raised, and only so that more connections than it can be opened.
+            println!(
+                "note: our broker's max_connections is {n} [NON-DEFAULT: its default, 10,000, \
+                 is below --connections]"
+            );
+        }
         for kind in BROKERS {
             if !args.wants(kind) {
                 continue;

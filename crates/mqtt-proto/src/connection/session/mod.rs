@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::outbound::{Inflight, Outbound};
+use super::outbound::Outbound;
 use crate::codec::EncodeError;
 use crate::packet::{PacketId, Subscribe, Subscription, SubscriptionId, Unsubscribe};
 
@@ -125,20 +125,7 @@ impl Session {
 
     /// Packet identifiers of unfinished outbound exchanges, in the order they will be resent.
     pub fn pending_packet_ids(&self) -> Vec<PacketId> {
-        let inflight = self
-            .outbound
-            .inflight
-            .iter()
-            .filter_map(|entry| match entry {
-                Inflight::Publish(p) => p.packet_id,
-                Inflight::PubRel(id) => Some(*id),
-            });
-        let queued = self
-            .outbound
-            .queued
-            .iter()
-            .filter_map(|q| q.publish.packet_id);
-        inflight.chain(queued).collect()
+        self.outbound.packet_ids()
     }
 
     /// The subscriptions the server granted.

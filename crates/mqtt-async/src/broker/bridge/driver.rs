@@ -14,7 +14,7 @@ use futures_lite::future;
 use mqtt_proto::backoff::Backoff;
 use mqtt_proto::connection::{AckToken, ClientConfig, ClientConnection, ClientEvent, Session};
 use mqtt_proto::packet::{
-    ByteString, Disconnect, Publish, RetainHandling, SubscribeProperties, Subscription, Version,
+    ByteString, Publish, RetainHandling, SubscribeProperties, Subscription, Version,
 };
 use mqtt_proto::topic::TopicFilter;
 
@@ -309,12 +309,7 @@ impl Bridge {
                 break;
             }
         }
-        let _ = link
-            .conn
-            .disconnect(self.runtime.now(), Disconnect::default());
-        link.drain(&self.runtime, STOP_TIMEOUT).await;
-        let _ = futures_lite::AsyncWriteExt::close(&mut link.io).await;
-        self.local_session = Some(link.conn.into_session());
+        self.local_session = Some(link.close(&self.runtime, STOP_TIMEOUT).await);
         Ok(())
     }
 
@@ -507,24 +502,15 @@ impl Bridge {
 
     async fn close_local(&mut self) {
         self.out.source_lost();
-        if let Some(mut link) = self.local.take() {
-            let _ = link
-                .conn
-                .disconnect(self.runtime.now(), Disconnect::default());
-            link.drain(&self.runtime, STOP_TIMEOUT).await;
-            let _ = futures_lite::AsyncWriteExt::close(&mut link.io).await;
-            self.local_session = Some(link.conn.into_session());
+        if let Some(link) = self.local.take() {
+            self.local_session = Some(link.close(&self.runtime, STOP_TIMEOUT).await);
         }
     }
 
     /// Says goodbye to both brokers.
     async fn stop(&mut self) {
-        if let Some(mut link) = self.remote.take() {
-            let _ = link
-                .conn
-                .disconnect(self.runtime.now(), Disconnect::default());
-            link.drain(&self.runtime, STOP_TIMEOUT).await;
-            let _ = futures_lite::AsyncWriteExt::close(&mut link.io).await;
+        if let Some(link) = self.remote.take() {
+            self.remote_session = Some(link.close(&self.runtime, STOP_TIMEOUT).await);
         }
         self.close_local().await;
     }

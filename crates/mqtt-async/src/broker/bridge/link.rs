@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use futures_io::AsyncWrite;
 use futures_lite::future;
-use mqtt_proto::connection::ClientConnection;
+use mqtt_proto::connection::{ClientConnection, Session};
+use mqtt_proto::packet::Disconnect;
 
 use crate::runtime::{BoxTransport, SharedRuntime};
 
@@ -73,6 +74,16 @@ impl Link {
             }
         }
         Poll::Pending
+    }
+
+    /// Says goodbye: a DISCONNECT, written within `within`, then the transport closed. The
+    /// session stays for the next connection.
+    pub(super) async fn close(mut self, runtime: &SharedRuntime, within: Duration) -> Session {
+        // Refused only by a connection already closed: then there is nothing to say.
+        let _ = self.conn.disconnect(runtime.now(), Disconnect::default());
+        self.drain(runtime, within).await;
+        let _ = futures_lite::AsyncWriteExt::close(&mut self.io).await;
+        self.conn.into_session()
     }
 
     /// Sends what the core has and waits until it is written (at most `within`).

@@ -8,28 +8,11 @@ use mqtt_tokio::blocking::Client;
 use mqtt_tokio::{ClientOptions, Publish, QoS};
 use serde_json::{Value, json};
 
-use super::support::{OurBroker, Running, Server, TIMEOUT, Target, mqtt, publish, run, subscriber};
+use super::support::{
+    OurBroker, Server, TIMEOUT, Target, mqtt, publish, run, subscribed, subscriber,
+};
 
 const TARGETS: [Target; 2] = [Target::Ours, Target::Mosquitto];
-
-/// `mqtt subscribe -d ARGS` on `server`, once `filters` subscriptions are granted. (The shared
-/// `subscriber` counts filters by reading the arguments, which `-D` and `--will-topic` defeat.)
-fn subscribed(server: &Server, args: &[&str], filters: usize) -> Running {
-    let mut all: Vec<String> = vec!["subscribe".into(), "-d".into()];
-    all.extend(server.address_args());
-    all.extend(args.iter().map(|a| a.to_string()));
-    let process = Running::start("mqtt subscribe", mqtt(&all));
-    let deadline = Instant::now() + TIMEOUT;
-    while process.stderr().matches("subscribed to ").count() < filters {
-        assert!(
-            Instant::now() < deadline,
-            "not subscribed within {TIMEOUT:?}: {}",
-            process.stderr()
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-    process
-}
 
 /// `mqtt SUBCOMMAND ARGS` on `server`, run to its end.
 fn command(server: &Server, subcommand: &str, args: &[&str]) -> super::support::Output {

@@ -448,10 +448,15 @@ impl Drop for Mosquitto {
 
 /// A subscriber (`mqtt subscribe -d ...`) that is subscribed to every filter when this returns.
 pub(crate) fn subscriber(server: &Server, args: &[&str]) -> Running {
+    subscribed(server, args, count_filters(args))
+}
+
+/// `mqtt subscribe -d ARGS` on `server`, once `filters` subscriptions are granted (for command
+/// lines whose filters [`subscriber`] cannot count: `-D`, `--will-topic`).
+pub(crate) fn subscribed(server: &Server, args: &[&str], filters: usize) -> Running {
     let mut all: Vec<String> = vec!["subscribe".into(), "-d".into()];
     all.extend(server.address_args());
     all.extend(args.iter().map(|a| a.to_string()));
-    let filters = count_filters(args);
     let process = Running::start("mqtt subscribe", mqtt(&all));
     let deadline = Instant::now() + TIMEOUT;
     while process.stderr().matches("subscribed to ").count() < filters {

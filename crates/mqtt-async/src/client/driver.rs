@@ -513,7 +513,6 @@ impl Driver {
                 if let Poll::Ready(control) = control.as_mut().poll_next(cx) {
                     return Poll::Ready(Wake::Control(control));
                 }
-                let read_first = read_first;
                 if read_first
                     && !backlog_full
                     && let Poll::Ready(read) =

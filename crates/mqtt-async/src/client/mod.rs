@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
-use futures_lite::future;
 use mqtt_proto::ReasonCode;
 use mqtt_proto::connection::{DisconnectReason, UsageError};
 use mqtt_proto::packet::{ByteString, Disconnect, PacketId, Publish, QoS, TopicName, Version};
@@ -373,19 +372,11 @@ impl<R> Client<R> {
         Ok(())
     }
 
-    /// Waits for the background task's reply to a command. A command queued just as the task
-    /// ended is never answered, and the queue keeps it (with its reply sender) while handles
-    /// hold senders: so the queue's closing, the task's last act, ends the wait too.
+    /// Waits for the background task's reply to a command. Every command the task took is
+    /// answered; one still queued when the task ends is dropped with its reply sender (the
+    /// task drains its queue on the way out, and when it is dropped), which ends the wait.
     async fn reply<T>(&self, reply: Receiver<T>) -> Result<T, Error> {
-        future::or(
-            async { reply.recv().await.map_err(|_| Error::Closed) },
-            async {
-                self.shared.commands.closed().await;
-                // What the task answered, it answered before closing the queue.
-                reply.try_recv().map_err(|_| Error::Closed)
-            },
-        )
-        .await
+        reply.recv().await.map_err(|_| Error::Closed)
     }
 
     async fn send(&self, command: Command) -> Result<(), Error> {
